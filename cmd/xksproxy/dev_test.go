@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+		"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
+)
+
+// buildBinary compiles xksproxy once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "xksproxy")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeLoopbackPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type process struct {
+	cmd    *exec.Cmd
+	stdout *bytes.Buffer
+	stderr *lockedBuffer
+}
+
+func start(t *testing.T, bin string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, args...), stdout: &bytes.Buffer{}, stderr: &lockedBuffer{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM")
+	}
+}
+
+func waitForFile(t *testing.T, path string, p *process) []byte {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil {
+			return b
+		}
+		if p.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s did not appear\nstdout:\n%s\nstderr:\n%s", path, p.stdout.String(), p.stderr.String())
+	return nil
+}
+
+func TestDevQuickStart(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	port := freeLoopbackPort(t)
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+
+	p := start(t, bin, "dev", "--data", dir, "--listen", listen)
+	var client devenv.ClientFile
+	if err := json.Unmarshal(waitForFile(t, filepath.Join(dir, "client.json"), p), &client); err != nil {
+		t.Fatal(err)
+	}
+	if client.Endpoint != "https://"+listen || client.Endpoints[0] != client.Endpoint || client.URIPath != "/demo/kms/xks/v1" ||
+		client.KeyStore == "" || client.AccessKeyID == "" || client.SecretAccessKey == "" || client.Region == "" ||
+		client.KeyID == "" || !filepath.IsAbs(client.CACertFile) {
+		t.Fatalf("client.json = %+v", client)
+	}
+	var console devenv.KMSConsoleFile
+	b, err := os.ReadFile(filepath.Join(dir, "kms-console.json"))
+	if err != nil || json.Unmarshal(b, &console) != nil || console.XksProxyURIPath != client.URIPath ||
+		console.Credential.AccessKeyID != client.AccessKeyID || console.Credential.RawSecretAccessKey != client.SecretAccessKey {
+		t.Fatalf("kms-console.json = %s (%v)", b, err)
+	}
+	healthPort, _ := strconv.Atoi(client.HealthEndpoint[strings.LastIndexByte(client.HealthEndpoint, ':')+1:])
+	if healthPort >= port && healthPort <= port+9 {
+		t.Fatalf("health port %d falls in the reserved range %d..%d", healthPort, port, port+9)
+	}
+
+	// The printed curl command works as printed.
+	curlLine := printedCurl(t, p.stdout.String())
+	out, err := exec.Command("sh", "-c", curlLine+" -sS -w '\n%{http_code}'").CombinedOutput()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "200") || !strings.Contains(string(out), `"ciphertext"`) {
+		t.Fatalf("printed curl command: %v\n%s\ncommand: %s", err, out, curlLine)
+	}
+
+	c := clientFrom(t, client)
+	md := xksclient.RequestMetadata{AWSPrincipalARN: "arn:aws:iam::1:user/t", KMSKeyARN: "arn:aws:kms:us-east-1:1:key/t", KMSOperation: "Encrypt", KMSRequestID: "dev-test"}
+	enc, err := c.Encrypt(client.KeyID, &xksclient.EncryptRequest{RequestMetadata: md, Plaintext: []byte("survives restarts")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.Get(client.HealthEndpoint + "/ready"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/ready on the health port: %v %v", resp, err)
+	}
+	p.stop(t)
+	if strings.Contains(p.stderr.String(), client.SecretAccessKey) {
+		t.Fatal("the log contains the SigV4 secret")
+	}
+
+	// Run again on the same directory: same credential, same key, same ports.
+	os.Remove(filepath.Join(dir, "client.json"))
+	p = start(t, bin, "dev", "--data", dir)
+	var again devenv.ClientFile
+	if err := json.Unmarshal(waitForFile(t, filepath.Join(dir, "client.json"), p), &again); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(again, client) {
+		t.Fatalf("second run changed client.json:\n%+v\n%+v", client, again)
+	}
+	decrypt(t, clientFrom(t, again), client.KeyID, enc, "survives restarts")
+	p.stop(t)
+
+	// serve runs the same node from the node.toml dev wrote.
+	p = start(t, bin, "serve", "--config", filepath.Join(dir, "node.toml"))
+	waitFor(t, "serve to be ready", func() bool {
+		resp, err := http.Get(client.HealthEndpoint + "/ready")
+		return err == nil && resp.StatusCode == 200
+	}, p)
+	decrypt(t, clientFrom(t, client), client.KeyID, enc, "survives restarts")
+	p.stop(t)
+}
+
+func printedCurl(t *testing.T, stdout string) string {
+	t.Helper()
+	var cmd strings.Builder
+	in := false
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "curl ") {
+			in = true
+		}
+		if !in {
+			continue
+		}
+		if strings.HasSuffix(line, "\\") {
+			cmd.WriteString(strings.TrimSuffix(line, "\\"))
+			continue
+		}
+		cmd.WriteString(line)
+		return cmd.String()
+	}
+	t.Fatalf("no curl command in the output:\n%s", stdout)
+	return ""
+}
+
+func clientFrom(t *testing.T, f devenv.ClientFile) *xksclient.Client {
+	t.Helper()
+	hc, err := xksclient.NewHTTPClient(f.CACertFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hc.CloseIdleConnections)
+	return &xksclient.Client{Endpoint: f.Endpoint, URIPath: f.URIPath, HTTP: hc,
+		Creds: xksclient.Credentials{AccessKeyID: f.AccessKeyID, Secret: f.SecretAccessKey, Region: f.Region}}
+}
+
+func decrypt(t *testing.T, c *xksclient.Client, keyID string, enc *xksclient.EncryptResponse, want string) {
+	t.Helper()
+	md := xksclient.RequestMetadata{AWSPrincipalARN: "arn:aws:iam::1:user/t", KMSKeyARN: "arn:aws:kms:us-east-1:1:key/t", KMSOperation: "Decrypt", KMSRequestID: "dev-test"}
+	got, err := c.Decrypt(keyID, &xksclient.DecryptRequest{RequestMetadata: md, Ciphertext: enc.Ciphertext,
+		CiphertextMetadata: enc.CiphertextMetadata, IV: enc.IV, Tag: enc.Tag})
+	if err != nil || string(got) != want {
+		t.Fatalf("decrypt: %q %v", got, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool, p *process) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s\n%s", what, p.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,229 @@
+// Package node builds one proxy node from its TOML configuration: the HSM,
+// the state the data plane reads, and the listeners.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/xksproxy/xksproxy/fsm"
+)
+
+// Config is one node's TOML file. State that every node shares (key stores,
+// credentials, keys) does not belong here except as a one-time [bootstrap].
+type Config struct {
+	DataDir   string          `toml:"data_dir"`
+	NodeID    string          `toml:"node_id"`
+	API       APIConfig       `toml:"api"`
+	HSM       HSMConfig       `toml:"hsm"`
+	Log       LogConfig       `toml:"log"`
+	Bootstrap BootstrapConfig `toml:"bootstrap"`
+}
+
+type APIConfig struct {
+	Listen              string        `toml:"listen"`
+	HealthListen        string        `toml:"health_listen"`
+	TLSCertFile         string        `toml:"tls_cert_file"`
+	TLSKeyFile          string        `toml:"tls_key_file"`
+	MTLSClientCAFile    string        `toml:"mtls_client_ca_file"`
+	MTLSClientSubjectCN string        `toml:"mtls_client_subject_cn"`
+	MaxInFlight         int           `toml:"max_in_flight"`
+	ReadTimeout         time.Duration `toml:"read_timeout"`
+	IdleTimeout         time.Duration `toml:"idle_timeout"`
+	MaxPlaintextBytes   int           `toml:"max_plaintext_bytes"`
+	MaxAADBytes         int           `toml:"max_aad_bytes"`
+}
+
+type HSMConfig struct {
+	Module         string            `toml:"module"`
+	TokenLabel     string            `toml:"token_label"`
+	PINFile        string            `toml:"pin_file"`
+	PINEnv         string            `toml:"pin_env"`
+	PoolSize       int               `toml:"pool_size"`
+	WaitTimeout    time.Duration     `toml:"wait_timeout"`
+	CallTimeout    time.Duration     `toml:"call_timeout"`
+	HealthKeyLabel string            `toml:"health_key_label"`
+	HealthInterval time.Duration     `toml:"health_interval"`
+	Env            map[string]string `toml:"env"`
+}
+
+type LogConfig struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// BootstrapConfig seeds key stores and keys when the node starts.
+type BootstrapConfig struct {
+	KeyStores []BootstrapKeyStore `toml:"key_stores"`
+	Keys      []BootstrapKey      `toml:"keys"`
+}
+
+type BootstrapKeyStore struct {
+	Name        string                `toml:"name"`
+	URIPath     string                `toml:"uri_path"`
+	Region      string                `toml:"region"`
+	Disabled    bool                  `toml:"disabled"`
+	Credentials []BootstrapCredential `toml:"credentials"`
+}
+
+// BootstrapCredential names where a secret lives; secrets never sit in the
+// configuration file itself.
+type BootstrapCredential struct {
+	AccessKeyID string    `toml:"access_key_id"`
+	SecretFile  string    `toml:"secret_file"`
+	SecretEnv   string    `toml:"secret_env"`
+	Expires     time.Time `toml:"expires"`
+}
+
+type BootstrapKey struct {
+	KeyStore string   `toml:"key_store"`
+	ID       string   `toml:"id"`
+	HSMLabel string   `toml:"hsm_label"`
+	Usage    []string `toml:"usage"`
+	Disabled bool     `toml:"disabled"`
+	// Create generates the key in the HSM at start when no object has the label.
+	Create bool `toml:"create"`
+}
+
+// Defaults fills every unset field with its documented default.
+func (c *Config) Defaults() {
+	if c.API.Listen == "" {
+		c.API.Listen = "127.0.0.1:8443"
+	}
+	if c.HSM.Module == "" {
+		c.HSM.Module = "/usr/lib/softhsm/libsofthsm2.so"
+	}
+	if c.HSM.PINEnv == "" && c.HSM.PINFile == "" {
+		c.HSM.PINEnv = "XKSPROXY_HSM_PIN"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	if c.NodeID == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.NodeID = h
+		}
+	}
+	for i := range c.Bootstrap.Keys {
+		if len(c.Bootstrap.Keys[i].Usage) == 0 {
+			c.Bootstrap.Keys[i].Usage = []string{"ENCRYPT", "DECRYPT"}
+		}
+	}
+}
+
+// Validate checks what Defaults cannot supply.
+func (c *Config) Validate() error {
+	var problems []string
+	if c.API.TLSCertFile == "" || c.API.TLSKeyFile == "" {
+		problems = append(problems, "api.tls_cert_file and api.tls_key_file are required")
+	}
+	if c.API.MTLSClientCAFile != "" && c.API.HealthListen == "" {
+		problems = append(problems, "api.health_listen is required with mTLS: a load balancer cannot present AWS's client certificate")
+	}
+	if c.HSM.TokenLabel == "" {
+		problems = append(problems, "hsm.token_label is required")
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		problems = append(problems, "log.format must be json or console")
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// LoadConfig reads a TOML file strictly: an unknown key is an error, because
+// a misspelt setting silently ignored is worse than a refusal to start.
+func LoadConfig(path string) (*Config, error) {
+	var c Config
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return nil, fmt.Errorf("%s: unknown settings: %s", path, strings.Join(keys, ", "))
+	}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// PIN reads the HSM user PIN from its file or environment variable.
+func (h *HSMConfig) PIN() (string, error) {
+	if h.PINFile != "" {
+		b, err := os.ReadFile(h.PINFile)
+		if err != nil {
+			return "", fmt.Errorf("reading hsm.pin_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	pin := os.Getenv(h.PINEnv)
+	if pin == "" {
+		return "", fmt.Errorf("the HSM PIN is not set: put it in hsm.pin_file or the %s environment variable", h.PINEnv)
+	}
+	return pin, nil
+}
+
+func (b *BootstrapCredential) secret() ([]byte, error) {
+	switch {
+	case b.SecretFile != "":
+		s, err := os.ReadFile(b.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("credential %s: %w", b.AccessKeyID, err)
+		}
+		return []byte(strings.TrimSpace(string(s))), nil
+	case b.SecretEnv != "":
+		s := os.Getenv(b.SecretEnv)
+		if s == "" {
+			return nil, fmt.Errorf("credential %s: environment variable %s is empty", b.AccessKeyID, b.SecretEnv)
+		}
+		return []byte(s), nil
+	}
+	return nil, fmt.Errorf("credential %s: set secret_file or secret_env", b.AccessKeyID)
+}
+
+// BootstrapView turns the [bootstrap] section into the first fsm view.
+func (c *Config) BootstrapView() (*fsm.View, error) {
+	stores := make([]fsm.KeyStore, 0, len(c.Bootstrap.KeyStores))
+	for _, bks := range c.Bootstrap.KeyStores {
+		ks := fsm.KeyStore{Name: bks.Name, URIPath: bks.URIPath, Region: bks.Region, Enabled: !bks.Disabled}
+		for _, bc := range bks.Credentials {
+			secret, err := bc.secret()
+			if err != nil {
+				return nil, fmt.Errorf("key store %s: %w", bks.Name, err)
+			}
+			ks.Credentials = append(ks.Credentials, fsm.Credential{AccessKeyID: bc.AccessKeyID, Secret: secret, ExpiresAt: bc.Expires})
+		}
+		stores = append(stores, ks)
+	}
+	keys := make([]fsm.Key, 0, len(c.Bootstrap.Keys))
+	for _, bk := range c.Bootstrap.Keys {
+		usage, err := fsm.ParseUsage(bk.Usage)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", bk.ID, err)
+		}
+		keys = append(keys, fsm.Key{
+			KeyStore: bk.KeyStore, ID: bk.ID, Usage: usage, Enabled: !bk.Disabled,
+			CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: bk.HSMLabel}},
+		})
+	}
+	return fsm.Build(1, stores, keys)
+}

@@ -1,0 +1,71 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestShippedExampleConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../../../../deploy/node.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.API.MTLSClientSubjectCN == "" || c.HSM.PINFile == "" || len(c.Bootstrap.KeyStores[0].Credentials) != 2 || c.Bootstrap.KeyStores[0].Credentials[1].Expires.IsZero() {
+		t.Fatalf("example lost settings: %+v", c)
+	}
+}
+
+func TestConfigRefusesUnknownAndInconsistentSettings(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "n.toml")
+		os.WriteFile(p, []byte(body), 0o600)
+		return p
+	}
+	base := "[api]\ntls_cert_file='c'\ntls_key_file='k'\n[hsm]\ntoken_label='t'\n"
+	if _, err := LoadConfig(write(base)); err != nil {
+		t.Fatalf("minimal config: %v", err)
+	}
+	_, err := LoadConfig(write(base + "pool_sise = 4\n"))
+	if err == nil || !strings.Contains(err.Error(), "pool_sise") {
+		t.Fatalf("misspelt key: %v", err)
+	}
+	_, err = LoadConfig(write("[api]\ntls_cert_file='c'\ntls_key_file='k'\nmtls_client_ca_file='ca'\nmtls_client_subject_cn='x'\n[hsm]\ntoken_label='t'\n"))
+	if err == nil || !strings.Contains(err.Error(), "health_listen") {
+		t.Fatalf("mTLS without a health port: %v", err)
+	}
+}
+
+func TestBootstrapSecretsComeFromFilesOrEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	secret := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ="
+	os.WriteFile(filepath.Join(dir, "s"), []byte(secret+"\n"), 0o600)
+	t.Setenv("XKS_TEST_SECRET", secret)
+	c := Config{Bootstrap: BootstrapConfig{
+		KeyStores: []BootstrapKeyStore{{Name: "a", URIPath: "/a/kms/xks/v1", Region: "us-east-1", Credentials: []BootstrapCredential{
+			{AccessKeyID: "AAAAAAAAAAAAAAAAAAAAAAAA", SecretFile: filepath.Join(dir, "s")},
+			{AccessKeyID: "BBBBBBBBBBBBBBBBBBBBBBBB", SecretEnv: "XKS_TEST_SECRET"},
+		}}},
+		Keys: []BootstrapKey{{KeyStore: "a", ID: "k", HSMLabel: "k-v1"}},
+	}}
+	c.Defaults()
+	v, err := c.BootstrapView()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := v.StoreByName("a")
+	for _, cr := range s.Credentials {
+		if string(cr.Secret) != secret {
+			t.Fatalf("credential %s secret not read", cr.AccessKeyID)
+		}
+	}
+	if k := s.Key([]byte("k")); k == nil || !k.Enabled || k.Usage == 0 {
+		t.Fatalf("key = %+v", k)
+	}
+	c.Bootstrap.KeyStores[0].Credentials[1].SecretEnv = "XKS_TEST_UNSET"
+	if _, err := c.BootstrapView(); err == nil || strings.Contains(err.Error(), secret) {
+		t.Fatalf("unset secret variable: %v", err)
+	}
+}

@@ -1,0 +1,169 @@
+package fsm
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func validStore(name, path string) KeyStore {
+	c := GenerateCredential()
+	return KeyStore{Name: name, URIPath: path, Region: "us-east-1", Enabled: true, Credentials: []Credential{c}}
+}
+
+func validKey(store, id string) Key {
+	return Key{KeyStore: store, ID: id, Usage: UsageEncrypt | UsageDecrypt, Enabled: true,
+		CurrentVersion: 1, Versions: []KeyVersion{{Number: 1, HSMLabel: id + "-v1"}}}
+}
+
+func TestBuildIndexesStoresAndKeys(t *testing.T) {
+	a, b := validStore("a", "/a/kms/xks/v1"), validStore("b", "/kms/xks/v1")
+	b.Credentials = append(b.Credentials, GenerateCredential())
+	v, err := Build(7, []KeyStore{a, b}, []Key{validKey("a", "k1"), validKey("b", "k1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Index() != 7 {
+		t.Fatalf("index %d", v.Index())
+	}
+	sa := v.StoreByPath([]byte("/a/kms/xks/v1"))
+	if sa == nil || sa.Name != "a" || sa.Key([]byte("k1")) == nil || sa.Key([]byte("k2")) != nil {
+		t.Fatal("store a not indexed by path with its key")
+	}
+	if v.StoreByPath([]byte("/a/kms/xks/v1/")) != nil {
+		t.Fatal("path lookup must be exact")
+	}
+	now := time.Now()
+	sb := v.StoreByName("b")
+	for _, c := range b.Credentials {
+		if _, ok := sb.Credential([]byte(c.AccessKeyID), now); !ok {
+			t.Fatalf("credential %s of b not active", c.AccessKeyID)
+		}
+		if _, ok := sa.Credential([]byte(c.AccessKeyID), now); ok {
+			t.Fatal("a credential of b authenticates on a")
+		}
+	}
+}
+
+func TestBuildCopiesItsInput(t *testing.T) {
+	s := validStore("a", "/a/kms/xks/v1")
+	k := validKey("a", "k")
+	v, err := Build(1, []KeyStore{s}, []Key{k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Credentials[0].Secret[0] ^= 1
+	k.Versions[0].HSMLabel = "changed"
+	sv := v.StoreByName("a")
+	if sv.Credentials[0].Secret[0] == s.Credentials[0].Secret[0] || sv.Key([]byte("k")).Versions[0].HSMLabel == "changed" {
+		t.Fatal("the view shares memory with the caller's input")
+	}
+}
+
+func TestCredentialExpiry(t *testing.T) {
+	s := validStore("a", "/a/kms/xks/v1")
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.Credentials[0].ExpiresAt = at
+	v, err := Build(1, []KeyStore{s}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := []byte(s.Credentials[0].AccessKeyID)
+	if _, ok := v.StoreByName("a").Credential(id, at.Add(-time.Second)); !ok {
+		t.Fatal("credential inactive before its expiry")
+	}
+	if _, ok := v.StoreByName("a").Credential(id, at); ok {
+		t.Fatal("credential still active at its expiry")
+	}
+}
+
+func TestBuildRefusesInvalidState(t *testing.T) {
+	dupPath := validStore("b", "/a/kms/xks/v1")
+	sharedKey := validStore("c", "/c/kms/xks/v1")
+	a := validStore("a", "/a/kms/xks/v1")
+	sharedKey.Credentials = a.Credentials
+	cases := map[string]struct {
+		stores []KeyStore
+		keys   []Key
+	}{
+		"bad path":            {[]KeyStore{validStore("a", "/a/kms/xks/v2")}, nil},
+		"path with dot":       {[]KeyStore{validStore("a", "/a.b/kms/xks/v1")}, nil},
+		"path too long":       {[]KeyStore{validStore("a", "/"+strings.Repeat("a", 120)+"/kms/xks/v1")}, nil},
+		"duplicate path":      {[]KeyStore{a, dupPath}, nil},
+		"shared access key":   {[]KeyStore{a, sharedKey}, nil},
+		"key without store":   {[]KeyStore{a}, []Key{validKey("zz", "k")}},
+		"duplicate key":       {[]KeyStore{a}, []Key{validKey("a", "k"), validKey("a", "k")}},
+		"key id with slash":   {[]KeyStore{a}, []Key{validKey("a", "k/1")}},
+		"missing current":     {[]KeyStore{a}, []Key{{KeyStore: "a", ID: "k", Usage: UsageEncrypt, CurrentVersion: 2, Versions: []KeyVersion{{1, "l"}}}}},
+		"no usage":            {[]KeyStore{a}, []Key{{KeyStore: "a", ID: "k", CurrentVersion: 1, Versions: []KeyVersion{{1, "l"}}}}},
+		"short access key id": {[]KeyStore{{Name: "a", URIPath: "/kms/xks/v1", Region: "us-east-1", Credentials: []Credential{{AccessKeyID: "SHORT", Secret: a.Credentials[0].Secret}}}}, nil},
+		"short secret":        {[]KeyStore{{Name: "a", URIPath: "/kms/xks/v1", Region: "us-east-1", Credentials: []Credential{{AccessKeyID: a.Credentials[0].AccessKeyID, Secret: []byte("short")}}}}, nil},
+	}
+	for name, c := range cases {
+		if _, err := Build(1, c.stores, c.keys); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if strings.Contains(err.Error(), string(a.Credentials[0].Secret)) {
+			t.Errorf("%s: error message contains a secret", name)
+		}
+	}
+}
+
+func TestGeneratedCredentialsMeetTheSpecification(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		c := GenerateCredential()
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if seen[c.AccessKeyID] {
+			t.Fatal("repeated access key id")
+		}
+		seen[c.AccessKeyID] = true
+	}
+}
+
+func TestViewHolderPublishesAtomically(t *testing.T) {
+	var h ViewHolder
+	if h.Load() != nil {
+		t.Fatal("empty holder returned a view")
+	}
+	views := make([]*View, 10)
+	for i := range views {
+		v, err := Build(uint64(i+1), []KeyStore{validStore("a", "/a/kms/xks/v1")}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[i] = v
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, v := range views {
+			h.Publish(v)
+		}
+	}()
+	for range 1000 {
+		if v := h.Load(); v != nil && v.StoreByName("a") == nil {
+			t.Fatal("reader saw a view without its store")
+		}
+	}
+	wg.Wait()
+	if h.Load().Index() != 10 {
+		t.Fatalf("last published index %d", h.Load().Index())
+	}
+}
+
+func TestParseUsage(t *testing.T) {
+	u, err := ParseUsage([]string{"ENCRYPT", "decrypt"})
+	if err != nil || u != UsageEncrypt|UsageDecrypt || strings.Join(u.Names(), ",") != "ENCRYPT,DECRYPT" {
+		t.Fatalf("ParseUsage = %v %v", u, err)
+	}
+	if _, err := ParseUsage([]string{"SIGN"}); err == nil {
+		t.Fatal("accepted SIGN")
+	}
+	if _, err := ParseUsage(nil); err == nil {
+		t.Fatal("accepted no usage")
+	}
+}

@@ -1,0 +1,118 @@
+package hsm
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/hsm/softhsm"
+)
+
+// The tests run against a real SoftHSMv2 with tokens in a temporary
+// directory. SoftHSMv2 reads SOFTHSM2_CONF at C_Initialize, which is per
+// process, so the configuration and tokens are set up once here.
+const (
+	testToken     = "xks-test"
+	recoveryToken = "xks-recovery"
+	soPIN         = "so-pin-4821"
+	userPIN       = "user-pin-7305"
+)
+
+var (
+	testModule string
+	testDir    string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	var err error
+	if testModule, err = softhsm.ModulePath(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if testDir, err = os.MkdirTemp("", "hsm-test-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(testDir)
+	conf, err := softhsm.WriteConfig(testDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv(softhsm.ConfigEnv, conf)
+	for _, label := range []string{testToken, recoveryToken} {
+		if err := softhsm.InitToken(testModule, label, soPIN, userPIN); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// testConfig uses generous timeouts: the tests are about behaviour, on a
+// shared machine where a SoftHSMv2 call can stall; tests about timeouts set
+// their own. The monitor is kept quiet unless a test wants it.
+func testConfig(token string) Config {
+	return Config{
+		ModulePath:     testModule,
+		TokenLabel:     token,
+		PIN:            userPIN,
+		WaitTimeout:    10 * time.Second,
+		CallTimeout:    10 * time.Second,
+		HealthInterval: time.Hour,
+	}
+}
+
+func openT(t testing.TB, cfg Config) *HSM {
+	t.Helper()
+	return openWrapped(t, cfg, nil)
+}
+
+func openWrapped(t testing.TB, cfg Config, wrap func(module) module) *HSM {
+	t.Helper()
+	h, err := open(cfg, wrap)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return h
+}
+
+// newKey creates a key named after the test.
+func newKey(t testing.TB, h *HSM) string {
+	t.Helper()
+	label := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	if err := h.GenerateKey(label); err != nil {
+		t.Fatalf("GenerateKey(%q): %v", label, err)
+	}
+	return label
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, deadline time.Duration, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", deadline, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

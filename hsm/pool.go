@@ -1,0 +1,183 @@
+package hsm
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/pkcs11"
+)
+
+const sessionFlags = pkcs11.CKF_SERIAL_SESSION | pkcs11.CKF_RW_SESSION
+
+// session is one pooled PKCS#11 session and the worker goroutine that owns
+// it. A cgo call cannot be interrupted, so the call runs on the worker and
+// the caller only waits for it; a caller that gives up leaves the worker to
+// finish and return the session to the pool.
+type session struct {
+	h    pkcs11.SessionHandle
+	jobs chan *call
+	// mech is a reusable one-element mechanism list, saving an allocation
+	// per operation.
+	mech []*pkcs11.Mechanism
+}
+
+func newSession() *session {
+	// jobs never holds more than one call: only the holder of a free
+	// session sends, and the worker is idle while its session is free.
+	return &session{jobs: make(chan *call, 1), mech: make([]*pkcs11.Mechanism, 1)}
+}
+
+type op uint8
+
+const (
+	opEncrypt op = iota
+	opDecrypt
+	opGenerate
+	opHasKey
+	opProbe
+)
+
+func (o op) String() string {
+	switch o {
+	case opEncrypt:
+		return "encrypt"
+	case opDecrypt:
+		return "decrypt"
+	case opGenerate:
+		return "generate"
+	case opHasKey:
+		return "find"
+	}
+	return "probe"
+}
+
+// A call's state decides who owns it once the HSM has answered: the caller
+// if it was still waiting, the worker if the caller had given up.
+const (
+	callPending uint32 = iota
+	callFinished
+	callAbandoned
+)
+
+// call is one request handed to a worker. Calls are pooled with their result
+// channel and timer, so the hot path allocates neither.
+type call struct {
+	op    op
+	label string
+	iv    []byte
+	in    []byte // plaintext or ciphertext
+	tag   []byte
+	aad   []byte
+	buf   []byte // ciphertext||tag for C_Decrypt, reused across calls
+
+	out   []byte
+	found bool
+	err   error
+
+	state atomic.Uint32
+	done  chan struct{} // buffered: the worker never blocks on a caller
+	timer *time.Timer   // session wait, then call deadline
+}
+
+// maxPooledBuf bounds the decrypt buffer kept in a pooled call: XKS
+// ciphertexts are at most 4300 bytes plus the tag.
+const maxPooledBuf = 8 << 10
+
+var calls = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &call{done: make(chan struct{}, 1), timer: t}
+}}
+
+func getCall(o op, label string) *call {
+	c := calls.Get().(*call)
+	c.op, c.label = o, label
+	c.state.Store(callPending)
+	return c
+}
+
+// putCall drops every reference to caller data before pooling the call.
+func putCall(c *call) {
+	c.label, c.iv, c.in, c.tag, c.aad, c.out, c.found, c.err = "", nil, nil, nil, nil, nil, false, nil
+	if cap(c.buf) > maxPooledBuf {
+		c.buf = nil
+	}
+	calls.Put(c)
+}
+
+// acquire takes a free session, waiting at most wait. The fast path is a
+// plain channel receive; the timer is armed only when the pool is empty.
+func (h *HSM) acquire(t *time.Timer, wait time.Duration) (*session, error) {
+	select {
+	case s := <-h.free:
+		return s, nil
+	default:
+	}
+	t.Reset(wait)
+	select {
+	case s := <-h.free:
+		t.Stop()
+		return s, nil
+	case <-t.C:
+		return nil, ErrBusy
+	case <-h.closing:
+		t.Stop()
+		return nil, errClosed
+	}
+}
+
+// do runs c on a pooled session and waits at most CallTimeout for it. It
+// consumes c: the caller must not touch c afterwards.
+func (h *HSM) do(c *call, wait time.Duration) ([]byte, bool, error) {
+	if down := h.st.Load().down; down != nil {
+		putCall(c)
+		return nil, false, down
+	}
+	s, err := h.acquire(c.timer, wait)
+	if err != nil {
+		putCall(c)
+		return nil, false, err
+	}
+	s.jobs <- c
+	c.timer.Reset(h.cfg.CallTimeout)
+	select {
+	case <-c.done:
+		c.timer.Stop()
+	case <-c.timer.C:
+		if c.state.CompareAndSwap(callPending, callAbandoned) {
+			// From here on the worker owns c.
+			h.stuck.Add(1)
+			return nil, false, ErrTimeout
+		}
+		// The worker finished as the deadline passed: take its answer.
+		<-c.done
+	}
+	out, found, err := c.out, c.found, c.err
+	putCall(c)
+	return out, found, err
+}
+
+// worker executes the calls sent to s until s.jobs is closed.
+func (h *HSM) worker(s *session) {
+	for c := range s.jobs {
+		if down := h.st.Load().down; down != nil {
+			// The HSM failed after the caller checked; keep the module free
+			// for recovery.
+			c.err = down
+		} else {
+			c.out, c.found, c.err = h.exec(s, c)
+		}
+		finished := c.state.CompareAndSwap(callPending, callFinished)
+		if !finished {
+			h.stuck.Add(-1)
+			putCall(c)
+		}
+		// Free the session before waking the caller, so that a caller
+		// issuing its next call at once finds it on the fast path.
+		h.free <- s
+		if finished {
+			c.done <- struct{}{}
+		}
+	}
+}

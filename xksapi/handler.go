@@ -1,0 +1,375 @@
+package xksapi
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/bytebufferpool"
+	"github.com/valyala/fasthttp"
+
+	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/xksapi/sigv4"
+)
+
+// exchange carries one request through the pipeline and into its log line.
+type exchange struct {
+	start  time.Time
+	route  route
+	store  *fsm.StoreView
+	req    request
+	akid   []byte
+	result *apiError
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	uri := ctx.Request.Header.RequestURI()
+	path, query := uri, []byte(nil)
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		path, query = uri[:i], uri[i+1:]
+	}
+	if s.serveProbe(ctx, path) {
+		return
+	}
+	x := exchange{start: time.Now()}
+	x.result = s.process(ctx, &x, path, query)
+	if x.result != nil {
+		writeError(ctx, x.result.name, x.result.message)
+		if x.result.status != 0 {
+			ctx.SetStatusCode(x.result.status)
+		}
+	}
+	s.logExchange(ctx, &x)
+}
+
+func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []byte) *apiError {
+	r, ok := parseRoute(path)
+	if !ok {
+		return fail(InvalidURIPathException, "no XKS API operation at this path")
+	}
+	x.route = r
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST")
+		return &apiError{name: UnsupportedOperationException, status: fasthttp.StatusMethodNotAllowed,
+			message: "the XKS API accepts only POST"}
+	}
+	if len(query) > 0 {
+		return fail(InvalidURIPathException, "the XKS API takes no query string")
+	}
+	view := s.views.Load()
+	if view == nil {
+		return fail(InternalException, "the proxy has not loaded its key stores yet")
+	}
+	x.store = view.StoreByPath(r.uriPath)
+	if x.store == nil {
+		return fail(InvalidURIPathException, "no key store is configured at this URI path")
+	}
+	if err := s.authenticate(ctx, x, path, query); err != nil {
+		// Unauthenticated, but its kmsRequestId is what lets an operator
+		// find the failed call in CloudTrail; decoded only for the log.
+		json.Unmarshal(ctx.PostBody(), &x.req)
+		return err
+	}
+	if n := s.inFlight.Add(1); n > int64(s.cfg.MaxInFlight) {
+		s.inFlight.Add(-1)
+		return fail(ThrottlingException, "the proxy is at its concurrency limit; retry")
+	}
+	defer s.inFlight.Add(-1)
+
+	if !x.store.Enabled {
+		return fail(InvalidStateException, "key store "+x.store.Name+" is disabled")
+	}
+	if err := decodeRequest(ctx.PostBody(), r.op, s.cfg.Limits, &x.req); err != nil {
+		return err
+	}
+	if r.op == OpHealth {
+		return s.serveHealthStatus(ctx)
+	}
+	if err := s.servingError(); err != nil {
+		return fail(InternalException, "this node cannot serve cryptographic requests now: "+err.Error())
+	}
+	key := x.store.Key(r.keyID)
+	if key == nil {
+		return fail(KeyNotFoundException, "key store "+x.store.Name+" has no key "+string(r.keyID))
+	}
+	switch r.op {
+	case OpMetadata:
+		buf := bytebufferpool.Get()
+		buf.B = appendMetadataResponse(buf.B[:0], key.Usage.Names(), key.Enabled)
+		writeJSON(ctx, fasthttp.StatusOK, buf.B)
+		bytebufferpool.Put(buf)
+		return nil
+	case OpEncrypt:
+		return s.encrypt(ctx, key, &x.req)
+	default:
+		return s.decrypt(ctx, key, &x.req)
+	}
+}
+
+// authenticate verifies the SigV4 signature with a credential of the key
+// store the path routed to; a valid signature for another key store fails.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, x *exchange, path, query []byte) *apiError {
+	hdr := ctx.Request.Header.Peek("Authorization")
+	if len(hdr) == 0 {
+		return fail(AuthenticationFailedException, "missing Authorization header")
+	}
+	auth, err := sigv4.ParseAuthorization(hdr)
+	if err != nil {
+		return fail(AuthenticationFailedException, err.Error())
+	}
+	x.akid = auth.AccessKeyID
+	now := s.cfg.Now()
+	cred, ok := x.store.Credential(auth.AccessKeyID, now)
+	if !ok {
+		return fail(AuthenticationFailedException, "access key id is not an active credential of this key store")
+	}
+	req := sigv4.Request{
+		Method:  ctx.Method(),
+		RawPath: path,
+		Query:   query,
+		Header:  &ctx.Request.Header,
+		Body:    ctx.PostBody(),
+	}
+	if err := s.verifier.Verify(&req, &auth, cred.Secret, x.store.Region, now); err != nil {
+		return fail(AuthenticationFailedException, err.Error())
+	}
+	return nil
+}
+
+func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *apiError {
+	if !key.Enabled {
+		return fail(InvalidStateException, "key "+key.ID+" is disabled")
+	}
+	if key.Usage&fsm.UsageEncrypt == 0 {
+		return fail(InvalidKeyUsageException, "key "+key.ID+" may not encrypt")
+	}
+	version := key.Version(key.CurrentVersion)
+	res := encryptResult{
+		metadata: encodeCiphertextMetadata(version.Number),
+		iv:       make([]byte, 12),
+	}
+	// The HSM never chooses the IV (SoftHSMv2 would silently encrypt with an
+	// empty one), so every encrypt draws a fresh 96-bit IV here.
+	rand.Read(res.iv)
+	aad := hsmAAD(req.AAD, res.metadata)
+	var err error
+	res.ciphertext, res.tag, err = s.hsm.EncryptGCM(version.HSMLabel, res.iv, req.Plaintext, aad)
+	if err != nil {
+		return hsmFailure(err, key, version.Number)
+	}
+	if req.CDIVAlgorithm != nil {
+		// The CDIV promises AWS KMS that this exact output decrypts to the
+		// plaintext, so it is computed first and then proven by decrypting.
+		res.cdiv = cdiv(req.AAD, res.metadata, res.iv, res.ciphertext, res.tag)
+		back, err := s.hsm.DecryptGCM(version.HSMLabel, res.iv, res.ciphertext, res.tag, aad)
+		if err != nil {
+			return hsmFailure(err, key, version.Number)
+		}
+		if subtle.ConstantTimeCompare(back, req.Plaintext) != 1 {
+			return &apiError{name: InternalException, message: "encrypt output failed its verification decrypt",
+				detail: "CDIV round trip mismatch"}
+		}
+	}
+	buf := bytebufferpool.Get()
+	buf.B = appendEncryptResponse(buf.B[:0], &res)
+	writeJSON(ctx, fasthttp.StatusOK, buf.B)
+	bytebufferpool.Put(buf)
+	return nil
+}
+
+func (s *Server) decrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *apiError {
+	if !key.Enabled {
+		return fail(InvalidStateException, "key "+key.ID+" is disabled")
+	}
+	if key.Usage&fsm.UsageDecrypt == 0 {
+		return fail(InvalidKeyUsageException, "key "+key.ID+" may not decrypt")
+	}
+	if req.CiphertextMetadata == nil {
+		return fail(InvalidCiphertextException, "ciphertextMetadata is missing; every ciphertext from this proxy carries it")
+	}
+	n, ok := decodeCiphertextMetadata(req.CiphertextMetadata)
+	if !ok {
+		return fail(InvalidCiphertextException, "ciphertextMetadata was not produced by this proxy")
+	}
+	version := key.Version(n)
+	if version == nil {
+		return fail(InvalidCiphertextException, "ciphertext names version "+strconv.FormatUint(uint64(n), 10)+", which key "+key.ID+" does not have")
+	}
+	aad := hsmAAD(req.AAD, req.CiphertextMetadata)
+	plaintext, err := s.hsm.DecryptGCM(version.HSMLabel, req.InitializationVector, req.Ciphertext, req.AuthenticationTag, aad)
+	if err != nil {
+		return hsmFailure(err, key, version.Number)
+	}
+	buf := bytebufferpool.Get()
+	buf.B = appendDecryptResponse(buf.B[:0], plaintext)
+	writeJSON(ctx, fasthttp.StatusOK, buf.B)
+	bytebufferpool.Put(buf)
+	return nil
+}
+
+// hsmFailure maps an HSM error to the specification's error. The PKCS#11
+// detail goes to our log only.
+func hsmFailure(err error, key *fsm.Key, version uint32) *apiError {
+	e := &apiError{detail: err.Error()}
+	switch {
+	case errors.Is(err, hsm.ErrInvalidCiphertext):
+		e.name, e.message = InvalidCiphertextException, "ciphertext, IV, tag, AAD or ciphertextMetadata do not authenticate"
+	case errors.Is(err, hsm.ErrBusy):
+		e.name, e.message = ThrottlingException, "the HSM is busy; retry"
+	case errors.Is(err, hsm.ErrTimeout):
+		e.name, e.message = DependencyTimeoutException, "the HSM did not answer in time"
+	case errors.Is(err, hsm.ErrKeyNotFound):
+		e.name, e.message = InternalException, "material for key "+key.ID+" version "+strconv.FormatUint(uint64(version), 10)+" is not in this node's HSM"
+	case errors.Is(err, hsm.ErrUnavailable):
+		e.name, e.message = InternalException, "the HSM is unavailable"
+	default:
+		e.name, e.message = InternalException, "the HSM failed"
+	}
+	return e
+}
+
+// servingError reports why this node must refuse crypto now, or nil. HSM
+// health is not part of it: a live call finds a sick HSM faster than the
+// cached check, and the check may lag a recovery.
+func (s *Server) servingError() error {
+	if s.views.Load() == nil {
+		return errors.New("key stores not loaded")
+	}
+	if s.cfg.Ready != nil {
+		return s.cfg.Ready()
+	}
+	return nil
+}
+
+// ready reports why a load balancer should not send this node traffic, or nil.
+func (s *Server) ready() error {
+	if err := s.servingError(); err != nil {
+		return err
+	}
+	h := s.hsm.Health()
+	if h.Status == hsm.StatusUnavailable {
+		return errors.New("HSM unavailable")
+	}
+	if time.Since(h.CheckedAt) > healthMaxAge {
+		return errors.New("HSM health check is overdue")
+	}
+	return nil
+}
+
+func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
+	h := s.hsm.Health()
+	status := h.Status.String()
+	if time.Since(h.CheckedAt) > healthMaxAge {
+		status = hsm.StatusUnavailable.String()
+	}
+	model, manufacturer, serial := s.hsm.TokenInfo()
+	id := s.cfg.NodeID
+	if id == "" {
+		id = serial
+	}
+	report := HealthReport{
+		FleetSize: 1,
+		Vendor:    "xksproxy",
+		Model:     "xksproxy " + Version,
+		EKMVendor: manufacturer,
+		Fleet:     []FleetMember{{ID: id, Model: model, Status: status}},
+	}
+	buf := bytebufferpool.Get()
+	buf.B = appendHealthResponse(buf.B[:0], &report)
+	writeJSON(ctx, fasthttp.StatusOK, buf.B)
+	bytebufferpool.Put(buf)
+	return nil
+}
+
+// serveProbe answers the load balancer's unauthenticated GET /ping and
+// /ready; it reports whether path was one of them.
+func (s *Server) serveProbe(ctx *fasthttp.RequestCtx, path []byte) bool {
+	switch string(path) {
+	case "/ping":
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+	case "/ready":
+		if err := s.ready(); err != nil {
+			buf := bytebufferpool.Get()
+			buf.B = append(buf.B[:0], `{"ready":false,"reason":`...)
+			buf.B = appendJSONString(buf.B, err.Error())
+			buf.B = append(buf.B, '}')
+			writeJSON(ctx, fasthttp.StatusServiceUnavailable, buf.B)
+			bytebufferpool.Put(buf)
+		} else {
+			writeJSON(ctx, fasthttp.StatusOK, []byte(`{"ready":true}`))
+		}
+	default:
+		return false
+	}
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		writeError(ctx, UnsupportedOperationException, "health probes accept only GET")
+		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+	}
+	return true
+}
+
+// handleHealthPort serves the plain-HTTP listener: probes and nothing else.
+func (s *Server) handleHealthPort(ctx *fasthttp.RequestCtx) {
+	if !s.serveProbe(ctx, ctx.Request.Header.RequestURI()) {
+		writeError(ctx, InvalidURIPathException, "this port serves only GET /ping and GET /ready")
+	}
+}
+
+// logExchange writes the one line per request: who, which key, what, the
+// outcome and the latency. Never plaintext, key material or secrets.
+func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
+	level := zerolog.InfoLevel
+	if x.result != nil {
+		level = zerolog.WarnLevel
+		if x.result.name.Status() >= 500 {
+			level = zerolog.ErrorLevel
+		}
+	}
+	ev := s.log.WithLevel(level)
+	if ev == nil {
+		return
+	}
+	md := x.req.RequestMetadata
+	if md == nil {
+		md = &RequestMetadata{}
+	}
+	ev = ev.Str("kmsRequestId", md.KMSRequestID).
+		Str("op", x.route.op.String()).
+		Str("kmsOperation", md.KMSOperation).
+		Str("principal", md.AWSPrincipalARN).
+		Str("kmsKeyArn", md.KMSKeyARN).
+		Bytes("keyId", x.route.keyID).
+		Bytes("accessKeyId", x.akid)
+	if x.store != nil {
+		ev = ev.Str("keyStore", x.store.Name)
+	}
+	if md.KMSViaService != "" {
+		ev = ev.Str("viaService", md.KMSViaService)
+	}
+	if md.AWSSourceVPC != "" {
+		ev = ev.Str("sourceVpc", md.AWSSourceVPC)
+	}
+	if md.AWSSourceVPCE != "" {
+		ev = ev.Str("sourceVpce", md.AWSSourceVPCE)
+	}
+	ev = ev.Int("status", ctx.Response.StatusCode())
+	if x.result != nil {
+		ev = ev.Str("outcome", string(x.result.name)).Str("reason", x.result.message)
+		if x.result.detail != "" {
+			ev = ev.Str("detail", x.result.detail)
+		}
+	} else {
+		ev = ev.Str("outcome", "ok")
+	}
+	ev.Float64("latency_ms", float64(time.Since(x.start).Microseconds())/1000).Msg("xks request")
+}
+
+// Version is the proxy's version, reported in GetHealthStatus.
+var Version = "0.1.0"

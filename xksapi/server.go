@@ -1,0 +1,152 @@
+// Package xksapi is the data plane: the XKS Proxy API over fasthttp, from the
+// TLS listener to the HSM call and the one log line per request.
+package xksapi
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/xksapi/sigv4"
+)
+
+// HSM is what the data plane needs of the key manager; *hsm.HSM provides it.
+type HSM interface {
+	EncryptGCM(keyLabel string, iv, plaintext, aad []byte) (ciphertext, tag []byte, err error)
+	DecryptGCM(keyLabel string, iv, ciphertext, tag, aad []byte) ([]byte, error)
+	Health() hsm.Health
+	TokenInfo() (model, manufacturer, serial string)
+}
+
+// Config tunes a Server. Every zero value has a working default.
+type Config struct {
+	// Limits bound request sizes; zero fields take DefaultLimits.
+	Limits Limits
+	// MaxInFlight is how many requests may be inside the handler at once
+	// before new ones get 429 ThrottlingException; 0 means 4096.
+	MaxInFlight int
+	// NodeID names this node's HSM in GetHealthStatus; "" means the token serial.
+	NodeID string
+	// Ready is an extra condition for /ready and for serving crypto (the
+	// cluster's staleness limit); nil means always ready.
+	Ready func() error
+	// ReadTimeout bounds receiving one request; 0 means 10s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections; 0 means 120s.
+	IdleTimeout time.Duration
+	// Now is the clock for SigV4 and credential expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+// healthMaxAge is how old a cached deep health check may be before it no
+// longer counts (the specification allows one minute).
+const healthMaxAge = time.Minute
+
+// Server answers the XKS API for every key store in the current fsm view.
+type Server struct {
+	cfg      Config
+	views    *fsm.ViewHolder
+	hsm      HSM
+	log      zerolog.Logger
+	verifier *sigv4.Verifier
+	inFlight atomic.Int64
+
+	api    *fasthttp.Server
+	health *fasthttp.Server
+}
+
+// New builds a Server; it serves nothing until ServeTLS or ServeHealth.
+func New(cfg Config, views *fsm.ViewHolder, h HSM, log zerolog.Logger) *Server {
+	if cfg.Limits.MaxPlaintext < DefaultLimits.MaxPlaintext {
+		cfg.Limits.MaxPlaintext = DefaultLimits.MaxPlaintext
+	}
+	if cfg.Limits.MaxAAD < DefaultLimits.MaxAAD {
+		cfg.Limits.MaxAAD = DefaultLimits.MaxAAD
+	}
+	if cfg.Limits.MaxARN < DefaultLimits.MaxARN {
+		cfg.Limits.MaxARN = DefaultLimits.MaxARN
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4096
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 120 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier()}
+	s.api = s.newHTTPServer(s.handle)
+	s.health = s.newHTTPServer(s.handleHealthPort)
+	return s
+}
+
+func (s *Server) newHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:      h,
+		ErrorHandler: s.handleMalformed,
+		Name:         "xksproxy",
+		// fasthttp refuses connections over Concurrency with a plain-text
+		// 503 that AWS KMS cannot interpret; set it out of reach and bound
+		// work with MaxInFlight instead, which answers JSON.
+		Concurrency:                  1 << 20,
+		MaxRequestBodySize:           s.cfg.Limits.MaxBodyFor(),
+		ReadBufferSize:               16 << 10,
+		ReadTimeout:                  s.cfg.ReadTimeout,
+		WriteTimeout:                 s.cfg.ReadTimeout,
+		IdleTimeout:                  s.cfg.IdleTimeout,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		Logger:                       fasthttpLogger{s.log},
+	}
+}
+
+// ServeTLS serves the XKS API on ln over TLS until Shutdown.
+func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
+	return s.api.Serve(tls.NewListener(ln, cfg))
+}
+
+// ServeHealth serves the plain-HTTP load-balancer port (/ping, /ready) on ln
+// until Shutdown. It carries no XKS API and no secrets.
+func (s *Server) ServeHealth(ln net.Listener) error {
+	return s.health.Serve(ln)
+}
+
+// Shutdown stops both listeners and waits for requests in progress.
+func (s *Server) Shutdown() error {
+	return errors.Join(s.api.Shutdown(), s.health.Shutdown())
+}
+
+// handleMalformed answers what fasthttp could not parse, in the
+// specification's JSON, so that AWS KMS can report it.
+func (s *Server) handleMalformed(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, UnsupportedOperationException, "request body is larger than this proxy accepts")
+	case errors.As(err, &small):
+		writeError(ctx, ValidationException, "request headers are too large")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeError(ctx, ValidationException, "request was not received in time")
+	default:
+		writeError(ctx, ValidationException, "malformed HTTP request")
+	}
+	s.log.Warn().Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("refused malformed HTTP request")
+}
+
+type fasthttpLogger struct{ log zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn().Msgf(format, args...)
+}

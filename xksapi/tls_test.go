@@ -1,0 +1,59 @@
+package xksapi_test
+
+import (
+	"crypto/tls"
+	"testing"
+
+	"github.com/xksproxy/xksproxy/bench/xksclient"
+)
+
+const kmsSubject = "cks.kms.us-east-1.amazonaws.com"
+
+func TestMutualTLS(t *testing.T) {
+	f := newFixture(t, fixtureOptions{mtlsSubject: kmsSubject})
+	good := f.certs.clientCert(t, kmsSubject, false)
+	c := f.client("a", f.credsA[0], good)
+	if _, err := c.Metadata("k1", metadata("DescribeKey")); err != nil {
+		t.Fatalf("AWS KMS's certificate refused: %v", err)
+	}
+	refused := map[string]*tls.Certificate{
+		"no certificate":      nil,
+		"wrong subject":       f.certs.clientCert(t, "cks.kms.us-west-2.amazonaws.com", false),
+		"untrusted issuer CA": f.certs.clientCert(t, kmsSubject, true),
+	}
+	for name, cert := range refused {
+		_, err := f.client("a", f.credsA[0], cert).Metadata("k1", metadata("DescribeKey"))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if _, isXKS := err.(*xksclient.Error); isXKS {
+			t.Errorf("%s: got past the handshake: %v", name, err)
+		}
+	}
+}
+
+func TestTLSVersionsAndSuites(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	dial := func(cfg *tls.Config) error {
+		cfg.ServerName = "localhost"
+		conn, err := tls.Dial("tcp", f.addr, cfg)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	roots := mustRoots(t, f.caFile)
+	if err := dial(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}); err != nil {
+		t.Fatalf("TLS 1.3: %v", err)
+	}
+	if err := dial(&tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}}); err != nil {
+		t.Fatalf("TLS 1.2 with ECDHE-ECDSA-AES256-GCM-SHA384: %v", err)
+	}
+	if err := dial(&tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10}); err == nil {
+		t.Fatal("TLS 1.1 accepted")
+	}
+	if err := dial(&tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}); err == nil {
+		t.Fatal("a CBC suite was accepted")
+	}
+}
