@@ -70,3 +70,29 @@ func BenchmarkParseAuthorization(b *testing.B) {
 		}
 	}
 }
+
+// TestVerifyCachedAllocations pins the hot path's allocation count, so a
+// change that starts allocating per request fails here rather than in a
+// load test.
+func TestVerifyCachedAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	f := benchFixture(t)
+	v := NewVerifier()
+	secret := []byte(testSecret)
+	var err error
+	allocs := testing.AllocsPerRun(200, func() {
+		err = v.Verify(&f.req, &f.auth, secret, testRegion, testTime)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allocs != 0 {
+		t.Fatalf("cached Verify allocates %.1f times per call, want 0", allocs)
+	}
+	h := []byte(specAuth)
+	if allocs := testing.AllocsPerRun(200, func() { _, err = ParseAuthorization(h) }); allocs != 0 || err != nil {
+		t.Fatalf("ParseAuthorization allocates %.1f times per call (err %v), want 0", allocs, err)
+	}
+}

@@ -26,7 +26,9 @@ func newCachedKey(key [sha256.Size]byte, date string) *cachedKey {
 // keyCache maps (date, region, service, secret) to a derived key. Reads are
 // lock-free loads of an immutable map; the rare writer copies it under mu.
 // A key is added at most once per credential, region and day, so copying is
-// cheaper overall than making every read take a lock.
+// cheaper overall than making every read take a lock. The map keys contain
+// the secret: a credential removed from the configuration stays in memory
+// until its date leaves the window, a day at most.
 type keyCache struct {
 	mu      sync.Mutex
 	entries atomic.Pointer[map[string]*cachedKey]

@@ -4,7 +4,7 @@
 // the HTTP server hands it the method, the raw path and query, a header
 // lookup and the body, and it imports only the standard library.
 //
-// What Verify checks, in this order:
+// What Verify checks:
 //
 //   - The Authorization header (ParseAuthorization) uses AWS4-HMAC-SHA256
 //     and names Credential, SignedHeaders and Signature exactly once each;
@@ -52,6 +52,8 @@
 // their messages are meant to be returned to AWS KMS and shown to operators:
 // they never contain the secret, the derived signing key or the expected
 // signature.
+//
+// Signer produces requests the way AWS KMS does, for tests and tools.
 //
 // Derived signing keys are cached per (date, region, service, secret) so the
 // hot path computes one HMAC instead of five. Entries for dates that no

@@ -117,8 +117,8 @@ func TestSignedHeaders(t *testing.T) {
 		want   error
 	}{
 		{"content-type;host;x-amz-date", ErrSignature}, // control: well-formed, only the signature is off
-		{"content-type;x-amz-date", ErrSignedHeaders},   // no host
-		{"content-type;host", ErrSignedHeaders},         // no x-amz-date
+		{"content-type;x-amz-date", ErrSignedHeaders},  // no host
+		{"content-type;host", ErrSignedHeaders},        // no x-amz-date
 		{"host;content-type;x-amz-date", ErrSignedHeaders},
 		{"content-type;host;host;x-amz-date", ErrSignedHeaders},
 		{"Content-Type;host;x-amz-date", ErrSignedHeaders},
