@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/miekg/pkcs11"
 )
 
 // Status is the HSM's health as the XKS health API reports it.
@@ -165,11 +163,10 @@ func (h *HSM) recover() error {
 	if err != nil {
 		return err
 	}
-	// C_Finalize closes every session. Closing them one by one first could
-	// hit a stale handle number the module has since reused.
-	if err := h.p11.Finalize(); err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED) {
-		return fmt.Errorf("hsm: finalize module: %w", err)
-	}
+	// C_Finalize closes every session (closing them one by one could hit a
+	// stale handle number the module has since reused). Its error is moot:
+	// C_Initialize and connect below say whether the module works again.
+	_ = h.p11.Finalize()
 	if err := h.initialize(); err != nil {
 		return err
 	}

@@ -207,10 +207,8 @@ func (h *HSM) start() error {
 		return err
 	}
 	if err := h.connect(); err != nil {
-		for _, s := range h.sessions {
-			// Teardown after a failed start: the error that matters is err.
-			_ = h.p11.CloseSession(s.h)
-		}
+		// C_Finalize also closes whatever sessions connect opened; its own
+		// error would only hide err.
 		_ = h.p11.Finalize()
 		return err
 	}
@@ -218,9 +216,8 @@ func (h *HSM) start() error {
 	return nil
 }
 
-// initialize runs C_Initialize. Another component of the process (such as
-// softhsm.InitToken's caller) may have initialised the module already;
-// that is fine.
+// initialize runs C_Initialize. Cryptoki state is per process, so a module
+// something else in the process initialised already is ready for us too.
 func (h *HSM) initialize() error {
 	if err := h.p11.Initialize(); err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		return fmt.Errorf("hsm: initialize module %s: %w", h.cfg.ModulePath, err)
@@ -326,11 +323,13 @@ func (h *HSM) close() error {
 	defer h.checkMu.Unlock()
 	defer releaseModule(h.modKey)
 	held, err := h.collect()
-	for _, s := range h.sessions {
-		close(s.jobs)
-	}
 	if err != nil {
+		// The workers stay, refusing calls, so that a session coming back
+		// from a hung call cannot strand anyone.
 		return fmt.Errorf("hsm: close: %w; module left initialised", err)
+	}
+	for _, s := range held {
+		close(s.jobs)
 	}
 	// Logout and CloseSession fail only for sessions that are already gone,
 	// and C_Finalize below releases everything regardless.

@@ -2,6 +2,8 @@ package hsm
 
 import (
 	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -89,11 +91,12 @@ func openWrapped(t testing.TB, cfg Config, wrap func(module) module) *HSM {
 	return h
 }
 
-// newKey creates a key named after the test.
+// newKey creates a key named after the test, or reuses it when the test
+// runs again in the same process (-count, benchmarks).
 func newKey(t testing.TB, h *HSM) string {
 	t.Helper()
 	label := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
-	if err := h.GenerateKey(label); err != nil {
+	if err := h.GenerateKey(label); err != nil && !errors.Is(err, ErrKeyExists) {
 		t.Fatalf("GenerateKey(%q): %v", label, err)
 	}
 	return label
@@ -115,4 +118,8 @@ func waitFor(t *testing.T, what string, deadline time.Duration, cond func() bool
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func uniqueLabel(prefix string) string {
+	return prefix + "-" + hex.EncodeToString(randomBytes(8))
 }

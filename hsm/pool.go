@@ -145,12 +145,15 @@ func (h *HSM) do(c *call, wait time.Duration) ([]byte, bool, error) {
 	case <-c.done:
 		c.timer.Stop()
 	case <-c.timer.C:
+		// Counted before the hand-over, so that the worker's decrement
+		// always follows this increment.
+		h.stuck.Add(1)
 		if c.state.CompareAndSwap(callPending, callAbandoned) {
 			// From here on the worker owns c.
-			h.stuck.Add(1)
 			return nil, false, ErrTimeout
 		}
 		// The worker finished as the deadline passed: take its answer.
+		h.stuck.Add(-1)
 		<-c.done
 	}
 	out, found, err := c.out, c.found, c.err
@@ -158,7 +161,8 @@ func (h *HSM) do(c *call, wait time.Duration) ([]byte, bool, error) {
 	return out, found, err
 }
 
-// worker executes the calls sent to s until s.jobs is closed.
+// worker executes the calls sent to s until Close closes s.jobs, which it
+// does only while holding s, so no caller can send on the closed channel.
 func (h *HSM) worker(s *session) {
 	for c := range s.jobs {
 		if down := h.st.Load().down; down != nil {
