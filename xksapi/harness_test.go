@@ -65,7 +65,10 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "init token:", err)
 		return 1
 	}
-	testHSM, err = hsm.Open(hsm.Config{ModulePath: testModule, TokenLabel: testToken, PIN: testPIN, HealthInterval: 200 * time.Millisecond})
+	// Generous HSM deadlines: these tests are about the API, and the race
+	// detector makes every call many times slower than in production.
+	testHSM, err = hsm.Open(hsm.Config{ModulePath: testModule, TokenLabel: testToken, PIN: testPIN,
+		HealthInterval: 200 * time.Millisecond, WaitTimeout: 2 * time.Second, CallTimeout: 2 * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open HSM:", err)
 		return 1
