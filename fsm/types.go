@@ -1,9 +1,12 @@
 // Package fsm holds the proxy's replicated state: key stores, their SigV4
-// credentials, keys and their versions, and the immutable read view that the
-// data plane consults on every request.
+// credentials, keys and their versions, grants, the commands that change
+// them, the raft.FSM that applies those commands, and the immutable read
+// view that the data plane consults on every request. DESIGN.md says why it
+// has this shape.
 package fsm
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -21,6 +24,17 @@ const (
 // ParseUsage turns the names used in configuration and in GetKeyMetadata
 // ("ENCRYPT", "DECRYPT") into a Usage.
 func ParseUsage(names []string) (Usage, error) {
+	u, err := usageOf(names)
+	if err != nil {
+		return 0, err
+	}
+	if u == 0 {
+		return 0, fmt.Errorf("a key needs at least one usage")
+	}
+	return u, nil
+}
+
+func usageOf(names []string) (Usage, error) {
 	var u Usage
 	for _, n := range names {
 		switch strings.ToUpper(n) {
@@ -31,9 +45,6 @@ func ParseUsage(names []string) (Usage, error) {
 		default:
 			return 0, fmt.Errorf("unknown key usage %q (want ENCRYPT or DECRYPT)", n)
 		}
-	}
-	if u == 0 {
-		return 0, fmt.Errorf("a key needs at least one usage")
 	}
 	return u, nil
 }
@@ -50,40 +61,117 @@ func (u Usage) Names() []string {
 	return names
 }
 
-// KeyStore is one logical external key store: its own URI path, region,
-// credentials and keys. AWS KMS sees each as a separate proxy.
+// MarshalJSON writes the usage as its names, so that the log and snapshots
+// stay readable and do not depend on the bit layout.
+func (u Usage) MarshalJSON() ([]byte, error) {
+	names := u.Names()
+	if names == nil {
+		names = []string{}
+	}
+	return json.Marshal(names)
+}
+
+// UnmarshalJSON reads the names MarshalJSON writes. An empty list decodes
+// to no usage, which the commands' Validate refuses with a clear message;
+// an unknown name cannot be represented and fails the decode.
+func (u *Usage) UnmarshalJSON(b []byte) error {
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return err
+	}
+	v, err := usageOf(names)
+	if err != nil {
+		return err
+	}
+	*u = v
+	return nil
+}
+
+// GrantsMode says what happens to a key that no grant names.
+type GrantsMode string
+
+const (
+	// GrantsOpen lets every authenticated caller use a key that no grant
+	// names; a key that grants do name is usable only as they allow.
+	GrantsOpen GrantsMode = "open"
+	// GrantsClosed denies every request that no grant allows.
+	GrantsClosed GrantsMode = "closed"
+)
+
+// KeyMode says where a key store's key material comes from.
+type KeyMode string
+
+const (
+	// KeyModeReplicated: the leader's HSM generates each version and wraps
+	// it under the cluster key-encryption key; the wrapped blob travels in
+	// the state and every node's reconciler unwraps it into its own HSM.
+	KeyModeReplicated KeyMode = "replicated"
+	// KeyModeShared: every node's HSM already holds the same objects (a
+	// network HSM, vendor replication); the state only maps ids to labels.
+	KeyModeShared KeyMode = "shared"
+)
+
+// KeyStore is one logical external key store as the data plane sees it: its
+// own URI path, region, plaintext credentials and keys. AWS KMS sees each as
+// a separate proxy. The replicated form is StoredKeyStore.
 type KeyStore struct {
 	Name        string
 	URIPath     string // "[/prefix]/kms/xks/v1", exactly as configured in AWS KMS
 	Region      string // the SigV4 region AWS KMS signs with
 	Enabled     bool
+	QuotaRPS    uint32     // requests per second; 0 = unlimited
+	GrantsMode  GrantsMode // "" means open for Build's callers
+	KeyMode     KeyMode    // "" means shared for Build's callers
 	Credentials []Credential
 }
 
-// Credential is one SigV4 access key of a key store. Several may be active at
-// once so that rotation never needs a restart.
+// Credential is one SigV4 access key of a key store with its plaintext
+// secret. Several may be active at once so that rotation never needs a
+// restart. It exists only in views, never in the replicated state.
 type Credential struct {
 	AccessKeyID string
-	Secret      []byte
+	Secret      []byte `json:"-"`
+	CreatedAt   time.Time
 	ExpiresAt   time.Time // zero: never expires
 }
 
+// Format prints the access key id and expiry, never the secret, whatever
+// the verb: a credential dropped into a log line or an error must not leak.
+func (c Credential) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "{AccessKeyID:%s Secret:[redacted] ExpiresAt:%s}", c.AccessKeyID, expiry(c.ExpiresAt))
+}
+
+func expiry(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
 // Key is an external key as AWS KMS addresses it, with the HSM objects that
-// hold its material, one per version.
+// hold its material, one per version. The same value is stored in the
+// replicated state and read by the data plane.
 type Key struct {
-	KeyStore       string
-	ID             string // the externalKeyId in the URI
-	Usage          Usage
-	Enabled        bool
-	CurrentVersion uint32 // the version Encrypt uses
-	Versions       []KeyVersion
+	KeyStore       string       `json:"keyStore"`
+	ID             string       `json:"id"` // the externalKeyId in the URI
+	Usage          Usage        `json:"usage"`
+	Enabled        bool         `json:"enabled"`
+	CurrentVersion uint32       `json:"currentVersion"` // the version Encrypt uses
+	Versions       []KeyVersion `json:"versions"`       // in increasing Number order
+	CreatedAt      time.Time    `json:"createdAt"`      // set by Apply from the command's At
 }
 
 // KeyVersion is one generation of a key's material. Versions are never
 // removed while the key exists, so every ciphertext keeps decrypting.
 type KeyVersion struct {
-	Number   uint32
-	HSMLabel string
+	Number   uint32 `json:"number"`
+	HSMLabel string `json:"hsmLabel"`
+	// WrappedMaterial is the version's key wrapped under the cluster
+	// key-encryption key with WrapMechanism (for example
+	// "CKM_AES_KEY_WRAP"); both are empty in shared mode.
+	WrappedMaterial []byte    `json:"wrappedMaterial,omitempty"`
+	WrapMechanism   string    `json:"wrapMechanism,omitempty"`
+	CreatedAt       time.Time `json:"createdAt"` // set by Apply from the command's At
 }
 
 // Version returns the version with number n, or nil.
@@ -108,30 +196,6 @@ var (
 // MaxURIPathLen is the longest XksProxyUriPath AWS KMS accepts.
 const MaxURIPathLen = 128
 
-// Validate checks a key store against the XKS specification's rules.
-func (ks *KeyStore) Validate() error {
-	if !namePattern.MatchString(ks.Name) {
-		return fmt.Errorf("key store name %q: use 1-64 characters of A-Z a-z 0-9 . _ -", ks.Name)
-	}
-	if len(ks.URIPath) > MaxURIPathLen || !uriPathPattern.MatchString(ks.URIPath) {
-		return fmt.Errorf("key store %s: URI path %q must be [/prefix]/kms/xks/v1, at most %d characters of a-z A-Z 0-9 / - _", ks.Name, ks.URIPath, MaxURIPathLen)
-	}
-	if !regionPattern.MatchString(ks.Region) {
-		return fmt.Errorf("key store %s: region %q is not an AWS region name", ks.Name, ks.Region)
-	}
-	seen := map[string]bool{}
-	for _, c := range ks.Credentials {
-		if err := c.Validate(); err != nil {
-			return fmt.Errorf("key store %s: %w", ks.Name, err)
-		}
-		if seen[c.AccessKeyID] {
-			return fmt.Errorf("key store %s: access key id %s appears twice", ks.Name, c.AccessKeyID)
-		}
-		seen[c.AccessKeyID] = true
-	}
-	return nil
-}
-
 // Validate checks a credential's shape; the message never includes the secret.
 func (c *Credential) Validate() error {
 	if !accessKeyIDPattern.MatchString(c.AccessKeyID) {
@@ -143,7 +207,9 @@ func (c *Credential) Validate() error {
 	return nil
 }
 
-// Validate checks a key's identity and that its current version exists.
+// Validate checks a key's identity, usage and versions, and that its current
+// version exists. Rules that need the rest of the state (the key store, HSM
+// labels used elsewhere) are the commands' Validate.
 func (k *Key) Validate() error {
 	if !keyIDPattern.MatchString(k.ID) {
 		return fmt.Errorf("key id %q: use 1-128 characters of A-Z a-z 0-9 . _ -", k.ID)
@@ -154,15 +220,15 @@ func (k *Key) Validate() error {
 	if len(k.Versions) == 0 {
 		return fmt.Errorf("key %s: has no versions", k.ID)
 	}
-	seen := map[uint32]bool{}
+	var last uint32
 	for _, v := range k.Versions {
 		if v.Number == 0 {
 			return fmt.Errorf("key %s: version numbers start at 1", k.ID)
 		}
-		if seen[v.Number] {
-			return fmt.Errorf("key %s: version %d appears twice", k.ID, v.Number)
+		if v.Number <= last {
+			return fmt.Errorf("key %s: version %d appears twice or out of order (list versions in increasing order)", k.ID, v.Number)
 		}
-		seen[v.Number] = true
+		last = v.Number
 		if v.HSMLabel == "" {
 			return fmt.Errorf("key %s: version %d has no HSM label", k.ID, v.Number)
 		}

@@ -1,6 +1,9 @@
 package fsm
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +17,7 @@ func validStore(name, path string) KeyStore {
 
 func validKey(store, id string) Key {
 	return Key{KeyStore: store, ID: id, Usage: UsageEncrypt | UsageDecrypt, Enabled: true,
-		CurrentVersion: 1, Versions: []KeyVersion{{Number: 1, HSMLabel: id + "-v1"}}}
+		CurrentVersion: 1, Versions: []KeyVersion{{Number: 1, HSMLabel: store + "-" + id + "-v1"}}}
 }
 
 func TestBuildIndexesStoresAndKeys(t *testing.T) {
@@ -95,8 +98,8 @@ func TestBuildRefusesInvalidState(t *testing.T) {
 		"key without store":   {[]KeyStore{a}, []Key{validKey("zz", "k")}},
 		"duplicate key":       {[]KeyStore{a}, []Key{validKey("a", "k"), validKey("a", "k")}},
 		"key id with slash":   {[]KeyStore{a}, []Key{validKey("a", "k/1")}},
-		"missing current":     {[]KeyStore{a}, []Key{{KeyStore: "a", ID: "k", Usage: UsageEncrypt, CurrentVersion: 2, Versions: []KeyVersion{{1, "l"}}}}},
-		"no usage":            {[]KeyStore{a}, []Key{{KeyStore: "a", ID: "k", CurrentVersion: 1, Versions: []KeyVersion{{1, "l"}}}}},
+		"missing current":     {[]KeyStore{a}, []Key{{KeyStore: "a", ID: "k", Usage: UsageEncrypt, CurrentVersion: 2, Versions: []KeyVersion{{Number: 1, HSMLabel: "l"}}}}},
+		"no usage":            {[]KeyStore{a}, []Key{{KeyStore: "a", ID: "k", CurrentVersion: 1, Versions: []KeyVersion{{Number: 1, HSMLabel: "l"}}}}},
 		"short access key id": {[]KeyStore{{Name: "a", URIPath: "/kms/xks/v1", Region: "us-east-1", Credentials: []Credential{{AccessKeyID: "SHORT", Secret: a.Credentials[0].Secret}}}}, nil},
 		"short secret":        {[]KeyStore{{Name: "a", URIPath: "/kms/xks/v1", Region: "us-east-1", Credentials: []Credential{{AccessKeyID: a.Credentials[0].AccessKeyID, Secret: []byte("short")}}}}, nil},
 	}
@@ -165,5 +168,111 @@ func TestParseUsage(t *testing.T) {
 	}
 	if _, err := ParseUsage(nil); err == nil {
 		t.Fatal("accepted no usage")
+	}
+}
+
+func TestBuildViewLeavesOutCredentialsItCannotUnseal(t *testing.T) {
+	ks := storeSpec("a", "/a", KeyModeShared)
+	broken, malformed := newStoredCredential(), newStoredCredential()
+	broken.SealedSecret = []byte("not sealed")
+	malformed.SealedSecret = seal([]byte("too short"))
+	ks.Credentials = append(ks.Credentials, broken, malformed)
+	s := run(t, CreateKeyStore{At: t0, KeyStore: ks}, CreateKeyStore{At: t0, KeyStore: storeSpec("b", "/b", KeyModeShared)})
+
+	v, errs := BuildView(s, unsealTest)
+	if len(errs) != 2 {
+		t.Fatalf("want one error per bad credential, got %v", errs)
+	}
+	for i, id := range []string{broken.AccessKeyID, malformed.AccessKeyID} {
+		if !strings.Contains(errs[i].Error(), id) || !strings.Contains(errs[i].Error(), "left out") {
+			t.Errorf("error %d does not name credential %s: %v", i, id, errs[i])
+		}
+		assertNoSecret(t, "BuildView error", errs[i].Error())
+		if strings.Contains(errs[i].Error(), "too short") {
+			t.Fatal("an error quotes an unsealed secret")
+		}
+	}
+	a := v.StoreByName("a")
+	good := ks.Credentials[0]
+	if c, ok := a.Credential([]byte(good.AccessKeyID), t0); !ok || string(seal(c.Secret)) != string(good.SealedSecret) || !c.CreatedAt.Equal(t0) {
+		t.Fatal("the good credential is missing or wrong")
+	}
+	for _, id := range []string{broken.AccessKeyID, malformed.AccessKeyID} {
+		if _, ok := a.Credential([]byte(id), t0); ok {
+			t.Fatalf("credential %s is in the view", id)
+		}
+	}
+	if len(a.Credentials) != 1 || v.StoreByName("b") == nil || v.Index() != s.Index() {
+		t.Fatal("one bad credential must not take anything else out of the view")
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	ks := storeSpec("a", "/a", KeyModeReplicated)
+	ks.Credentials = append(ks.Credentials, newStoredCredential())
+	s := run(t,
+		CreateKeyStore{At: t0, KeyStore: ks},
+		CreateKeyStore{At: t0, KeyStore: storeSpec("b", "/b", KeyModeShared)},
+		CreateKey{At: t0, Key: keySpec("a", "k2", KeyModeReplicated)},
+		CreateKey{At: t0, Key: keySpec("a", "k1", KeyModeReplicated)},
+		AddGrant{At: t0, Grant: grantSpec("z", "a", AllKeys, "*")},
+		AddGrant{At: t0, Grant: grantSpec("y", "a", "k1", "arn:aws:iam::111122223333:role/*")},
+	)
+	v, errs := BuildView(s, unsealTest)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	info := v.Describe()
+	if len(info) != 2 || info[0].Name != "a" || info[1].Name != "b" {
+		t.Fatalf("key stores not listed by name: %+v", info)
+	}
+	a := info[0]
+	if a.KeyMode != KeyModeReplicated || a.GrantsMode != GrantsOpen || len(a.Credentials) != 2 ||
+		a.Credentials[0].AccessKeyID > a.Credentials[1].AccessKeyID {
+		t.Fatalf("key store a: %+v", a)
+	}
+	if len(a.Keys) != 2 || a.Keys[0].ID != "k1" || a.Keys[1].ID != "k2" || !a.Keys[0].Versions[0].Wrapped ||
+		a.Keys[0].Versions[0].WrapMechanism != "CKM_AES_KEY_WRAP" || strings.Join(a.Keys[0].Usage, ",") != "ENCRYPT,DECRYPT" {
+		t.Fatalf("keys: %+v", a.Keys)
+	}
+	if len(a.Grants) != 2 || a.Grants[0].ID != "y" || a.Grants[1].ID != "z" {
+		t.Fatalf("grants: %+v", a.Grants)
+	}
+	a.Grants[0].Principals[0] = "changed"
+	if v.StoreByName("a").Describe().Grants[0].Principals[0] == "changed" {
+		t.Fatal("Describe shares memory with the view")
+	}
+	b, err := json.Marshal(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoSecret(t, "Describe", string(b))
+	if strings.Contains(string(b), "wrapped:") || strings.Contains(string(b), base64.StdEncoding.EncodeToString([]byte("wrapped:a-k1-v1"))) {
+		t.Fatal("Describe lists wrapped material")
+	}
+}
+
+// Invariant 4: secrets never reach logs or errors, however a value holding
+// one is printed.
+func TestSecretsNeverPrinted(t *testing.T) {
+	ks := storeSpec("a", "/a", KeyModeShared)
+	s := run(t, CreateKeyStore{At: t0, KeyStore: ks})
+	v, errs := BuildView(s, unsealTest)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	sv := v.StoreByName("a")
+	values := []any{
+		sv.Credentials[0], &sv.Credentials[0], sv.Credentials, sv.KeyStore, sv, v,
+		ks, ks.Credentials[0], s, s.KeyStore("a"),
+		CreateKeyStore{At: t0, KeyStore: ks}, AddCredential{At: t0, KeyStore: "a", Credential: ks.Credentials[0]},
+	}
+	for _, val := range values {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X"} {
+			assertNoSecret(t, fmt.Sprintf("%T printed with %s", val, verb), fmt.Sprintf(verb, val))
+		}
+	}
+	if out := fmt.Sprint(sv.Credentials[0]); !strings.Contains(out, sv.Credentials[0].AccessKeyID) || !strings.Contains(out, "redacted") {
+		t.Fatalf("a credential prints as %q", out)
 	}
 }

@@ -26,14 +26,14 @@ const (
 	// and let the monitor re-initialise the module.
 	classDevice
 	// classSuspect: a failed authentication or a sick HSM look the same
-	// (SoftHSMv2 reports a bad GCM tag as CKR_GENERAL_ERROR); a probe on the
-	// health key decides.
+	// (SoftHSMv2 reports a bad GCM tag or a blob that does not unwrap as
+	// CKR_GENERAL_ERROR); a probe on the health key decides.
 	classSuspect
 	// classInput: the request itself was malformed.
 	classInput
 )
 
-var sentinels = [...]error{ErrBusy, ErrTimeout, ErrInvalidCiphertext, ErrKeyNotFound, ErrKeyExists, ErrUnavailable, ErrInvalidInput}
+var sentinels = [...]error{ErrBusy, ErrTimeout, ErrInvalidCiphertext, ErrKeyNotFound, ErrKeyExists, ErrUnavailable, ErrInvalidInput, ErrNoClusterKeys}
 
 // classify maps an error from an HSM operation to what to do about it. It
 // is a pure function of err.
@@ -60,7 +60,10 @@ func classify(err error) class {
 		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED:
 		return classDevice
 	case pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED,
-		pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE:
+		pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE,
+		// What other HSMs may report for a blob that fails RFC 3394's
+		// integrity check (SoftHSMv2 says CKR_GENERAL_ERROR).
+		pkcs11.CKR_WRAPPED_KEY_INVALID, pkcs11.CKR_WRAPPED_KEY_LEN_RANGE:
 		return classSuspect
 	case pkcs11.CKR_DATA_LEN_RANGE, pkcs11.CKR_DATA_INVALID, pkcs11.CKR_ARGUMENTS_BAD,
 		pkcs11.CKR_MECHANISM_PARAM_INVALID:

@@ -22,6 +22,7 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("%w: %w", ErrUnavailable, rv(pkcs11.CKR_GENERAL_ERROR)), classFinal},
 		{fmt.Errorf("%w: %q", ErrKeyNotFound, "k"), classFinal},
 		{fmt.Errorf("%w: x", ErrInvalidCiphertext), classFinal},
+		{fmt.Errorf("%w: no key %q", ErrNoClusterKeys, ClusterKEKLabel), classFinal},
 
 		{rv(pkcs11.CKR_SESSION_HANDLE_INVALID), classSession},
 		{rv(pkcs11.CKR_SESSION_CLOSED), classSession},
@@ -46,6 +47,8 @@ func TestClassify(t *testing.T) {
 		{rv(pkcs11.CKR_FUNCTION_FAILED), classSuspect},
 		{rv(pkcs11.CKR_ENCRYPTED_DATA_INVALID), classSuspect},
 		{rv(pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE), classSuspect},
+		{rv(pkcs11.CKR_WRAPPED_KEY_INVALID), classSuspect},
+		{rv(pkcs11.CKR_WRAPPED_KEY_LEN_RANGE), classSuspect},
 
 		{rv(pkcs11.CKR_DATA_LEN_RANGE), classInput},
 		{rv(pkcs11.CKR_DATA_INVALID), classInput},

@@ -11,14 +11,17 @@ import (
 )
 
 // faultModule wraps the real SoftHSMv2 module to inject faults: a hook runs
-// before C_EncryptInit / C_DecryptInit and may block or fail the call.
-// Everything else goes to the real module.
+// before C_EncryptInit / C_DecryptInit / C_WrapKey and may block or fail
+// the call. It also counts calls that show what a recovery did. Everything
+// else goes to the real module.
 type faultModule struct {
 	module
 	encryptHook  atomic.Pointer[func() error]
 	decryptHook  atomic.Pointer[func() error]
+	wrapHook     atomic.Pointer[func() error]
 	encryptInits atomic.Int64
 	initializes  atomic.Int64
+	opens        atomic.Int64
 }
 
 func (f *faultModule) wrap(m module) module {
@@ -28,6 +31,7 @@ func (f *faultModule) wrap(m module) module {
 
 func (f *faultModule) onEncrypt(hook func() error) { f.encryptHook.Store(&hook) }
 func (f *faultModule) onDecrypt(hook func() error) { f.decryptHook.Store(&hook) }
+func (f *faultModule) onWrap(hook func() error)    { f.wrapHook.Store(&hook) }
 
 func runHook(p *atomic.Pointer[func() error]) error {
 	if hook := p.Load(); hook != nil && *hook != nil {
@@ -39,6 +43,18 @@ func runHook(p *atomic.Pointer[func() error]) error {
 func (f *faultModule) Initialize(opts ...pkcs11.InitializeOption) error {
 	f.initializes.Add(1)
 	return f.module.Initialize(opts...)
+}
+
+func (f *faultModule) OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error) {
+	f.opens.Add(1)
+	return f.module.OpenSession(slotID, flags)
+}
+
+func (f *faultModule) WrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, wrappingkey, key pkcs11.ObjectHandle) ([]byte, error) {
+	if err := runHook(&f.wrapHook); err != nil {
+		return nil, err
+	}
+	return f.module.WrapKey(sh, m, wrappingkey, key)
 }
 
 func (f *faultModule) EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error {
@@ -184,5 +200,29 @@ func TestBadTagFloodProbesSparingly(t *testing.T) {
 	probes := f.encryptInits.Load() - before
 	if limit := 1 + int64(time.Since(start)/probePassTTL); probes < 1 || probes > limit {
 		t.Errorf("%d probes for %d bad tags, want 1..%d", probes, n, limit)
+	}
+}
+
+// The temporary key GenerateWrappedKey makes is extractable, so it must be
+// destroyed when wrapping fails too.
+func TestGenerateWrappedKeyCleansUpOnError(t *testing.T) {
+	f := &faultModule{}
+	h := openWrapped(t, testConfig(nodeA), f.wrap)
+	if err := h.ImportClusterKeys(clusterMaterial); err != nil {
+		t.Fatal(err)
+	}
+	f.onWrap(func() error { return pkcs11.Error(pkcs11.CKR_KEY_NOT_WRAPPABLE) })
+	if _, _, err := h.GenerateWrappedKey(); !isCode(err, pkcs11.CKR_KEY_NOT_WRAPPABLE) {
+		t.Fatalf("err = %v, want CKR_KEY_NOT_WRAPPABLE", err)
+	}
+	if n := sessionKeys(t, h); n != 0 {
+		t.Errorf("%d session keys left after a failed wrap", n)
+	}
+	f.onWrap(nil)
+	if blob, _, err := h.GenerateWrappedKey(); err != nil || len(blob) != 40 {
+		t.Fatalf("after the fault: %d bytes, %v", len(blob), err)
+	}
+	if hl := h.Health(); hl.Status != StatusActive {
+		t.Errorf("health = %+v", hl)
 	}
 }

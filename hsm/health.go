@@ -144,37 +144,18 @@ func (h *HSM) check() Health {
 	return h.Health()
 }
 
-// recover re-initialises the module and re-opens the pool. It holds every
-// session while it works: C_Finalize while another thread is inside the
-// module is undefined behaviour, and holding the pool is how this package
-// keeps every other goroutine out.
+// recover re-initialises the module and re-opens the pool, together with
+// every other HSM of the module (see sharedModule.reinit). It holds every
+// session of every one of them while it works: C_Finalize while another
+// thread is inside the module is undefined behaviour, and holding the pools
+// is how this package keeps every other goroutine out.
 //
 // SoftHSMv2 needs the C_Finalize/C_Initialize: once a token's directory has
 // vanished, C_GetTokenInfo keeps failing with CKR_GENERAL_ERROR even after
 // the directory is back, until the library is initialised again. It is also
 // the only portable way to make a module rescan its slots.
 func (h *HSM) recover() error {
-	held, err := h.collect()
-	defer func() {
-		for _, s := range held {
-			h.free <- s
-		}
-	}()
-	if err != nil {
-		return err
-	}
-	// C_Finalize closes every session (closing them one by one could hit a
-	// stale handle number the module has since reused). Its error is moot:
-	// C_Initialize and connect below say whether the module works again.
-	_ = h.p11.Finalize()
-	if err := h.initialize(); err != nil {
-		return err
-	}
-	if err := h.connect(); err != nil {
-		return err
-	}
-	h.setHealth(&state{Health: Health{Status: StatusActive, CheckedAt: time.Now()}}, true)
-	return nil
+	return h.shared.reinit(h)
 }
 
 // collect takes every session out of the pool. It waits up to twice
@@ -194,6 +175,13 @@ func (h *HSM) collect() ([]*session, error) {
 		}
 	}
 	return held, nil
+}
+
+// release puts sessions taken by collect back into the pool.
+func (h *HSM) release(held []*session) {
+	for _, s := range held {
+		h.free <- s
+	}
 }
 
 // monitor runs the deep check every HealthInterval, and recovery with

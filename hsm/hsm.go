@@ -1,14 +1,16 @@
 // Package hsm performs the proxy's AES-256-GCM operations in a PKCS#11 HSM.
 //
-// It owns the module (C_Initialize/C_Finalize), one login, a bounded pool of
-// sessions, a key-label-to-handle cache, error classification and recovery,
-// and a health monitor that does a real round trip on a dedicated health key.
+// An HSM is one token: one login, a bounded pool of sessions, a
+// key-label-to-handle cache, error classification and recovery, and a health
+// monitor that does a real round trip on a dedicated health key. Several
+// tokens of one module can be open at once; they share the module
+// (C_Initialize/C_Finalize) and re-initialise it together.
 // Every call is bounded: a caller waits at most Config.WaitTimeout for a
 // session (then ErrBusy) and Config.CallTimeout for the HSM (then ErrTimeout),
 // because AWS KMS gives the whole request 250 ms.
 //
 // Cryptoki state is per process: this package assumes it is the only user of
-// its module in the process, and allows one open HSM per module.
+// its modules in the process, and allows one open HSM per token.
 //
 // See DESIGN.md in this directory for the reasoning.
 package hsm
@@ -103,7 +105,8 @@ var (
 	ErrInvalidCiphertext = errors.New("hsm: ciphertext did not authenticate")
 	// ErrKeyNotFound: the token holds no AES key with that label.
 	ErrKeyNotFound = errors.New("hsm: key not found")
-	// ErrKeyExists: GenerateKey was asked for a label that is taken.
+	// ErrKeyExists: GenerateKey or UnwrapKey was asked for a label that is
+	// taken.
 	ErrKeyExists = errors.New("hsm: key already exists")
 	// ErrUnavailable: the token or module failed (or the HSM is closed);
 	// the monitor is recovering in the background (HTTP 500).
@@ -125,8 +128,11 @@ var (
 type HSM struct {
 	cfg    Config
 	p11    module
-	modKey string
+	shared *sharedModule
 	epoch  time.Time // origin of the monotonic clock readings in lastPass
+	// leftover marks a closed HSM whose Close found a call still running;
+	// guarded by shared.mu.
+	leftover bool
 
 	// slot and the sessions' handles change only while one goroutine holds
 	// every session (Open, recovery, Close), so pool hand-offs order them.
@@ -136,7 +142,11 @@ type HSM struct {
 
 	keysMu sync.RWMutex
 	keys   map[string]pkcs11.ObjectHandle
-	// genMu makes GenerateKey's exists-check and creation one step.
+	// keysGen counts destroyed keys, so that a lookup that raced with
+	// DestroyKey does not cache the destroyed key's handle.
+	keysGen uint64
+	// genMu makes the exists-check and the creation or destruction of a
+	// labelled key one step.
 	genMu sync.Mutex
 
 	healthMu sync.Mutex // serialises writers of st
@@ -155,9 +165,11 @@ type HSM struct {
 
 type tokenInfo struct{ model, manufacturer, serial string }
 
-// Open loads the module, finds the token by label, opens the session pool,
+// Open loads the module (once per process), initialises it unless another
+// HSM of the module did, finds the token by label, opens the session pool,
 // logs in, makes sure the health key exists, checks a round trip and starts
-// the health monitor.
+// the health monitor. A token that is open already in this process is
+// refused.
 func Open(cfg Config) (*HSM, error) {
 	return open(cfg, nil)
 }
@@ -169,18 +181,18 @@ func open(cfg Config, wrap func(module) module) (*HSM, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, key, err := claimModule(cfg.ModulePath)
+	shared, err := loadModule(cfg.ModulePath)
 	if err != nil {
 		return nil, err
 	}
-	var mod module = ctx
+	var mod module = shared.ctx
 	if wrap != nil {
 		mod = wrap(mod)
 	}
 	h := &HSM{
 		cfg:         cfg,
 		p11:         mod,
-		modKey:      key,
+		shared:      shared,
 		epoch:       time.Now(),
 		free:        make(chan *session, cfg.PoolSize),
 		keys:        map[string]pkcs11.ObjectHandle{},
@@ -188,8 +200,7 @@ func open(cfg Config, wrap func(module) module) (*HSM, error) {
 		closing:     make(chan struct{}),
 		monitorDone: make(chan struct{}),
 	}
-	if err := h.start(); err != nil {
-		releaseModule(key)
+	if err := shared.join(h); err != nil {
 		return nil, err
 	}
 	for _, s := range h.sessions {
@@ -198,22 +209,6 @@ func open(cfg Config, wrap func(module) module) (*HSM, error) {
 	}
 	go h.monitor()
 	return h, nil
-}
-
-// start brings the module, token and sessions up; on failure it undoes what
-// it did.
-func (h *HSM) start() error {
-	if err := h.initialize(); err != nil {
-		return err
-	}
-	if err := h.connect(); err != nil {
-		// C_Finalize also closes whatever sessions connect opened; its own
-		// error would only hide err.
-		_ = h.p11.Finalize()
-		return err
-	}
-	h.setHealth(&state{Health: Health{Status: StatusActive, CheckedAt: time.Now()}}, true)
-	return nil
 }
 
 // initialize runs C_Initialize. Cryptoki state is per process, so a module
@@ -227,7 +222,7 @@ func (h *HSM) initialize() error {
 
 // connect finds the token, opens (or re-opens) every session, logs in once,
 // makes sure the health key exists and proves a round trip. The caller holds
-// every session.
+// every session and the module's lock.
 func (h *HSM) connect() error {
 	slot, info, err := findToken(h.p11, h.cfg.TokenLabel)
 	if err != nil {
@@ -305,11 +300,11 @@ func (h *HSM) login(sh pkcs11.SessionHandle) error {
 	return nil
 }
 
-// Close stops the monitor, waits for running calls, closes the sessions,
-// logs out and finalizes the module. Later calls return the first result.
-// If an HSM call is still running after the drain wait, Close leaves the
-// module initialised (finalizing under a running call is undefined
-// behaviour) and says so.
+// Close stops the monitor, waits for running calls, closes the sessions
+// and logs the token out; the last HSM of a module to close also finalizes
+// the module. Later calls return the first result. If an HSM call is still
+// running after the drain wait, Close leaves the module initialised
+// (finalizing under a running call is undefined behaviour) and says so.
 func (h *HSM) Close() error {
 	h.closeOnce.Do(func() { h.closeErr = h.close() })
 	return h.closeErr
@@ -321,26 +316,7 @@ func (h *HSM) close() error {
 	<-h.monitorDone
 	h.checkMu.Lock()
 	defer h.checkMu.Unlock()
-	defer releaseModule(h.modKey)
-	held, err := h.collect()
-	if err != nil {
-		// The workers stay, refusing calls, so that a session coming back
-		// from a hung call cannot strand anyone.
-		return fmt.Errorf("hsm: close: %w; module left initialised", err)
-	}
-	for _, s := range held {
-		close(s.jobs)
-	}
-	// Logout and CloseSession fail only for sessions that are already gone,
-	// and C_Finalize below releases everything regardless.
-	_ = h.p11.Logout(held[0].h)
-	for _, s := range held {
-		_ = h.p11.CloseSession(s.h)
-	}
-	if err := h.p11.Finalize(); err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED) {
-		return fmt.Errorf("hsm: finalize module: %w", err)
-	}
-	return nil
+	return h.shared.leave(h)
 }
 
 // EncryptGCM encrypts plaintext with AES-256-GCM under the key labelled
@@ -393,10 +369,14 @@ func (h *HSM) DecryptGCM(keyLabel string, iv, ciphertext, tag, aad []byte) (plai
 
 // GenerateKey creates a non-extractable AES-256 token key labelled label,
 // usable only for encrypt and decrypt. A label already in use gives
-// ErrKeyExists. After ErrTimeout the key may or may not exist: ask HasKey.
+// ErrKeyExists; the labels of the health and cluster keys are refused with
+// ErrInvalidInput. After ErrTimeout the key may or may not exist: ask HasKey.
 func (h *HSM) GenerateKey(label string) error {
-	if label == "" {
+	switch {
+	case label == "":
 		return errEmptyLabel
+	case h.reserved(label):
+		return fmt.Errorf("%w: %q is reserved", ErrInvalidInput, label)
 	}
 	_, _, err := h.do(getCall(opGenerate, label), h.cfg.WaitTimeout)
 	return err

@@ -54,8 +54,8 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("missing module: accepted")
 	}
 
-	// Failed opens must not leave the module claimed, and a second HSM on
-	// the same module in one process is refused.
+	// Failed opens must not leave the token claimed, and a second HSM on
+	// the same token in one process is refused.
 	openT(t, testConfig(testToken))
 	if _, err := Open(testConfig(testToken)); err == nil || !strings.Contains(err.Error(), "already open") {
 		t.Errorf("second Open: err = %v", err)

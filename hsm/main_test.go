@@ -19,8 +19,15 @@ import (
 const (
 	testToken     = "xks-test"
 	recoveryToken = "xks-recovery"
-	soPIN         = "so-pin-4821"
-	userPIN       = "user-pin-7305"
+	// Three nodes' HSMs, as a replicated cluster test has them: one module,
+	// one token each.
+	nodeA = "xks-node-a"
+	nodeB = "xks-node-b"
+	nodeC = "xks-node-c"
+	// halfToken is left holding only one of the cluster keys.
+	halfToken = "xks-half"
+	soPIN     = "so-pin-4821"
+	userPIN   = "user-pin-7305"
 )
 
 var (
@@ -49,7 +56,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	os.Setenv(softhsm.ConfigEnv, conf)
-	for _, label := range []string{testToken, recoveryToken} {
+	for _, label := range []string{testToken, recoveryToken, nodeA, nodeB, nodeC, halfToken} {
 		if err := softhsm.InitToken(testModule, label, soPIN, userPIN); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

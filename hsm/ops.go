@@ -49,7 +49,7 @@ func (h *HSM) exec(s *session, c *call) ([]byte, bool, error) {
 				return nil, false, h.fail(err)
 			}
 			relooked = true
-			h.forget(c.label)
+			h.forget(c.key())
 		case classDevice:
 			return nil, false, h.fail(err)
 		case classSuspect:
@@ -75,8 +75,11 @@ func (h *HSM) suspect(s *session, c *call, err error) error {
 	if perr := h.probe(s); perr != nil {
 		return h.fail(perr)
 	}
-	if c.op == opDecrypt {
+	switch c.op {
+	case opDecrypt, opUnseal:
 		return fmt.Errorf("%w: %w", ErrInvalidCiphertext, err)
+	case opUnwrap:
+		return fmt.Errorf("%w: the blob for %q does not unwrap under this HSM's cluster KEK (other ceremony material, or a corrupted blob): %w", ErrInvalidCiphertext, c.label, err)
 	}
 	return fmt.Errorf("hsm: %s with key %q: %w", c.op, c.label, err)
 }
@@ -95,15 +98,15 @@ func (h *HSM) probe(s *session) error {
 // attempt performs c once. PKCS#11 errors come back raw for exec to classify.
 func (h *HSM) attempt(s *session, c *call) ([]byte, bool, error) {
 	switch c.op {
-	case opEncrypt:
-		key, err := h.keyHandle(s, c.label)
+	case opEncrypt, opSeal:
+		key, err := h.opKey(s, c)
 		if err != nil {
 			return nil, false, err
 		}
 		out, err := h.encrypt(s, key, c.iv, c.aad, c.in)
 		return out, false, err
-	case opDecrypt:
-		key, err := h.keyHandle(s, c.label)
+	case opDecrypt, opUnseal:
+		key, err := h.opKey(s, c)
 		if err != nil {
 			return nil, false, err
 		}
@@ -118,12 +121,33 @@ func (h *HSM) attempt(s *session, c *call) ([]byte, bool, error) {
 			return nil, false, nil
 		}
 		return nil, err == nil, err
+	case opImportCluster:
+		return nil, false, h.importClusterKeys(s, c.in)
+	case opHasCluster:
+		found, err := h.hasClusterKeys(s)
+		return nil, found, err
+	case opWrapNew:
+		out, err := h.wrapNewKey(s)
+		return out, false, err
+	case opUnwrap:
+		return nil, false, h.unwrap(s, c.in, c.label)
+	case opDestroy:
+		return nil, false, h.destroy(s, c.label)
 	}
 	err := h.roundTrip(s)
 	if err == nil {
 		h.lastPass.Store(h.now())
 	}
 	return nil, false, err
+}
+
+// opKey returns the handle of the key c uses; a missing cluster key means
+// the ceremony has not been done on this HSM.
+func (h *HSM) opKey(s *session, c *call) (pkcs11.ObjectHandle, error) {
+	if c.op == opSeal || c.op == opUnseal {
+		return h.clusterKey(s, ClusterSealLabel)
+	}
+	return h.keyHandle(s, c.label)
 }
 
 // encrypt returns ciphertext||tag.
@@ -220,6 +244,7 @@ func (h *HSM) reopen(s *session, cause error) error {
 func (h *HSM) keyHandle(s *session, label string) (pkcs11.ObjectHandle, error) {
 	h.keysMu.RLock()
 	key, ok := h.keys[label]
+	gen := h.keysGen
 	h.keysMu.RUnlock()
 	if ok {
 		return key, nil
@@ -231,7 +256,13 @@ func (h *HSM) keyHandle(s *session, label string) (pkcs11.ObjectHandle, error) {
 	if !found {
 		return 0, h.notFound(label)
 	}
-	h.remember(label, key)
+	h.keysMu.Lock()
+	// A key destroyed since the search must not come back into the cache:
+	// some HSMs hand a destroyed object's handle to the next new object.
+	if h.keysGen == gen {
+		h.keys[label] = key
+	}
+	h.keysMu.Unlock()
 	return key, nil
 }
 
@@ -298,19 +329,26 @@ func (h *HSM) generate(s *session, label string) error {
 // keyTemplate describes a token-resident AES-256 key that never leaves the
 // HSM in any form and serves only encrypt and decrypt.
 func keyTemplate(label string) []*pkcs11.Attribute {
+	return append(aesKeyAttributes(label, false), pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, keyBytes))
+}
+
+// aesKeyAttributes describes a private, sensitive, non-extractable AES token
+// key labelled label, permitted either wrap and unwrap (wrapping) or encrypt
+// and decrypt, never both: a key permitted unwrap and decrypt would turn
+// any blob it wrapped into key material in the clear through C_Decrypt.
+func aesKeyAttributes(label string, wrapping bool) []*pkcs11.Attribute {
 	return []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, keyBytes),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, !wrapping),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, !wrapping),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, wrapping),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, wrapping),
 	}
 }
 
@@ -323,6 +361,15 @@ func (h *HSM) remember(label string, key pkcs11.ObjectHandle) {
 func (h *HSM) forget(label string) {
 	h.keysMu.Lock()
 	delete(h.keys, label)
+	h.keysMu.Unlock()
+}
+
+// dropDestroyed forgets the handle of a key that has just been destroyed,
+// and stops lookups already under way from caching it again.
+func (h *HSM) dropDestroyed(label string) {
+	h.keysMu.Lock()
+	delete(h.keys, label)
+	h.keysGen++
 	h.keysMu.Unlock()
 }
 

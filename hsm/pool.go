@@ -36,6 +36,13 @@ const (
 	opGenerate
 	opHasKey
 	opProbe
+	opImportCluster
+	opHasCluster
+	opWrapNew
+	opUnwrap
+	opSeal
+	opUnseal
+	opDestroy
 )
 
 func (o op) String() string {
@@ -48,6 +55,20 @@ func (o op) String() string {
 		return "generate"
 	case opHasKey:
 		return "find"
+	case opImportCluster:
+		return "import cluster keys"
+	case opHasCluster:
+		return "find cluster keys"
+	case opWrapNew:
+		return "generate and wrap"
+	case opUnwrap:
+		return "unwrap"
+	case opSeal:
+		return "seal"
+	case opUnseal:
+		return "unseal"
+	case opDestroy:
+		return "destroy"
 	}
 	return "probe"
 }
@@ -66,7 +87,7 @@ type call struct {
 	op    op
 	label string
 	iv    []byte
-	in    []byte // plaintext or ciphertext
+	in    []byte // plaintext, ciphertext, ceremony material or wrapped key
 	tag   []byte
 	aad   []byte
 	buf   []byte // ciphertext||tag for C_Decrypt, reused across calls
@@ -89,6 +110,14 @@ var calls = sync.Pool{New: func() any {
 	t.Stop()
 	return &call{done: make(chan struct{}, 1), timer: t}
 }}
+
+// key is the label of the key whose cached handle c uses.
+func (c *call) key() string {
+	if c.op == opUnwrap {
+		return ClusterKEKLabel
+	}
+	return c.label
+}
 
 func getCall(o op, label string) *call {
 	c := calls.Get().(*call)

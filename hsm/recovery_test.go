@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/miekg/pkcs11"
 )
 
 // Someone else in the process closes every session on the token (which also
@@ -25,21 +23,7 @@ func TestRecoverAfterSessionsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other := pkcs11.New(testModule)
-	if other == nil {
-		t.Fatal("cannot load the module a second time")
-	}
-	defer other.Destroy()
-	if err := other.Initialize(); err != nil && !isCode(err, pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		t.Fatal(err)
-	}
-	slot, _, err := findToken(other, testToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := other.CloseAllSessions(slot); err != nil {
-		t.Fatal(err)
-	}
+	closeAllSessions(t, testToken)
 
 	// Enough calls to go through every session of the pool.
 	for i := range 2 * h.cfg.PoolSize {

@@ -25,6 +25,7 @@ type exchange struct {
 	store  *fsm.StoreView
 	req    request
 	akid   []byte
+	rule   string
 	result *apiError
 }
 
@@ -85,6 +86,9 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if !x.store.Enabled {
 		return fail(InvalidStateException, "key store "+x.store.Name+" is disabled")
 	}
+	if !s.quotas.allow(&x.store.KeyStore) {
+		return fail(ThrottlingException, "key store "+x.store.Name+" is over its request quota")
+	}
 	if err := decodeRequest(ctx.PostBody(), r.op, s.cfg.Limits, &x.req); err != nil {
 		return err
 	}
@@ -97,6 +101,14 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	key := x.store.Key(r.keyID)
 	if key == nil {
 		return fail(KeyNotFoundException, "key store "+x.store.Name+" has no key "+string(r.keyID))
+	}
+	md := x.req.RequestMetadata
+	rc := fsm.RequestContext{PrincipalARN: md.AWSPrincipalARN, KMSKeyARN: md.KMSKeyARN,
+		ViaService: md.KMSViaService, SourceVPC: md.AWSSourceVPC, SourceVPCE: md.AWSSourceVPCE}
+	allowed, rule := x.store.Authorize(key, r.op.String(), &rc)
+	x.rule = rule
+	if !allowed {
+		return fail(AccessDeniedException, "no grant of key store "+x.store.Name+" allows this principal to "+r.op.String()+" with key "+key.ID)
 	}
 	switch r.op {
 	case OpMetadata:
@@ -360,6 +372,9 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 		ev = ev.Str("sourceVpce", md.AWSSourceVPCE)
 	}
 	ev = ev.Int("status", ctx.Response.StatusCode())
+	if x.rule != "" {
+		ev = ev.Str("authz", x.rule)
+	}
 	if x.result != nil {
 		ev = ev.Str("outcome", string(x.result.name)).Str("reason", x.result.message)
 		if x.result.detail != "" {

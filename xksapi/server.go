@@ -57,6 +57,7 @@ type Server struct {
 	log      zerolog.Logger
 	verifier *sigv4.Verifier
 	inFlight atomic.Int64
+	quotas   quotas
 
 	api    *fasthttp.Server
 	health *fasthttp.Server

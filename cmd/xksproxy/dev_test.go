@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-		"net"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -52,10 +52,17 @@ func start(t *testing.T, bin string, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(bin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	// Its own process group, so that cleanup also reaches the nodes dev
+	// started (they hold its output pipes open); WaitDelay bounds Wait.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+	t.Cleanup(func() {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		p.cmd.Wait()
+	})
 	return p
 }
 
@@ -98,13 +105,10 @@ func TestDevQuickStart(t *testing.T) {
 	listen := "127.0.0.1:" + strconv.Itoa(port)
 
 	p := start(t, bin, "dev", "--data", dir, "--listen", listen)
-	var client devenv.ClientFile
-	if err := json.Unmarshal(waitForFile(t, filepath.Join(dir, "client.json"), p), &client); err != nil {
-		t.Fatal(err)
-	}
-	if client.Endpoint != "https://"+listen || client.Endpoints[0] != client.Endpoint || client.URIPath != "/demo/kms/xks/v1" ||
-		client.KeyStore == "" || client.AccessKeyID == "" || client.SecretAccessKey == "" || client.Region == "" ||
-		client.KeyID == "" || !filepath.IsAbs(client.CACertFile) {
+	client := readClientFile(t, dir, p)
+	if client.Endpoint != "https://"+listen || len(client.Endpoints) != 1 || client.Endpoints[0] != client.Endpoint ||
+		client.URIPath != "/demo/kms/xks/v1" || client.KeyStore == "" || client.AccessKeyID == "" || client.SecretAccessKey == "" ||
+		client.Region == "" || client.KeyID == "" || !filepath.IsAbs(client.CACertFile) {
 		t.Fatalf("client.json = %+v", client)
 	}
 	var console devenv.KMSConsoleFile
@@ -113,10 +117,7 @@ func TestDevQuickStart(t *testing.T) {
 		console.Credential.AccessKeyID != client.AccessKeyID || console.Credential.RawSecretAccessKey != client.SecretAccessKey {
 		t.Fatalf("kms-console.json = %s (%v)", b, err)
 	}
-	healthPort, _ := strconv.Atoi(client.HealthEndpoint[strings.LastIndexByte(client.HealthEndpoint, ':')+1:])
-	if healthPort >= port && healthPort <= port+9 {
-		t.Fatalf("health port %d falls in the reserved range %d..%d", healthPort, port, port+9)
-	}
+	assertPortsOutsideReservedRange(t, dir, port)
 
 	// The printed curl command works as printed.
 	curlLine := printedCurl(t, p.stdout.String())
@@ -125,13 +126,12 @@ func TestDevQuickStart(t *testing.T) {
 		t.Fatalf("printed curl command: %v\n%s\ncommand: %s", err, out, curlLine)
 	}
 
-	c := clientFrom(t, client)
-	md := xksclient.RequestMetadata{AWSPrincipalARN: "arn:aws:iam::1:user/t", KMSKeyARN: "arn:aws:kms:us-east-1:1:key/t", KMSOperation: "Encrypt", KMSRequestID: "dev-test"}
-	enc, err := c.Encrypt(client.KeyID, &xksclient.EncryptRequest{RequestMetadata: md, Plaintext: []byte("survives restarts")})
+	c := clientFrom(t, client, 0)
+	enc, err := c.Encrypt(client.KeyID, &xksclient.EncryptRequest{RequestMetadata: testMetadata("Encrypt"), Plaintext: []byte("survives restarts")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := http.Get(client.HealthEndpoint + "/ready"); err != nil || resp.StatusCode != 200 {
+	if resp, err := http.Get(client.HealthEndpoints[0] + "/ready"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/ready on the health port: %v %v", resp, err)
 	}
 	p.stop(t)
@@ -140,26 +140,59 @@ func TestDevQuickStart(t *testing.T) {
 	}
 
 	// Run again on the same directory: same credential, same key, same ports.
+	// (dev deletes a stale client.json itself; the test must not read it first.)
 	os.Remove(filepath.Join(dir, "client.json"))
 	p = start(t, bin, "dev", "--data", dir)
-	var again devenv.ClientFile
-	if err := json.Unmarshal(waitForFile(t, filepath.Join(dir, "client.json"), p), &again); err != nil {
-		t.Fatal(err)
-	}
+	again := readClientFile(t, dir, p)
 	if !reflect.DeepEqual(again, client) {
 		t.Fatalf("second run changed client.json:\n%+v\n%+v", client, again)
 	}
-	decrypt(t, clientFrom(t, again), client.KeyID, enc, "survives restarts")
+	decrypt(t, clientFrom(t, again, 0), client.KeyID, enc, "survives restarts")
 	p.stop(t)
 
 	// serve runs the same node from the node.toml dev wrote.
-	p = start(t, bin, "serve", "--config", filepath.Join(dir, "node.toml"))
+	p = start(t, bin, "serve", "--config", filepath.Join(dir, "node1", "node.toml"))
 	waitFor(t, "serve to be ready", func() bool {
-		resp, err := http.Get(client.HealthEndpoint + "/ready")
+		resp, err := http.Get(client.HealthEndpoints[0] + "/ready")
 		return err == nil && resp.StatusCode == 200
 	}, p)
-	decrypt(t, clientFrom(t, client), client.KeyID, enc, "survives restarts")
+	decrypt(t, clientFrom(t, client, 0), client.KeyID, enc, "survives restarts")
 	p.stop(t)
+}
+
+func readClientFile(t *testing.T, dir string, p *process) devenv.ClientFile {
+	t.Helper()
+	var client devenv.ClientFile
+	if err := json.Unmarshal(waitForFile(t, filepath.Join(dir, "client.json"), p), &client); err != nil {
+		t.Fatal(err)
+	}
+	return client
+}
+
+// assertPortsOutsideReservedRange checks dev's saved ports against the
+// contract: PORT..PORT+9 belong to the API ports and other tools.
+func assertPortsOutsideReservedRange(t *testing.T, dir string, port int) {
+	t.Helper()
+	var st devenv.State
+	b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil {
+		t.Fatalf("dev.json: %v", err)
+	}
+	for i, n := range st.Nodes {
+		if n.Listen != "127.0.0.1:"+strconv.Itoa(port+i) {
+			t.Fatalf("%s listens on %s", n.ID, n.Listen)
+		}
+		for _, addr := range []string{n.HealthListen, n.ClusterBind, n.AdminListen} {
+			p, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
+			if p >= port && p <= port+9 {
+				t.Fatalf("%s uses port %d inside the reserved range %d..%d", n.ID, p, port, port+9)
+			}
+		}
+	}
+}
+
+func testMetadata(op string) xksclient.RequestMetadata {
+	return xksclient.RequestMetadata{AWSPrincipalARN: "arn:aws:iam::1:user/t", KMSKeyARN: "arn:aws:kms:us-east-1:1:key/t", KMSOperation: op, KMSRequestID: "dev-test"}
 }
 
 func printedCurl(t *testing.T, stdout string) string {
@@ -186,21 +219,20 @@ func printedCurl(t *testing.T, stdout string) string {
 	return ""
 }
 
-func clientFrom(t *testing.T, f devenv.ClientFile) *xksclient.Client {
+func clientFrom(t *testing.T, f devenv.ClientFile, node int) *xksclient.Client {
 	t.Helper()
 	hc, err := xksclient.NewHTTPClient(f.CACertFile, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(hc.CloseIdleConnections)
-	return &xksclient.Client{Endpoint: f.Endpoint, URIPath: f.URIPath, HTTP: hc,
+	return &xksclient.Client{Endpoint: f.Endpoints[node], URIPath: f.URIPath, HTTP: hc,
 		Creds: xksclient.Credentials{AccessKeyID: f.AccessKeyID, Secret: f.SecretAccessKey, Region: f.Region}}
 }
 
 func decrypt(t *testing.T, c *xksclient.Client, keyID string, enc *xksclient.EncryptResponse, want string) {
 	t.Helper()
-	md := xksclient.RequestMetadata{AWSPrincipalARN: "arn:aws:iam::1:user/t", KMSKeyARN: "arn:aws:kms:us-east-1:1:key/t", KMSOperation: "Decrypt", KMSRequestID: "dev-test"}
-	got, err := c.Decrypt(keyID, &xksclient.DecryptRequest{RequestMetadata: md, Ciphertext: enc.Ciphertext,
+	got, err := c.Decrypt(keyID, &xksclient.DecryptRequest{RequestMetadata: testMetadata("Decrypt"), Ciphertext: enc.Ciphertext,
 		CiphertextMetadata: enc.CiphertextMetadata, IV: enc.IV, Tag: enc.Tag})
 	if err != nil || string(got) != want {
 		t.Fatalf("decrypt: %q %v", got, err)

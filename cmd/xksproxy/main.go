@@ -1,13 +1,16 @@
 // Command xksproxy is the XKS proxy: `serve` runs a node from its TOML file,
-// `dev` runs a ready-made development node on SoftHSMv2.
+// `dev` runs a ready-made development cluster on SoftHSMv2, and the other
+// commands are the operator CLI over a node's admin API.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,11 +22,12 @@ import (
 func main() {
 	root := &cobra.Command{
 		Use:           "xksproxy",
-		Short:         "An AWS KMS External Key Store (XKS) proxy backed by PKCS#11 HSMs",
+		Short:         "An AWS KMS External Key Store (XKS) proxy cluster backed by PKCS#11 HSMs",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), devCommand(), versionCommand())
+	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), versionCommand())
+	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xksproxy:", err)
 		os.Exit(1)
@@ -48,52 +52,15 @@ func serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runNode(cfg, configPath, nil)
+			return serve(cfg)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "/etc/xksproxy/node.toml", "the node's TOML configuration file")
 	return cmd
 }
 
-func devCommand() *cobra.Command {
-	var dir, listen string
-	cmd := &cobra.Command{
-		Use:   "dev",
-		Short: "Run a development node on SoftHSMv2 with a demo key store and key",
-		Long: `dev prepares DIR once (a SoftHSMv2 token, a CA and TLS certificate, a demo key
-store with a SigV4 credential, a demo AES-256 key, DIR/node.toml) and serves it.
-After a real encrypt/decrypt round trip it writes DIR/client.json and
-DIR/kms-console.json. Running it again on the same DIR reuses everything.`,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			env, err := devenv.Prepare(dir, listen)
-			if err != nil {
-				return err
-			}
-			cfg, err := env.NodeConfig()
-			if err != nil {
-				return err
-			}
-			return runNode(cfg, "", func() error {
-				if err := env.Verify(); err != nil {
-					return fmt.Errorf("self-check round trip failed: %w", err)
-				}
-				if err := env.WriteClientFiles(); err != nil {
-					return err
-				}
-				env.PrintWelcome(os.Stdout)
-				return nil
-			})
-		},
-	}
-	cmd.Flags().StringVar(&dir, "data", ".xksproxy-dev", "directory for the token, certificates, credentials and client files")
-	cmd.Flags().StringVar(&listen, "listen", "", "XKS API address (default "+devenv.DefaultListen+", or the one saved in DIR)")
-	return cmd
-}
-
-// runNode serves cfg until SIGINT or SIGTERM; SIGHUP reloads the bootstrap
-// state from configPath when there is one. started runs once the node is
-// listening; its failure stops the node.
-func runNode(cfg *node.Config, configPath string, started func() error) error {
+// serve runs a node until SIGINT or SIGTERM, then drains it.
+func serve(cfg *node.Config) error {
 	log, err := node.NewLogger(cfg.Log, os.Stderr)
 	if err != nil {
 		return err
@@ -104,39 +71,130 @@ func runNode(cfg *node.Config, configPath string, started func() error) error {
 	if err != nil {
 		return err
 	}
-	if started != nil {
-		if err := started(); err != nil {
-			n.Close()
-			return err
-		}
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-wait:
-	for {
-		select {
-		case <-hup:
-			if configPath == "" {
-				continue
-			}
-			fresh, rerr := node.LoadConfig(configPath)
-			if rerr == nil {
-				rerr = n.Reload(fresh)
-			}
-			if rerr != nil {
-				log.Error().Err(rerr).Msg("reload refused; the previous state stays in force")
-			}
-		case <-ctx.Done():
-			log.Info().Msg("shutting down")
-			break wait
-		case err = <-n.Err():
-			log.Error().Err(err).Msg("listener failed")
-			break wait
-		}
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down")
+	case err = <-n.Err():
+		log.Error().Err(err).Msg("listener failed")
 	}
 	if cerr := n.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+func devCommand() *cobra.Command {
+	var dir, listen string
+	var nodes int
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a development cluster on SoftHSMv2 with a demo key store and key",
+		Long: `dev prepares DIR once — per node a SoftHSMv2 token, a certificate and
+DIR/nodeN/node.toml; a CA, cluster key material, an admin token, and a demo key
+store with a SigV4 credential and an AES-256 key — then runs one
+"xksproxy serve" process per node. Once they form one cluster and each
+round-trips the demo key, it writes DIR/nodeN/pid, DIR/nodeN/admin.env,
+DIR/kms-console.json and, last, DIR/client.json. Node N's XKS API listens on
+the port of --listen plus N-1; other ports are chosen once and saved. Running
+it again on the same DIR reuses everything. It never restarts a node that dies;
+SIGINT or SIGTERM stops them all.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(dir, listen, nodes)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "data", ".xksproxy-dev", "directory for tokens, certificates, credentials, Raft data and client files")
+	cmd.Flags().StringVar(&listen, "listen", "", "node 1's XKS API address (default "+devenv.DefaultListen+", or the one saved in DIR)")
+	cmd.Flags().IntVar(&nodes, "nodes", 1, "number of nodes (1-9)")
+	return cmd
+}
+
+func runDev(dir, listen string, nodes int) error {
+	env, err := devenv.Prepare(dir, listen, nodes)
+	if err != nil {
+		return err
+	}
+	if err := env.RemoveClientFile(); err != nil {
+		return err
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sup, err := env.Start(bin, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer sup.Stop(20 * time.Second)
+	exited := 0
+	waitCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err = env.WaitReady(waitCtx, func() bool {
+		for {
+			select {
+			case <-sup.Exits():
+				exited++
+			default:
+				return exited > 0
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := env.WriteClientFiles(); err != nil {
+		return err
+	}
+	env.PrintWelcome(os.Stdout)
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "xksproxy dev: stopping the nodes")
+			return nil
+		case i := <-sup.Exits():
+			fmt.Fprintf(os.Stderr, "xksproxy dev: %s exited; not restarting it\n", env.State.Nodes[i].ID)
+		}
+	}
+}
+
+func clusterKeysCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cluster-keys",
+		Short: "The key ceremony: cluster key material for every node's HSM",
+		Long: `The cluster keys — a key-encryption key that wraps replicated key material and a
+seal key that protects SigV4 secrets in the Raft log — must be in every node's
+HSM. Generate the material once, import it into each node's HSM (also into a
+node that joins later), then destroy the file.`,
+	}
+	generate := &cobra.Command{
+		Use: "generate FILE", Short: "Write fresh cluster key material to FILE (mode 0600; never overwrites)", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error { return node.GenerateClusterKeys(args[0]) },
+	}
+	var configPath string
+	importCmd := &cobra.Command{
+		Use: "import FILE", Short: "Import cluster key material into this node's HSM (run with the node stopped)", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			cfg, err := node.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			h, err := node.OpenHSM(cfg)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			if ok, err := h.HasClusterKeys(); err == nil && ok {
+				return errors.New("this HSM already holds the cluster keys")
+			}
+			if err := node.ImportClusterKeys(h, args[0]); err != nil {
+				return err
+			}
+			fmt.Println("imported the cluster keys into token", cfg.HSM.TokenLabel)
+			return nil
+		},
+	}
+	importCmd.Flags().StringVar(&configPath, "config", "/etc/xksproxy/node.toml", "the node's TOML configuration file")
+	cmd.AddCommand(generate, importCmd)
+	return cmd
 }

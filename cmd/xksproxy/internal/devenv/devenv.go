@@ -1,14 +1,13 @@
-// Package devenv prepares and remembers a development proxy in one
-// directory: a SoftHSMv2 token, a CA and certificate, a demo key store with a
-// credential and a key, the node's TOML file, and the client files that
-// scripts and the bench harness read.
+// Package devenv prepares and runs a development proxy cluster in one
+// directory: per node a SoftHSMv2 token, a TLS identity and a TOML file; a
+// shared CA, cluster key ceremony material, admin token and demo key store;
+// and the files that scripts and the bench harness read.
 package devenv
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,26 +16,33 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/node"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
 )
 
-// DefaultListen is where the XKS API of `xksproxy dev` listens by default.
+// DefaultListen is where node 1's XKS API listens by default; node N
+// listens on the next ports.
 const DefaultListen = "127.0.0.1:8443"
 
-// State is what dev chooses once and reuses on every later run, so nothing
-// is regenerated and nothing is lost.
+// State is what dev chooses once and reuses on every later run, so that
+// nothing is regenerated and nothing is lost.
 type State struct {
+	Region      string      `json:"region"`
+	KeyStore    string      `json:"keyStore"`
+	URIPath     string      `json:"uriPath"`
+	AccessKeyID string      `json:"accessKeyId"`
+	KeyID       string      `json:"keyId"`
+	Nodes       []NodeState `json:"nodes"`
+}
+
+// NodeState is one node's identity and addresses.
+type NodeState struct {
+	ID           string `json:"id"`
 	Listen       string `json:"listen"`
 	HealthListen string `json:"healthListen"`
-	Region       string `json:"region"`
-	KeyStore     string `json:"keyStore"`
-	URIPath      string `json:"uriPath"`
-	AccessKeyID  string `json:"accessKeyId"`
-	KeyID        string `json:"keyId"`
-	HSMLabel     string `json:"hsmLabel"`
+	ClusterBind  string `json:"clusterBind"`
+	AdminListen  string `json:"adminListen"`
 	TokenLabel   string `json:"tokenLabel"`
 }
 
@@ -47,37 +53,20 @@ type Env struct {
 	secret string
 }
 
-// ClientFile is DIR/client.json, the contract with scripts, tests and the
-// bench harness. Fields are only ever added.
-type ClientFile struct {
-	Endpoint        string   `json:"endpoint"`
-	Endpoints       []string `json:"endpoints"`
-	URIPath         string   `json:"uriPath"`
-	KeyStore        string   `json:"keyStore"`
-	AccessKeyID     string   `json:"accessKeyId"`
-	SecretAccessKey string   `json:"secretAccessKey"`
-	Region          string   `json:"region"`
-	KeyID           string   `json:"keyId"`
-	CACertFile      string   `json:"caCertFile"`
-	HealthEndpoint  string   `json:"healthEndpoint"`
-}
-
-// KMSConsoleFile is the AWS KMS console's proxy configuration file.
-type KMSConsoleFile struct {
-	XksProxyURIPath string `json:"XksProxyUriPath"`
-	Credential      struct {
-		AccessKeyID        string `json:"AccessKeyId"`
-		RawSecretAccessKey string `json:"RawSecretAccessKey"`
-	} `json:"XksProxyAuthenticationCredential"`
-}
-
 func (e *Env) path(parts ...string) string {
 	return filepath.Join(append([]string{e.Dir}, parts...)...)
 }
 
-// Prepare loads DIR's state or creates it. listen overrides the saved
-// address when not empty.
-func Prepare(dir, listen string) (*Env, error) {
+func (e *Env) nodeDir(i int, parts ...string) string {
+	return e.path(append([]string{e.State.Nodes[i].ID}, parts...)...)
+}
+
+// Prepare loads DIR's state or creates it, for nodes nodes. listen, when
+// not empty, moves node 1's API there (node N takes the port N-1 above).
+func Prepare(dir, listen string, nodes int) (*Env, error) {
+	if nodes < 1 || nodes > 9 {
+		return nil, errors.New("--nodes must be between 1 and 9")
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -86,72 +75,112 @@ func Prepare(dir, listen string) (*Env, error) {
 	if err := os.MkdirAll(e.path("secrets"), 0o700); err != nil {
 		return nil, err
 	}
-	if err := e.loadOrCreateState(listen); err != nil {
+	if err := e.loadOrCreateState(listen, nodes); err != nil {
 		return nil, err
 	}
-	if err := e.prepareHSM(); err != nil {
+	if err := e.prepareSecrets(); err != nil {
 		return nil, err
 	}
 	ca, err := LoadOrCreateCA(e.path("tls"), "xksproxy dev CA")
 	if err != nil {
 		return nil, fmt.Errorf("dev CA: %w", err)
 	}
-	if err := ca.Issue(e.path("tls", "server.pem"), e.path("tls", "server-key.pem"), "localhost",
-		[]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}); err != nil {
+	loopback := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if err := ca.Issue(e.path("tls", "server.pem"), e.path("tls", "server-key.pem"), "localhost", []string{"localhost"}, loopback); err != nil {
 		return nil, fmt.Errorf("dev server certificate: %w", err)
 	}
-	return e, e.writeNodeConfig()
+	for i, n := range e.State.Nodes {
+		if err := os.MkdirAll(e.nodeDir(i), 0o700); err != nil {
+			return nil, err
+		}
+		if err := ca.Issue(e.nodeDir(i, "cluster.pem"), e.nodeDir(i, "cluster-key.pem"), n.ID, []string{"localhost"}, loopback); err != nil {
+			return nil, fmt.Errorf("%s cluster certificate: %w", n.ID, err)
+		}
+		if err := e.prepareToken(i); err != nil {
+			return nil, err
+		}
+		if err := e.writeNodeConfig(i); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
-func (e *Env) loadOrCreateState(listen string) error {
+func (e *Env) loadOrCreateState(listen string, nodes int) error {
 	statePath := e.path("dev.json")
-	if b, err := os.ReadFile(statePath); err == nil {
+	b, err := os.ReadFile(statePath)
+	switch {
+	case err == nil:
 		if err := json.Unmarshal(b, &e.State); err != nil {
 			return fmt.Errorf("%s: %w", statePath, err)
 		}
-		secret, err := os.ReadFile(e.path("secrets", "credential"))
-		if err != nil {
-			return fmt.Errorf("dev credential secret: %w", err)
-		}
-		e.secret = strings.TrimSpace(string(secret))
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	} else {
+	case errors.Is(err, os.ErrNotExist):
 		cred := fsm.GenerateCredential()
-		e.State = State{
-			Listen: DefaultListen, Region: "us-east-1", KeyStore: "demo", URIPath: "/demo/kms/xks/v1",
-			AccessKeyID: cred.AccessKeyID, KeyID: "demo-key", HSMLabel: "demo-key-v1", TokenLabel: "xksproxy-dev",
-		}
-		e.secret = string(cred.Secret)
-		for name, value := range map[string]string{
-			"credential": e.secret, "hsm-pin": randomPIN(), "hsm-so-pin": randomPIN(),
-		} {
-			if err := writeFileAtomic(e.path("secrets", name), []byte(value+"\n"), 0o600); err != nil {
-				return err
-			}
-		}
-	}
-	if listen != "" {
-		e.State.Listen = listen
-	}
-	apiPort, err := portOf(e.State.Listen)
-	if err != nil {
-		return fmt.Errorf("--listen %s: %w", e.State.Listen, err)
-	}
-	if hp, err := portOf(e.State.HealthListen); err != nil || hp >= apiPort && hp <= apiPort+9 {
-		if e.State.HealthListen, err = freePortOutside(apiPort, apiPort+9); err != nil {
+		e.State = State{Region: "us-east-1", KeyStore: "demo", URIPath: "/demo/kms/xks/v1",
+			AccessKeyID: cred.AccessKeyID, KeyID: "demo-key"}
+		if err := writeFileAtomic(e.path("secrets", "credential"), append(cred.Secret, '\n'), 0o600); err != nil {
 			return err
 		}
+	default:
+		return err
 	}
-	b, err := json.MarshalIndent(e.State, "", "  ")
+	if listen == "" && len(e.State.Nodes) > 0 {
+		listen = e.State.Nodes[0].Listen
+	}
+	if listen == "" {
+		listen = DefaultListen
+	}
+	host, portText, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", listen, err)
+	}
+	for i := len(e.State.Nodes); i < nodes; i++ {
+		e.State.Nodes = append(e.State.Nodes, NodeState{ID: fmt.Sprintf("node%d", i+1), TokenLabel: fmt.Sprintf("xksproxy-dev-node%d", i+1)})
+	}
+	e.State.Nodes = e.State.Nodes[:nodes]
+	taken := map[string]bool{}
+	for i := range e.State.Nodes {
+		n := &e.State.Nodes[i]
+		n.Listen = net.JoinHostPort(host, strconv.Itoa(port+i))
+		for _, addr := range []*string{&n.HealthListen, &n.ClusterBind, &n.AdminListen} {
+			if p, err := portOf(*addr); err != nil || (p >= port && p <= port+9) || taken[*addr] {
+				if *addr, err = freePortOutside(port, port+9, taken); err != nil {
+					return err
+				}
+			}
+			taken[*addr] = true
+		}
+	}
+	b, err = json.MarshalIndent(e.State, "", "  ")
 	if err != nil {
 		return err
 	}
 	return writeFileAtomic(statePath, append(b, '\n'), 0o600)
 }
 
-func randomPIN() string {
-	return string(fsm.GenerateCredential().Secret[:16])
+func (e *Env) prepareSecrets() error {
+	for _, name := range []string{"hsm-pin", "hsm-so-pin", "admin-token"} {
+		if _, err := os.Stat(e.path("secrets", name)); err == nil {
+			continue
+		}
+		secret := string(fsm.GenerateCredential().Secret)
+		secret = strings.NewReplacer("/", "", "+", "", "=", "").Replace(secret)
+		if err := writeFileAtomic(e.path("secrets", name), []byte(secret+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(e.path("secrets", "cluster-keys")); errors.Is(err, os.ErrNotExist) {
+		if err := node.GenerateClusterKeys(e.path("secrets", "cluster-keys")); err != nil {
+			return err
+		}
+	}
+	s, err := e.readSecret("credential")
+	e.secret = s
+	return err
 }
 
 func portOf(addr string) (int, error) {
@@ -164,27 +193,29 @@ func portOf(addr string) (int, error) {
 
 // freePortOutside asks the kernel for a free loopback port outside lo..hi,
 // the range other tools expect to own next to the API port.
-func freePortOutside(lo, hi int) (string, error) {
-	for range 20 {
+func freePortOutside(lo, hi int, taken map[string]bool) (string, error) {
+	for range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return "", err
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		if p, _ := portOf(addr); p < lo || p > hi {
+		if p, _ := portOf(addr); (p < lo || p > hi) && !taken[addr] {
 			return addr, nil
 		}
 	}
 	return "", errors.New("no free loopback port outside the reserved range")
 }
 
-func (e *Env) prepareHSM() error {
-	conf, err := softhsm.WriteConfig(e.Dir)
+// prepareToken gives node i its own SoftHSMv2 token directory: three nodes,
+// three HSMs.
+func (e *Env) prepareToken(i int) error {
+	conf, err := softhsm.WriteConfig(e.nodeDir(i))
 	if err != nil {
 		return fmt.Errorf("SoftHSMv2 configuration: %w", err)
 	}
-	os.Setenv("SOFTHSM2_CONF", conf)
+	os.Setenv(softhsm.ConfigEnv, conf)
 	module, err := softhsm.ModulePath()
 	if err != nil {
 		return err
@@ -197,7 +228,7 @@ func (e *Env) prepareHSM() error {
 	if err != nil {
 		return err
 	}
-	return softhsm.InitToken(module, e.State.TokenLabel, soPIN, pin)
+	return softhsm.InitToken(module, e.State.Nodes[i].TokenLabel, soPIN, pin)
 }
 
 func (e *Env) readSecret(name string) (string, error) {
@@ -208,145 +239,66 @@ func (e *Env) readSecret(name string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// NodeConfig is the single node's configuration, also written to DIR/node.toml
-// so that `xksproxy serve --config DIR/node.toml` runs the same node.
-func (e *Env) NodeConfig() (*node.Config, error) {
+// NodeConfig is node i's configuration, as written to DIR/nodeN/node.toml.
+func (e *Env) NodeConfig(i int) (*node.Config, error) {
 	module, err := softhsm.ModulePath()
 	if err != nil {
 		return nil, err
 	}
+	n := e.State.Nodes[i]
 	c := &node.Config{
-		DataDir: e.Dir,
-		NodeID:  "dev-node-1",
+		DataDir: e.nodeDir(i),
+		NodeID:  n.ID,
 		API: node.APIConfig{
-			Listen:       e.State.Listen,
-			HealthListen: e.State.HealthListen,
+			Listen:       n.Listen,
+			HealthListen: n.HealthListen,
 			TLSCertFile:  e.path("tls", "server.pem"),
 			TLSKeyFile:   e.path("tls", "server-key.pem"),
 		},
 		HSM: node.HSMConfig{
 			Module:     module,
-			TokenLabel: e.State.TokenLabel,
+			TokenLabel: n.TokenLabel,
 			PINFile:    e.path("secrets", "hsm-pin"),
-			Env:        map[string]string{"SOFTHSM2_CONF": e.path("softhsm2.conf")},
+			Env:        map[string]string{softhsm.ConfigEnv: e.nodeDir(i, "softhsm2.conf")},
 		},
-		Log: node.LogConfig{Level: "info", Format: "json"},
-		Bootstrap: node.BootstrapConfig{
+		Cluster: node.ClusterConfig{
+			Bind:           n.ClusterBind,
+			Bootstrap:      i == 0,
+			CAFile:         e.path("tls", "ca.pem"),
+			CertFile:       e.nodeDir(i, "cluster.pem"),
+			KeyFile:        e.nodeDir(i, "cluster-key.pem"),
+			ImportKeysFile: e.path("secrets", "cluster-keys"),
+		},
+		Admin: node.AdminConfig{Listen: n.AdminListen, TokenFile: e.path("secrets", "admin-token")},
+		Log:   node.LogConfig{Level: "info", Format: "json"},
+	}
+	for j, other := range e.State.Nodes {
+		if j != i {
+			c.Cluster.Join = append(c.Cluster.Join, other.ClusterBind)
+		}
+	}
+	if i == 0 {
+		c.Bootstrap = node.BootstrapConfig{
 			KeyStores: []node.BootstrapKeyStore{{
-				Name: e.State.KeyStore, URIPath: e.State.URIPath, Region: e.State.Region,
+				Name: e.State.KeyStore, URIPath: e.State.URIPath, Region: e.State.Region, Grants: "open",
 				Credentials: []node.BootstrapCredential{{AccessKeyID: e.State.AccessKeyID, SecretFile: e.path("secrets", "credential")}},
 			}},
-			Keys: []node.BootstrapKey{{
-				KeyStore: e.State.KeyStore, ID: e.State.KeyID, HSMLabel: e.State.HSMLabel,
-				Usage: []string{"ENCRYPT", "DECRYPT"}, Create: true,
-			}},
-		},
+			Keys: []node.BootstrapKey{{KeyStore: e.State.KeyStore, ID: e.State.KeyID, Usage: []string{"ENCRYPT", "DECRYPT"}}},
+		}
 	}
 	c.Defaults()
 	return c, c.Validate()
 }
 
-func (e *Env) writeNodeConfig() error {
-	c, err := e.NodeConfig()
+func (e *Env) writeNodeConfig(i int) error {
+	c, err := e.NodeConfig(i)
 	if err != nil {
 		return err
 	}
 	var b strings.Builder
-	b.WriteString("# Written by `xksproxy dev`; run the same node with `xksproxy serve --config " + e.path("node.toml") + "`.\n")
+	b.WriteString("# Written by `xksproxy dev`; `xksproxy serve --config " + e.nodeDir(i, "node.toml") + "` runs this node.\n")
 	if err := toml.NewEncoder(&b).Encode(c); err != nil {
 		return err
 	}
-	return writeFileAtomic(e.path("node.toml"), []byte(b.String()), 0o600)
-}
-
-// Client returns an XKS client for the demo key store.
-func (e *Env) Client() (*xksclient.Client, error) {
-	httpClient, err := xksclient.NewHTTPClient(e.path("tls", "ca.pem"), nil)
-	if err != nil {
-		return nil, err
-	}
-	return &xksclient.Client{
-		Endpoint: e.Endpoint(),
-		URIPath:  e.State.URIPath,
-		Creds:    xksclient.Credentials{AccessKeyID: e.State.AccessKeyID, Secret: e.secret, Region: e.State.Region},
-		HTTP:     httpClient,
-	}, nil
-}
-
-// Endpoint is the https URL of the XKS API.
-func (e *Env) Endpoint() string { return "https://" + e.State.Listen }
-
-// Verify proves the node serves: a real encrypt (with CDIV) and decrypt of the
-// demo key through HTTPS and SigV4.
-func (e *Env) Verify() error {
-	c, err := e.Client()
-	if err != nil {
-		return err
-	}
-	md := xksclient.RequestMetadata{
-		AWSPrincipalARN: "arn:aws:iam::111122223333:role/xksproxy-dev-self-check",
-		KMSKeyARN:       "arn:aws:kms:" + e.State.Region + ":111122223333:key/xksproxy-dev-self-check",
-		KMSRequestID:    "xksproxy-dev-self-check",
-	}
-	return c.RoundTrip(e.State.KeyID, md, []byte("xksproxy dev self-check"), []byte("dev"))
-}
-
-// WriteClientFiles writes DIR/kms-console.json and then DIR/client.json, each
-// atomically; client.json last, since tools wait for it as the ready signal.
-func (e *Env) WriteClientFiles() error {
-	var console KMSConsoleFile
-	console.XksProxyURIPath = e.State.URIPath
-	console.Credential.AccessKeyID = e.State.AccessKeyID
-	console.Credential.RawSecretAccessKey = e.secret
-	if err := writeJSON(e.path("kms-console.json"), console); err != nil {
-		return err
-	}
-	return writeJSON(e.path("client.json"), ClientFile{
-		Endpoint:        e.Endpoint(),
-		Endpoints:       []string{e.Endpoint()},
-		URIPath:         e.State.URIPath,
-		KeyStore:        e.State.KeyStore,
-		AccessKeyID:     e.State.AccessKeyID,
-		SecretAccessKey: e.secret,
-		Region:          e.State.Region,
-		KeyID:           e.State.KeyID,
-		CACertFile:      e.path("tls", "ca.pem"),
-		HealthEndpoint:  "http://" + e.State.HealthListen,
-	})
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(path, append(b, '\n'), 0o600)
-}
-
-// PrintWelcome tells a newcomer what is running and how to call it.
-func (e *Env) PrintWelcome(w io.Writer) {
-	body := `{"requestMetadata":{"awsPrincipalArn":"arn:aws:iam::111122223333:user/alice","kmsKeyArn":"arn:aws:kms:` +
-		e.State.Region + `:111122223333:key/demo","kmsOperation":"Encrypt","kmsRequestId":"demo-1"},"plaintext":"SGVsbG8gV29ybGQh","encryptionAlgorithm":"AES_GCM"}`
-	fmt.Fprintf(w, `
-xksproxy dev is serving the XKS API on %s
-  key store  %s  (URI path %s, region %s)
-  key        %s
-  client     %s
-  AWS KMS console file  %s
-  health     %s/ping  %s/ready
-
-Encrypt "Hello World!" with the demo key:
-
-curl --cacert %s \
-  --aws-sigv4 "aws:amz:%s:kms-xks-proxy" --user '%s:%s' \
-  -H 'Content-Type: application/json' \
-  -d '%s' \
-  %s%s/keys/%s/encrypt
-
-Stop with Ctrl-C; run again to resume with the same token, key and credentials.
-`, e.Endpoint(), e.State.KeyStore, e.State.URIPath, e.State.Region, e.State.KeyID,
-		e.path("client.json"), e.path("kms-console.json"),
-		"http://"+e.State.HealthListen, "http://"+e.State.HealthListen,
-		e.path("tls", "ca.pem"), e.State.Region, e.State.AccessKeyID, e.secret, body,
-		e.Endpoint(), e.State.URIPath, e.State.KeyID)
+	return writeFileAtomic(e.nodeDir(i, "node.toml"), []byte(b.String()), 0o600)
 }

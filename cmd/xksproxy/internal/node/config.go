@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 )
 
@@ -22,8 +23,33 @@ type Config struct {
 	NodeID    string          `toml:"node_id"`
 	API       APIConfig       `toml:"api"`
 	HSM       HSMConfig       `toml:"hsm"`
+	Cluster   ClusterConfig   `toml:"cluster"`
+	Admin     AdminConfig     `toml:"admin"`
 	Log       LogConfig       `toml:"log"`
 	Bootstrap BootstrapConfig `toml:"bootstrap"`
+}
+
+// ClusterConfig places the node in its Raft cluster. A single node is a
+// cluster of one that bootstraps itself.
+type ClusterConfig struct {
+	Bind           string        `toml:"bind"`
+	Advertise      string        `toml:"advertise,omitempty"`
+	Bootstrap      bool          `toml:"bootstrap"`
+	Join           []string      `toml:"join,omitempty"`
+	CAFile         string        `toml:"ca_file"`
+	CertFile       string        `toml:"cert_file"`
+	KeyFile        string        `toml:"key_file"`
+	StalenessLimit time.Duration `toml:"staleness_limit"`
+	// ImportKeysFile, when set, imports the cluster key ceremony material at
+	// start if the HSM lacks the cluster keys. For development; production
+	// imports once with `xksproxy cluster-keys import` and destroys the file.
+	ImportKeysFile string `toml:"import_keys_file,omitempty"`
+}
+
+// AdminConfig is the operator API's listener.
+type AdminConfig struct {
+	Listen    string `toml:"listen"`
+	TokenFile string `toml:"token_file"`
 }
 
 type APIConfig struct {
@@ -68,7 +94,9 @@ type BootstrapKeyStore struct {
 	Name        string                `toml:"name"`
 	URIPath     string                `toml:"uri_path"`
 	Region      string                `toml:"region"`
-	Disabled    bool                  `toml:"disabled"`
+	Disabled    bool                  `toml:"disabled,omitempty"`
+	Grants      string                `toml:"grants"`   // "closed" (default) or "open"
+	KeyMode     string                `toml:"key_mode"` // "replicated" (default) or "shared"
 	Credentials []BootstrapCredential `toml:"credentials"`
 }
 
@@ -76,19 +104,19 @@ type BootstrapKeyStore struct {
 // configuration file itself.
 type BootstrapCredential struct {
 	AccessKeyID string    `toml:"access_key_id"`
-	SecretFile  string    `toml:"secret_file"`
-	SecretEnv   string    `toml:"secret_env"`
-	Expires     time.Time `toml:"expires"`
+	SecretFile  string    `toml:"secret_file,omitempty"`
+	SecretEnv   string    `toml:"secret_env,omitempty"`
+	Expires     time.Time `toml:"expires,omitzero"`
 }
 
+// BootstrapKey is a key of the seed. In a replicated key store its material
+// is generated; in a shared one HSMLabel names the object every HSM holds.
 type BootstrapKey struct {
 	KeyStore string   `toml:"key_store"`
 	ID       string   `toml:"id"`
-	HSMLabel string   `toml:"hsm_label"`
+	HSMLabel string   `toml:"hsm_label,omitempty"`
 	Usage    []string `toml:"usage"`
-	Disabled bool     `toml:"disabled"`
-	// Create generates the key in the HSM at start when no object has the label.
-	Create bool `toml:"create"`
+	Disabled bool     `toml:"disabled,omitempty"`
 }
 
 // Defaults fills every unset field with its documented default.
@@ -101,6 +129,24 @@ func (c *Config) Defaults() {
 	}
 	if c.HSM.PINEnv == "" && c.HSM.PINFile == "" {
 		c.HSM.PINEnv = "XKSPROXY_HSM_PIN"
+	}
+	if c.Cluster.Bind == "" {
+		c.Cluster.Bind = "127.0.0.1:7000"
+	}
+	if c.Cluster.StalenessLimit == 0 {
+		c.Cluster.StalenessLimit = 2 * time.Minute
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = "127.0.0.1:7100"
+	}
+	for i := range c.Bootstrap.KeyStores {
+		ks := &c.Bootstrap.KeyStores[i]
+		if ks.Grants == "" {
+			ks.Grants = "closed"
+		}
+		if ks.KeyMode == "" {
+			ks.KeyMode = "replicated"
+		}
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -131,6 +177,18 @@ func (c *Config) Validate() error {
 	}
 	if c.HSM.TokenLabel == "" {
 		problems = append(problems, "hsm.token_label is required")
+	}
+	if c.DataDir == "" {
+		problems = append(problems, "data_dir is required (Raft keeps its log and snapshots there)")
+	}
+	if c.Cluster.CAFile == "" || c.Cluster.CertFile == "" || c.Cluster.KeyFile == "" {
+		problems = append(problems, "cluster.ca_file, cluster.cert_file and cluster.key_file are required (node-to-node mutual TLS)")
+	}
+	if c.Cluster.StalenessLimit < 0 {
+		problems = append(problems, "cluster.staleness_limit must not be negative (use a huge value to never go stale)")
+	}
+	if c.Admin.TokenFile == "" {
+		problems = append(problems, "admin.token_file is required")
 	}
 	switch c.Log.Format {
 	case "json", "console":
@@ -200,30 +258,30 @@ func (b *BootstrapCredential) secret() ([]byte, error) {
 	return nil, fmt.Errorf("credential %s: set secret_file or secret_env", b.AccessKeyID)
 }
 
-// BootstrapView turns the [bootstrap] section into the first fsm view.
-func (c *Config) BootstrapView() (*fsm.View, error) {
-	stores := make([]fsm.KeyStore, 0, len(c.Bootstrap.KeyStores))
+// SeedSpec turns the [bootstrap] section into the cluster's one-time seed.
+func (c *Config) SeedSpec() (*cluster.SeedSpec, error) {
+	if len(c.Bootstrap.KeyStores) == 0 && len(c.Bootstrap.Keys) == 0 {
+		return nil, nil
+	}
+	spec := &cluster.SeedSpec{}
 	for _, bks := range c.Bootstrap.KeyStores {
-		ks := fsm.KeyStore{Name: bks.Name, URIPath: bks.URIPath, Region: bks.Region, Enabled: !bks.Disabled}
+		ks := cluster.SeedKeyStore{Name: bks.Name, URIPath: bks.URIPath, Region: bks.Region, Disabled: bks.Disabled,
+			GrantsMode: fsm.GrantsMode(bks.Grants), KeyMode: fsm.KeyMode(bks.KeyMode)}
 		for _, bc := range bks.Credentials {
 			secret, err := bc.secret()
 			if err != nil {
 				return nil, fmt.Errorf("key store %s: %w", bks.Name, err)
 			}
-			ks.Credentials = append(ks.Credentials, fsm.Credential{AccessKeyID: bc.AccessKeyID, Secret: secret, ExpiresAt: bc.Expires})
+			ks.Credentials = append(ks.Credentials, cluster.SeedCredential{AccessKeyID: bc.AccessKeyID, Secret: secret, ExpiresAt: bc.Expires})
 		}
-		stores = append(stores, ks)
+		spec.KeyStores = append(spec.KeyStores, ks)
 	}
-	keys := make([]fsm.Key, 0, len(c.Bootstrap.Keys))
 	for _, bk := range c.Bootstrap.Keys {
 		usage, err := fsm.ParseUsage(bk.Usage)
 		if err != nil {
 			return nil, fmt.Errorf("key %s: %w", bk.ID, err)
 		}
-		keys = append(keys, fsm.Key{
-			KeyStore: bk.KeyStore, ID: bk.ID, Usage: usage, Enabled: !bk.Disabled,
-			CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: bk.HSMLabel}},
-		})
+		spec.Keys = append(spec.Keys, cluster.SeedKey{KeyStore: bk.KeyStore, ID: bk.ID, Usage: usage, Disabled: bk.Disabled, HSMLabel: bk.HSMLabel})
 	}
-	return fsm.Build(1, stores, keys)
+	return spec, nil
 }

@@ -12,7 +12,8 @@ func TestShippedExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.API.MTLSClientSubjectCN == "" || c.HSM.PINFile == "" || len(c.Bootstrap.KeyStores[0].Credentials) != 2 || c.Bootstrap.KeyStores[0].Credentials[1].Expires.IsZero() {
+	if c.API.MTLSClientSubjectCN == "" || c.HSM.PINFile == "" || len(c.Bootstrap.KeyStores[0].Credentials) != 2 ||
+		c.Bootstrap.KeyStores[0].Credentials[1].Expires.IsZero() || len(c.Cluster.Join) != 2 || c.Admin.TokenFile == "" {
 		t.Fatalf("example lost settings: %+v", c)
 	}
 }
@@ -24,7 +25,7 @@ func TestConfigRefusesUnknownAndInconsistentSettings(t *testing.T) {
 		os.WriteFile(p, []byte(body), 0o600)
 		return p
 	}
-	base := "[api]\ntls_cert_file='c'\ntls_key_file='k'\n[hsm]\ntoken_label='t'\n"
+	base := "data_dir='/d'\n[api]\ntls_cert_file='c'\ntls_key_file='k'\n[hsm]\ntoken_label='t'\n[cluster]\nca_file='ca'\ncert_file='c'\nkey_file='k'\n[admin]\ntoken_file='t'\n"
 	if _, err := LoadConfig(write(base)); err != nil {
 		t.Fatalf("minimal config: %v", err)
 	}
@@ -32,13 +33,13 @@ func TestConfigRefusesUnknownAndInconsistentSettings(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "pool_sise") {
 		t.Fatalf("misspelt key: %v", err)
 	}
-	_, err = LoadConfig(write("[api]\ntls_cert_file='c'\ntls_key_file='k'\nmtls_client_ca_file='ca'\nmtls_client_subject_cn='x'\n[hsm]\ntoken_label='t'\n"))
+	_, err = LoadConfig(write(strings.Replace(base, "tls_key_file='k'\n", "tls_key_file='k'\nmtls_client_ca_file='ca'\nmtls_client_subject_cn='x'\n", 1)))
 	if err == nil || !strings.Contains(err.Error(), "health_listen") {
 		t.Fatalf("mTLS without a health port: %v", err)
 	}
 }
 
-func TestBootstrapSecretsComeFromFilesOrEnvironment(t *testing.T) {
+func TestBootstrapSeedReadsSecretsFromFilesOrEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	secret := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ="
 	os.WriteFile(filepath.Join(dir, "s"), []byte(secret+"\n"), 0o600)
@@ -48,24 +49,27 @@ func TestBootstrapSecretsComeFromFilesOrEnvironment(t *testing.T) {
 			{AccessKeyID: "AAAAAAAAAAAAAAAAAAAAAAAA", SecretFile: filepath.Join(dir, "s")},
 			{AccessKeyID: "BBBBBBBBBBBBBBBBBBBBBBBB", SecretEnv: "XKS_TEST_SECRET"},
 		}}},
-		Keys: []BootstrapKey{{KeyStore: "a", ID: "k", HSMLabel: "k-v1"}},
+		Keys: []BootstrapKey{{KeyStore: "a", ID: "k"}},
 	}}
 	c.Defaults()
-	v, err := c.BootstrapView()
+	spec, err := c.SeedSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := v.StoreByName("a")
-	for _, cr := range s.Credentials {
+	ks := spec.KeyStores[0]
+	if ks.GrantsMode != "closed" || ks.KeyMode != "replicated" || len(ks.Credentials) != 2 {
+		t.Fatalf("seed key store = %+v", ks)
+	}
+	for _, cr := range ks.Credentials {
 		if string(cr.Secret) != secret {
 			t.Fatalf("credential %s secret not read", cr.AccessKeyID)
 		}
 	}
-	if k := s.Key([]byte("k")); k == nil || !k.Enabled || k.Usage == 0 {
-		t.Fatalf("key = %+v", k)
+	if k := spec.Keys[0]; k.Usage == 0 || k.Disabled {
+		t.Fatalf("seed key = %+v", k)
 	}
 	c.Bootstrap.KeyStores[0].Credentials[1].SecretEnv = "XKS_TEST_UNSET"
-	if _, err := c.BootstrapView(); err == nil || strings.Contains(err.Error(), secret) {
+	if _, err := c.SeedSpec(); err == nil || strings.Contains(err.Error(), secret) {
 		t.Fatalf("unset secret variable: %v", err)
 	}
 }

@@ -6,24 +6,29 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/xksapi"
 )
 
-// Node is one running proxy: its HSM, its published state and its listeners.
+// Node is one running proxy: its HSM, its cluster membership, the state the
+// data plane reads, and its listeners.
 type Node struct {
-	HSM    *hsm.HSM
-	Views  *fsm.ViewHolder
-	API    *xksapi.Server
-	log    zerolog.Logger
-	apiLn  net.Listener
-	hlthLn net.Listener
-	errc   chan error
+	HSM       *hsm.HSM
+	Cluster   *cluster.Node
+	Views     *fsm.ViewHolder
+	API       *xksapi.Server
+	AdminAddr net.Addr
+	log       zerolog.Logger
+	apiLn     net.Listener
+	hlthLn    net.Listener
+	errc      chan error
 }
 
 // NewLogger builds the process logger from the [log] section.
@@ -38,9 +43,8 @@ func NewLogger(c LogConfig, w io.Writer) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
-// Start opens the HSM, creates bootstrap keys that are missing, publishes the
-// state and starts serving. It returns once the listeners are bound.
-func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
+// OpenHSM sets the module's environment, reads the PIN and opens the token.
+func OpenHSM(cfg *Config) (*hsm.HSM, error) {
 	for k, v := range cfg.HSM.Env {
 		// PKCS#11 modules read their configuration at C_Initialize, from
 		// the process environment (SoftHSMv2: SOFTHSM2_CONF).
@@ -63,6 +67,17 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the HSM: %w", err)
 	}
+	return h, nil
+}
+
+// Start opens the HSM, joins or forms the cluster, and serves the XKS API
+// and the admin API. It returns once the listeners are bound; /ready turns
+// true when the node has caught up with the cluster.
+func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
+	h, err := OpenHSM(cfg)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 2)}
 	if err := n.start(cfg); err != nil {
 		n.Close()
@@ -72,12 +87,46 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 }
 
 func (n *Node) start(cfg *Config) error {
-	view, err := n.prepareBootstrap(cfg)
+	if cfg.Cluster.ImportKeysFile != "" {
+		if err := importClusterKeysIfMissing(n.HSM, cfg.Cluster.ImportKeysFile); err != nil {
+			return err
+		}
+	}
+	if ok, err := n.HSM.HasClusterKeys(); err != nil || !ok {
+		n.log.Warn().Err(err).Msg("the cluster keys are not in this HSM: replicated keys cannot be unwrapped and secrets cannot be unsealed until `xksproxy cluster-keys import` is run")
+	}
+	seed, err := cfg.SeedSpec()
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	token, err := os.ReadFile(cfg.Admin.TokenFile)
+	if err != nil {
+		return fmt.Errorf("admin.token_file: %w", err)
+	}
+	n.HSM.CheckNow()
+
+	n.apiLn, err = net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen: %w", err)
+	}
+	n.Cluster, err = cluster.Start(cluster.Config{
+		NodeID:         cfg.NodeID,
+		DataDir:        cfg.DataDir,
+		Bind:           cfg.Cluster.Bind,
+		Advertise:      cfg.Cluster.Advertise,
+		APIAddr:        n.apiLn.Addr().String(),
+		TLS:            cluster.TLSFiles{CAFile: cfg.Cluster.CAFile, CertFile: cfg.Cluster.CertFile, KeyFile: cfg.Cluster.KeyFile},
+		Bootstrap:      cfg.Cluster.Bootstrap,
+		Join:           cfg.Cluster.Join,
+		StalenessLimit: cfg.Cluster.StalenessLimit,
+		Seed:           seed,
+	}, n.HSM, n.Views, n.log)
 	if err != nil {
 		return err
 	}
-	n.Views.Publish(view)
-	n.HSM.CheckNow()
+	if n.AdminAddr, err = n.Cluster.ServeAdmin(cluster.AdminConfig{Listen: cfg.Admin.Listen, Token: strings.TrimSpace(string(token))}); err != nil {
+		return err
+	}
 
 	tlsCfg, err := xksapi.TLSConfig{
 		CertFile:        cfg.API.TLSCertFile,
@@ -94,12 +143,8 @@ func (n *Node) start(cfg *Config) error {
 		NodeID:      cfg.NodeID,
 		ReadTimeout: cfg.API.ReadTimeout,
 		IdleTimeout: cfg.API.IdleTimeout,
+		Ready:       n.Cluster.ServingError,
 	}, n.Views, n.HSM, n.log)
-
-	n.apiLn, err = net.Listen("tcp", cfg.API.Listen)
-	if err != nil {
-		return fmt.Errorf("api.listen: %w", err)
-	}
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
 	if cfg.API.HealthListen != "" {
 		n.hlthLn, err = net.Listen("tcp", cfg.API.HealthListen)
@@ -108,46 +153,33 @@ func (n *Node) start(cfg *Config) error {
 		}
 		go func() { n.errc <- n.API.ServeHealth(n.hlthLn) }()
 	}
-	n.log.Info().Str("api", n.apiLn.Addr().String()).Str("health", n.HealthAddr()).
-		Int("keyStores", len(view.Stores())).Msg("serving the XKS API")
+	n.log.Info().Str("node", cfg.NodeID).Str("api", n.apiLn.Addr().String()).Str("health", n.HealthAddr()).
+		Str("cluster", n.Cluster.ClusterAddr()).Str("admin", n.AdminAddr.String()).Msg("serving")
 	return nil
 }
 
-// prepareBootstrap builds the view of the [bootstrap] section, first
-// generating the HSM keys it asks to create.
-func (n *Node) prepareBootstrap(cfg *Config) (*fsm.View, error) {
-	view, err := cfg.BootstrapView()
+// ImportClusterKeys reads ceremony material from path into h, unless the
+// cluster keys are there already.
+func importClusterKeysIfMissing(h *hsm.HSM, path string) error {
+	ok, err := h.HasClusterKeys()
 	if err != nil {
-		return nil, fmt.Errorf("bootstrap: %w", err)
+		return fmt.Errorf("checking for the cluster keys: %w", err)
 	}
-	for _, bk := range cfg.Bootstrap.Keys {
-		if !bk.Create {
-			continue
-		}
-		ok, err := n.HSM.HasKey(bk.HSMLabel)
-		if err != nil {
-			return nil, fmt.Errorf("bootstrap key %s: %w", bk.ID, err)
-		}
-		if !ok {
-			if err := n.HSM.GenerateKey(bk.HSMLabel); err != nil {
-				return nil, fmt.Errorf("bootstrap key %s: generating %s: %w", bk.ID, bk.HSMLabel, err)
-			}
-			n.log.Info().Str("keyId", bk.ID).Str("hsmLabel", bk.HSMLabel).Msg("generated bootstrap key in the HSM")
-		}
+	if ok {
+		return nil
 	}
-	return view, nil
+	return ImportClusterKeys(h, path)
 }
 
-// Reload re-reads the [bootstrap] section of cfg and publishes it, so that
-// credentials, keys and enablement change without a restart. Listener, TLS
-// and HSM settings take effect only at the next start.
-func (n *Node) Reload(cfg *Config) error {
-	view, err := n.prepareBootstrap(cfg)
+// ImportClusterKeys imports the key ceremony material of path into h.
+func ImportClusterKeys(h *hsm.HSM, path string) error {
+	material, err := ReadClusterKeys(path)
 	if err != nil {
 		return err
 	}
-	n.Views.Publish(view)
-	n.log.Info().Int("keyStores", len(view.Stores())).Msg("reloaded key stores, credentials and keys")
+	if err := h.ImportClusterKeys(material); err != nil {
+		return fmt.Errorf("importing the cluster keys: %w", err)
+	}
 	return nil
 }
 
@@ -165,7 +197,7 @@ func (n *Node) HealthAddr() string {
 // Err delivers a listener's failure.
 func (n *Node) Err() <-chan error { return n.errc }
 
-// Close stops serving, waits for requests in progress and closes the HSM.
+// Close stops serving, leaves the cluster data for a restart, and closes the HSM.
 func (n *Node) Close() error {
 	var errs []error
 	if n.API != nil {
@@ -176,6 +208,9 @@ func (n *Node) Close() error {
 				ln.Close()
 			}
 		}
+	}
+	if n.Cluster != nil {
+		errs = append(errs, n.Cluster.Close())
 	}
 	errs = append(errs, n.HSM.Close())
 	return errors.Join(errs...)

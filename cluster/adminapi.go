@@ -1,0 +1,142 @@
+package cluster
+
+import "time"
+
+// The admin API's JSON shapes. The CLI's --json output is these documents
+// unchanged, and scripts depend on them: fields are only ever added.
+
+// KeyStoreInfo describes a key store without its secrets.
+type KeyStoreInfo struct {
+	Name        string           `json:"name"`
+	URIPath     string           `json:"uriPath"`
+	Region      string           `json:"region"`
+	Enabled     bool             `json:"enabled"`
+	QuotaRPS    int              `json:"quotaRps"`
+	GrantsMode  string           `json:"grantsMode"`
+	KeyMode     string           `json:"keyMode"`
+	Credentials []CredentialInfo `json:"credentials"`
+	Keys        int              `json:"keys"`
+}
+
+// CredentialInfo describes a SigV4 credential; the secret is never listed.
+type CredentialInfo struct {
+	AccessKeyID string     `json:"accessKeyId"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	ExpiresAt   *time.Time `json:"expiresAt,omitempty"`
+	Expired     bool       `json:"expired"`
+}
+
+// NewCredential is the one answer that carries a secret: at creation.
+type NewCredential struct {
+	KeyStore        string         `json:"keyStore"`
+	AccessKeyID     string         `json:"accessKeyId"`
+	SecretAccessKey string         `json:"secretAccessKey"`
+	ExpiresAt       *time.Time     `json:"expiresAt,omitempty"`
+	KMSConsole      KMSConsoleFile `json:"kmsConsole"`
+}
+
+// KMSConsoleFile is the AWS KMS console's proxy configuration file.
+type KMSConsoleFile struct {
+	XksProxyURIPath string `json:"XksProxyUriPath"`
+	Credential      struct {
+		AccessKeyID        string `json:"AccessKeyId"`
+		RawSecretAccessKey string `json:"RawSecretAccessKey"`
+	} `json:"XksProxyAuthenticationCredential"`
+}
+
+// KeyInfo describes a key and its versions.
+type KeyInfo struct {
+	KeyStore       string        `json:"keyStore"`
+	ID             string        `json:"id"`
+	Usage          []string      `json:"usage"`
+	Enabled        bool          `json:"enabled"`
+	CurrentVersion uint32        `json:"currentVersion"`
+	Versions       []VersionInfo `json:"versions"`
+	CreatedAt      time.Time     `json:"createdAt"`
+}
+
+// VersionInfo is one version of a key's material.
+type VersionInfo struct {
+	Number    uint32    `json:"number"`
+	HSMLabel  string    `json:"hsmLabel"`
+	Wrapped   bool      `json:"replicatedMaterial"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// GrantInfo is who may use a key, and for what.
+type GrantInfo struct {
+	ID          string   `json:"id"`
+	KeyStore    string   `json:"keyStore"`
+	KeyID       string   `json:"keyId"`
+	Principals  []string `json:"principals"`
+	Accounts    []string `json:"accounts,omitempty"`
+	Regions     []string `json:"regions,omitempty"`
+	ViaServices []string `json:"viaServices,omitempty"`
+	SourceVPCs  []string `json:"sourceVpcs,omitempty"`
+	SourceVPCEs []string `json:"sourceVpces,omitempty"`
+	Operations  []string `json:"operations"`
+}
+
+// ChangeResult answers a write: its Raft index and, for changes that must
+// take effect everywhere (disable, enable, revoke), each node's confirmation.
+type ChangeResult struct {
+	Index     uint64 `json:"index"`
+	Acks      []Ack  `json:"acks,omitempty"`
+	Confirmed int    `json:"confirmed"`
+	Nodes     int    `json:"nodes"`
+	Elapsed   string `json:"elapsed,omitempty"`
+}
+
+// ClusterStatus is `cluster status`: the leader (null during an election)
+// and every voter as it reports itself.
+type ClusterStatus struct {
+	Leader *LeaderInfo  `json:"leader"`
+	Nodes  []NodeStatus `json:"nodes"`
+}
+
+// LeaderInfo names the leader and where its XKS API listens (host:port).
+type LeaderInfo struct {
+	ID          string `json:"id"`
+	APIAddress  string `json:"apiAddress"`
+	ClusterAddr string `json:"clusterAddress"`
+}
+
+// APIError is the admin API's refusal.
+type APIError struct {
+	Error string `json:"error"`
+}
+
+// CreateKeyStoreRequest creates a key store; its first credential comes back
+// in the answer.
+type CreateKeyStoreRequest struct {
+	Name       string `json:"name"`
+	URIPath    string `json:"uriPath"`
+	Region     string `json:"region"`
+	QuotaRPS   int    `json:"quotaRps"`
+	GrantsMode string `json:"grantsMode"` // "closed" (default) or "open"
+}
+
+// CreateKeyStoreResponse is the new key store and its first credential.
+type CreateKeyStoreResponse struct {
+	KeyStore   KeyStoreInfo  `json:"keyStore"`
+	Credential NewCredential `json:"credential"`
+}
+
+// AddCredentialRequest adds a credential; ExpiresAt nil means never.
+type AddCredentialRequest struct {
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+}
+
+// CreateKeyRequest creates a key. In replicated mode the material is
+// generated and replicated; HSMLabel adopts an object every HSM already has.
+type CreateKeyRequest struct {
+	ID       string   `json:"id"`
+	Usage    []string `json:"usage,omitempty"`
+	HSMLabel string   `json:"hsmLabel,omitempty"`
+}
+
+// MembershipRequest names a node to join or remove.
+type MembershipRequest struct {
+	ID      string `json:"id"`
+	Address string `json:"address,omitempty"`
+}

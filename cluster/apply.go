@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/xksproxy/xksproxy/fsm"
+)
+
+// RuleError is a command the state refuses (a duplicate name, a missing key
+// store...): the operator's mistake, not the cluster's failure.
+type RuleError struct{ Err error }
+
+func (e *RuleError) Error() string { return e.Err.Error() }
+func (e *RuleError) Unwrap() error { return e.Err }
+
+// Apply commits cmd through the leader, from any node, and returns its index.
+// The command is checked against this node's state first so that a mistake
+// is refused without a round trip, and again by the leader before it enters
+// the log: an entry that fails on apply would be replayed on every node forever.
+func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (uint64, error) {
+	if err := cmd.Validate(n.fsm.State()); err != nil {
+		return 0, &RuleError{err}
+	}
+	b, err := fsm.Encode(cmd)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) > maxCommandBytes {
+		return 0, fmt.Errorf("command of %d bytes is over the %d-byte limit", len(b), maxCommandBytes)
+	}
+	index, err := n.applyLocal(b)
+	if !errors.Is(err, errNotLeader) {
+		return index, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	return n.forward(ctx, "/v1/apply", b)
+}
+
+func (n *Node) applyLocal(b []byte) (uint64, error) {
+	if !n.IsLeader() {
+		return 0, errNotLeader
+	}
+	cmd, err := fsm.Decode(b)
+	if err != nil {
+		return 0, &RuleError{err}
+	}
+	if err := cmd.Validate(n.fsm.State()); err != nil {
+		return 0, &RuleError{err}
+	}
+	f := n.raft.Apply(b, n.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, errNotLeader
+		}
+		return 0, err
+	}
+	if res, ok := f.Response().(fsm.ApplyResult); ok && res.Err != nil {
+		return 0, &RuleError{res.Err}
+	}
+	return f.Index(), nil
+}
+
+// Ack is one node's confirmation that it serves a committed change.
+type Ack struct {
+	Node      string        `json:"node"`
+	Confirmed bool          `json:"confirmed"`
+	After     time.Duration `json:"afterNanos"`
+	Error     string        `json:"error,omitempty"`
+}
+
+// WaitApplied waits until every voter has built its data-plane view from
+// index or later, and says when each did. The kill switch reports these
+// times; a node that cannot be reached before ctx ends is listed unconfirmed.
+func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
+	start := time.Now()
+	servers, err := n.Servers()
+	if err != nil {
+		return []Ack{{Node: n.cfg.NodeID, Error: err.Error()}}
+	}
+	acks := make([]Ack, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acks[i] = Ack{Node: string(s.ID)}
+			for {
+				st, err := n.statusOf(ctx, s)
+				if err == nil && st.ViewIndex >= index {
+					acks[i].Confirmed, acks[i].After, acks[i].Error = true, time.Since(start), ""
+					return
+				}
+				if err != nil {
+					acks[i].Error = err.Error()
+				}
+				select {
+				case <-ctx.Done():
+					if acks[i].Error == "" {
+						acks[i].Error = "did not apply the change in time"
+					}
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(acks, func(a, b int) bool { return acks[a].Node < acks[b].Node })
+	return acks
+}
+
+// statusOf asks a server for its status (itself without a network hop).
+func (n *Node) statusOf(ctx context.Context, s raft.Server) (NodeStatus, error) {
+	if s.ID == raft.ServerID(n.cfg.NodeID) {
+		return n.Status(), nil
+	}
+	var st NodeStatus
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	status, err := n.rpc(rctx, string(s.Address), "/v1/status", nil, &st)
+	if err == nil && status != 200 {
+		err = fmt.Errorf("status %d", status)
+	}
+	return st, err
+}
+
+// Statuses asks every voter for its status, in parallel.
+func (n *Node) Statuses(ctx context.Context) ([]NodeStatus, []error) {
+	servers, err := n.Servers()
+	if err != nil {
+		return nil, []error{err}
+	}
+	out := make([]NodeStatus, len(servers))
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := n.statusOf(ctx, s)
+			if err != nil {
+				st = NodeStatus{ID: string(s.ID), ClusterAddr: string(s.Address), NotReady: "unreachable: " + err.Error()}
+				errs[i] = err
+			}
+			out[i] = st
+		}()
+	}
+	wg.Wait()
+	return out, errs
+}

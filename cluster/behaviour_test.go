@@ -1,0 +1,362 @@
+package cluster
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/internal/testpki"
+)
+
+func encryptOn(t *testing.T, n *testNode, plaintext string) *xksclient.EncryptResponse {
+	t.Helper()
+	enc, err := n.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte(plaintext)})
+	if err != nil {
+		t.Fatalf("encrypt on %s: %v", n.id, err)
+	}
+	return enc
+}
+
+func decryptOn(n *testNode, enc *xksclient.EncryptResponse) ([]byte, error) {
+	return n.client().Decrypt(demoKey, &xksclient.DecryptRequest{RequestMetadata: md("Decrypt"), Ciphertext: enc.Ciphertext,
+		CiphertextMetadata: enc.CiphertextMetadata, IV: enc.IV, Tag: enc.Tag})
+}
+
+func TestEncryptOnOneNodeDecryptOnEvery(t *testing.T) {
+	c := newTestCluster(t, 3)
+	enc := encryptOn(t, c.nodes[0], "replicated data key")
+	for _, n := range c.nodes {
+		got, err := decryptOn(n, enc)
+		if err != nil || string(got) != "replicated data key" {
+			t.Fatalf("decrypt on %s: %q %v", n.id, got, err)
+		}
+		label := n.views.Load().StoreByName(demoStore).Key([]byte(demoKey)).Versions[0].HSMLabel
+		if ok, err := n.hsm.HasKey(label); err != nil || !ok {
+			t.Fatalf("%s's HSM lacks the replicated key: %v", n.id, err)
+		}
+	}
+}
+
+func TestKillSwitchReachesEveryNode(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var res ChangeResult
+	start := time.Now()
+	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("disable confirmed on %d/%d nodes in %v (admin call %v)", res.Confirmed, res.Nodes, res.Elapsed, time.Since(start))
+	if res.Confirmed != 3 || res.Nodes != 3 {
+		t.Fatalf("disable confirmed on %d/%d nodes: %+v", res.Confirmed, res.Nodes, res.Acks)
+	}
+	for _, n := range c.nodes {
+		c.waitFor(n.id+" to refuse the disabled key", 5*time.Second, func() bool {
+			_, err := n.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")})
+			return isXKSError(err, "InvalidStateException")
+		})
+		meta, err := n.client().Metadata(demoKey, md("DescribeKey"))
+		if err != nil || meta.KeyStatus != "DISABLED" {
+			t.Fatalf("%s metadata after disable: %+v %v", n.id, meta, err)
+		}
+	}
+	if err := c.nodes[2].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/enable", nil, &res); err != nil || res.Confirmed != 3 {
+		t.Fatalf("enable: %+v %v", res, err)
+	}
+	for _, n := range c.nodes {
+		if err := n.client().RoundTrip(demoKey, md("Encrypt"), []byte("back"), nil); err != nil {
+			t.Fatalf("%s after enable: %v", n.id, err)
+		}
+	}
+
+	// The whole key store, too.
+	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/disable", nil, &res); err != nil || res.Confirmed != 3 {
+		t.Fatalf("key store disable: %+v %v", res, err)
+	}
+	for _, n := range c.nodes {
+		if _, err := n.client().Metadata(demoKey, md("DescribeKey")); !isXKSError(err, "InvalidStateException") {
+			t.Fatalf("%s with the key store disabled: %v", n.id, err)
+		}
+	}
+}
+
+func TestCredentialsReplicate(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var cred NewCredential
+	if err := c.nodes[2].admin.Do(http.MethodPost, "/v1/keystores/demo/credentials", AddCredentialRequest{}, &cred); err != nil {
+		t.Fatal(err)
+	}
+	creds := xksclient.Credentials{AccessKeyID: cred.AccessKeyID, Secret: cred.SecretAccessKey, Region: "us-east-1"}
+	if cred.KMSConsole.Credential.RawSecretAccessKey != cred.SecretAccessKey || cred.KMSConsole.XksProxyURIPath != demoPath {
+		t.Fatalf("console file: %+v", cred.KMSConsole)
+	}
+	for _, n := range c.nodes {
+		c.waitFor("the new credential to work on "+n.id, 5*time.Second, func() bool {
+			_, err := n.clientWith(creds).Metadata(demoKey, md("DescribeKey"))
+			return err == nil
+		})
+	}
+	var res ChangeResult
+	if err := c.nodes[1].admin.Do(http.MethodDelete, "/v1/keystores/demo/credentials/"+cred.AccessKeyID, nil, &res); err != nil || res.Confirmed != 3 {
+		t.Fatalf("remove: %+v %v", res, err)
+	}
+	for _, n := range c.nodes {
+		if _, err := n.clientWith(creds).Metadata(demoKey, md("DescribeKey")); !isXKSError(err, "AuthenticationFailedException") {
+			t.Fatalf("removed credential on %s: %v", n.id, err)
+		}
+	}
+
+	expires := time.Now().Add(2 * time.Second).UTC()
+	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/credentials", AddCredentialRequest{ExpiresAt: &expires}, &cred); err != nil {
+		t.Fatal(err)
+	}
+	short := xksclient.Credentials{AccessKeyID: cred.AccessKeyID, Secret: cred.SecretAccessKey, Region: "us-east-1"}
+	c.waitFor("the expiring credential to work", 5*time.Second, func() bool {
+		_, err := c.nodes[1].clientWith(short).Metadata(demoKey, md("DescribeKey"))
+		return err == nil
+	})
+	for _, n := range c.nodes {
+		c.waitFor("the credential to expire on "+n.id, 10*time.Second, func() bool {
+			_, err := n.clientWith(short).Metadata(demoKey, md("DescribeKey"))
+			return isXKSError(err, "AuthenticationFailedException")
+		})
+	}
+}
+
+func TestGrantsAreEnforcedEverywhere(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var ks CreateKeyStoreResponse
+	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores", CreateKeyStoreRequest{Name: "pay", Region: "eu-west-1"}, &ks); err != nil {
+		t.Fatal(err)
+	}
+	if ks.KeyStore.GrantsMode != "closed" || ks.KeyStore.URIPath != "/pay/kms/xks/v1" {
+		t.Fatalf("created %+v", ks.KeyStore)
+	}
+	var key KeyInfo
+	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/pay/keys", CreateKeyRequest{ID: "k1"}, &key); err != nil {
+		t.Fatal(err)
+	}
+	creds := xksclient.Credentials{AccessKeyID: ks.Credential.AccessKeyID, Secret: ks.Credential.SecretAccessKey, Region: "eu-west-1"}
+	clientOn := func(n *testNode) *xksclient.Client {
+		cl := n.clientWith(creds)
+		cl.URIPath = "/pay/kms/xks/v1"
+		return cl
+	}
+	for _, n := range c.nodes {
+		c.waitFor("pay/k1 to exist on "+n.id, 5*time.Second, func() bool {
+			_, err := clientOn(n).Metadata("k1", md("DescribeKey"))
+			return isXKSError(err, "AccessDeniedException")
+		})
+	}
+	var g GrantInfo
+	if err := c.nodes[2].admin.Do(http.MethodPost, "/v1/keystores/pay/grants", GrantInfo{KeyID: "k1",
+		Principals: []string{"arn:aws:iam::111122223333:role/app*"}, Operations: []string{"Encrypt"}}, &g); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		cl := clientOn(n)
+		if _, err := cl.Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("p")}); err != nil {
+			t.Fatalf("granted encrypt on %s: %v", n.id, err)
+		}
+		if _, err := cl.Metadata("k1", md("DescribeKey")); !isXKSError(err, "AccessDeniedException") {
+			t.Fatalf("ungranted metadata on %s: %v", n.id, err)
+		}
+		other := md("Encrypt")
+		other.AWSPrincipalARN = "arn:aws:iam::999999999999:role/app"
+		if _, err := cl.Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: other, Plaintext: []byte("p")}); !isXKSError(err, "AccessDeniedException") {
+			t.Fatalf("other principal on %s: %v", n.id, err)
+		}
+	}
+	var res ChangeResult
+	if err := c.nodes[0].admin.Do(http.MethodDelete, "/v1/keystores/pay/grants/"+g.ID, nil, &res); err != nil || res.Confirmed != 3 {
+		t.Fatalf("grant remove: %+v %v", res, err)
+	}
+	for _, n := range c.nodes {
+		if _, err := clientOn(n).Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("p")}); !isXKSError(err, "AccessDeniedException") {
+			t.Fatalf("revoked grant still allows on %s: %v", n.id, err)
+		}
+	}
+}
+
+func TestLeaderLossRestartAndFullRestart(t *testing.T) {
+	c := newTestCluster(t, 3)
+	old := c.leader()
+	enc := encryptOn(t, old, "before the failover")
+	var survivors []*testNode
+	for _, n := range c.nodes {
+		if n != old {
+			survivors = append(survivors, n)
+		}
+	}
+	// The data plane of the survivors must not notice the election.
+	stopTraffic := make(chan struct{})
+	failures := make(chan error, 1000)
+	go func() {
+		for {
+			select {
+			case <-stopTraffic:
+				close(failures)
+				return
+			default:
+			}
+			for _, n := range survivors {
+				if _, err := decryptOn(n, enc); err != nil {
+					failures <- err
+				}
+			}
+		}
+	}()
+	electionStart := time.Now()
+	c.stop(old)
+	c.waitFor("a new leader", 20*time.Second, func() bool { return c.leader() != nil })
+	t.Logf("new leader %s after %v", c.leader().id, time.Since(electionStart))
+	var key KeyInfo
+	if err := survivors[0].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "after-failover"}, &key); err != nil {
+		t.Fatalf("admin write after the failover: %v", err)
+	}
+	close(stopTraffic)
+	for err := range failures {
+		t.Fatalf("a survivor failed during the election: %v", err)
+	}
+
+	c.start(old)
+	c.waitFor("the old leader to catch up", 20*time.Second, func() bool {
+		return old.node.ServingError() == nil && old.views.Load().StoreByName(demoStore).Key([]byte("after-failover")) != nil
+	})
+	if got, err := decryptOn(old, enc); err != nil || string(got) != "before the failover" {
+		t.Fatalf("decrypt on the restarted node: %q %v", got, err)
+	}
+
+	// Stop everything and start again: nothing committed is lost.
+	for _, n := range c.nodes {
+		c.stop(n)
+	}
+	for _, n := range c.nodes {
+		c.start(n)
+	}
+	c.waitFor("the cluster to come back", 30*time.Second, func() bool {
+		for _, n := range c.nodes {
+			if n.node.ServingError() != nil {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range c.nodes {
+		if n.views.Load().StoreByName(demoStore).Key([]byte("after-failover")) == nil {
+			t.Fatalf("%s lost a committed key after the full restart", n.id)
+		}
+		if got, err := decryptOn(n, enc); err != nil || string(got) != "before the failover" {
+			t.Fatalf("decrypt on %s after the full restart: %q %v", n.id, got, err)
+		}
+	}
+}
+
+func TestJoiningNodes(t *testing.T) {
+	c := newTestCluster(t, 3)
+	enc := encryptOn(t, c.nodes[0], "for the newcomer")
+
+	n4 := c.addNode("node4", false, true)
+	c.waitFor("node4 to join and serve", 30*time.Second, func() bool { return n4.node.ServingError() == nil })
+	if got, err := decryptOn(n4, enc); err != nil || string(got) != "for the newcomer" {
+		t.Fatalf("node4 decrypt: %q %v", got, err)
+	}
+
+	// A node whose certificate the cluster CA did not issue cannot join.
+	savedCA := c.ca
+	c.ca = testpki.NewCA(t, "stranger CA")
+	n5 := c.addNode("node5", false, true)
+	c.ca = savedCA
+	// Give the stranger time for several join attempts; none may succeed.
+	time.Sleep(3 * time.Second)
+	servers, err := c.leader().node.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(servers) != 4 {
+		t.Fatalf("the cluster has %d voters; a stranger got in: %+v", len(servers), servers)
+	}
+	if n5.node.ServingError() == nil {
+		t.Fatal("a node outside the cluster says it can serve")
+	}
+}
+
+func TestNodeCutOffFromTheLeaderStopsServing(t *testing.T) {
+	c := newTestCluster(t, 3)
+	last := c.nodes[2]
+	for _, n := range c.nodes[:2] {
+		c.stop(n)
+	}
+	c.waitFor("the isolated node to turn not ready", 10*time.Second, func() bool { return last.node.ServingError() != nil })
+	if _, err := last.client().Metadata(demoKey, md("DescribeKey")); !isXKSError(err, "InternalException") {
+		t.Fatalf("an isolated node still serves: %v", err)
+	}
+	st := last.node.Status()
+	if st.Ready || st.NotReady == "" {
+		t.Fatalf("status of the isolated node: %+v", st)
+	}
+}
+
+func TestSnapshotRestoreAndNoSecretsOnDisk(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var cred NewCredential
+	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/credentials", AddCredentialRequest{}, &cred); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		var key KeyInfo
+		if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "snap-" + string(rune('a'+i))}, &key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enc := encryptOn(t, c.nodes[1], "kept by the snapshot")
+	for _, n := range c.nodes {
+		if err := n.node.raft.Snapshot().Error(); err != nil {
+			t.Fatalf("snapshot on %s: %v", n.id, err)
+		}
+	}
+	n := c.nodes[1]
+	c.stop(n)
+	c.start(n)
+	c.waitFor("node2 to restore and serve", 20*time.Second, func() bool { return n.node.ServingError() == nil })
+	if n.views.Load().StoreByName(demoStore).Key([]byte("snap-e")) == nil {
+		t.Fatal("the restored node lacks keys from before the snapshot")
+	}
+	if got, err := decryptOn(n, enc); err != nil || string(got) != "kept by the snapshot" {
+		t.Fatalf("decrypt after restore: %q %v", got, err)
+	}
+	creds := xksclient.Credentials{AccessKeyID: cred.AccessKeyID, Secret: cred.SecretAccessKey, Region: "us-east-1"}
+	if _, err := n.clientWith(creds).Metadata(demoKey, md("DescribeKey")); err != nil {
+		t.Fatalf("credential after restore: %v", err)
+	}
+
+	// Sealed secrets only: no node's data directory holds a secret in the clear.
+	for _, node := range c.nodes {
+		filepath.Walk(node.dir, func(path string, info os.FileInfo, err error) error {
+			if err != nil || info.IsDir() {
+				return nil
+			}
+			b, _ := os.ReadFile(path)
+			for _, secret := range []string{c.secret, cred.SecretAccessKey} {
+				if bytes.Contains(b, []byte(secret)) {
+					t.Errorf("%s holds a SigV4 secret in the clear", path)
+				}
+			}
+			return nil
+		})
+	}
+	var files []string
+	filepath.Walk(n.dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			files = append(files, filepath.Base(path))
+		}
+		return nil
+	})
+	sort.Strings(files)
+	if len(files) < 2 {
+		t.Fatalf("data directory holds only %v", files)
+	}
+}

@@ -1,0 +1,282 @@
+package cluster
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/hsm/softhsm"
+	"github.com/xksproxy/xksproxy/internal/testpki"
+	"github.com/xksproxy/xksproxy/xksapi"
+)
+
+// Real Raft over loopback TCP with mutual TLS, real SoftHSMv2 tokens (one per
+// node, as separate HSMs), real HTTPS and SigV4 on every node's data plane.
+
+var (
+	module      string
+	tokensDir   string
+	ceremony    = make([]byte, hsm.ClusterKeysSize)
+	testPIN     = "test-pin-1234"
+	tokenLabels = []string{"node1", "node2", "node3", "node4", "node5"}
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "cluster-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		conf, err := softhsm.WriteConfig(dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		tokensDir = filepath.Join(dir, "tokens")
+		os.Setenv(softhsm.ConfigEnv, conf)
+		if module, err = softhsm.ModulePath(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for _, label := range tokenLabels {
+			if err := softhsm.InitToken(module, label, "so-pin-5678", testPIN); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		rand.Read(ceremony)
+		return m.Run()
+	}())
+}
+
+// testNode is one cluster member with its own HSM and data plane.
+type testNode struct {
+	id      string
+	dir     string
+	hsm     *hsm.HSM
+	views   *fsm.ViewHolder
+	node    *Node
+	api     *xksapi.Server
+	apiAddr string
+	admin   *AdminClient
+	cfg     Config
+	logs    *lockedBuffer
+	c       *testCluster
+}
+
+type testCluster struct {
+	t      *testing.T
+	ca     *testpki.CA
+	apiCA  *testpki.CA
+	nodes  []*testNode
+	token  string
+	secret string
+	akid   string
+	http   *http.Client
+}
+
+const (
+	demoStore = "demo"
+	demoPath  = "/demo/kms/xks/v1"
+	demoKey   = "demo-key"
+)
+
+func newTestCluster(t *testing.T, size int) *testCluster {
+	t.Helper()
+	cred := fsm.GenerateCredential()
+	c := &testCluster{t: t, ca: testpki.NewCA(t, "cluster CA"), apiCA: testpki.NewCA(t, "api CA"),
+		token: "admin-token-0123456789", secret: string(cred.Secret), akid: cred.AccessKeyID}
+	hc, err := xksclient.NewHTTPClient(c.apiCA.CAFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.http = hc
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			c.stop(n)
+			n.hsm.Close()
+		}
+	})
+	for i := range size {
+		n := c.addNode(tokenLabels[i], i == 0, true)
+		if i == 0 {
+			c.waitFor("node1 to lead and seed", 20*time.Second, func() bool {
+				return n.node.IsLeader() && n.node.fsm.State().Seeded()
+			})
+		}
+	}
+	c.waitFor("every node to be ready and serve the demo key", 30*time.Second, func() bool {
+		for _, n := range c.nodes {
+			if n.node.ServingError() != nil || n.client().RoundTrip(demoKey, md("Encrypt"), []byte("x"), nil) != nil {
+				return false
+			}
+		}
+		return true
+	})
+	return c
+}
+
+// addNode starts a member on tokenLabel. The first bootstraps and seeds;
+// later ones join through every running node.
+func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *testNode {
+	c.t.Helper()
+	h, err := hsm.Open(hsm.Config{ModulePath: module, TokenLabel: tokenLabel, PIN: testPIN,
+		WaitTimeout: 2 * time.Second, CallTimeout: 2 * time.Second, HealthInterval: 500 * time.Millisecond})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if importKeys {
+		if err := h.ImportClusterKeys(ceremony); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	certFile, keyFile := c.ca.Issue(c.t, tokenLabel)
+	n := &testNode{id: tokenLabel, dir: c.t.TempDir(), hsm: h, views: &fsm.ViewHolder{}, logs: &lockedBuffer{}, c: c}
+	n.cfg = Config{
+		NodeID: tokenLabel, DataDir: n.dir, Bind: "127.0.0.1:0",
+		TLS:              TLSFiles{CAFile: c.ca.CAFile, CertFile: certFile, KeyFile: keyFile},
+		Bootstrap:        bootstrap,
+		StalenessLimit:   time.Second,
+		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond,
+	}
+	for _, other := range c.nodes {
+		if other.node != nil {
+			n.cfg.Join = append(n.cfg.Join, other.node.ClusterAddr())
+		}
+	}
+	if bootstrap {
+		n.cfg.Seed = &SeedSpec{
+			KeyStores: []SeedKeyStore{{Name: demoStore, URIPath: demoPath, Region: "us-east-1", GrantsMode: fsm.GrantsOpen,
+				KeyMode: fsm.KeyModeReplicated, Credentials: []SeedCredential{{AccessKeyID: c.akid, Secret: []byte(c.secret)}}}},
+			Keys: []SeedKey{{KeyStore: demoStore, ID: demoKey, Usage: fsm.UsageEncrypt | fsm.UsageDecrypt}},
+		}
+	}
+	c.start(n)
+	c.nodes = append(c.nodes, n)
+	return n
+}
+
+// start runs (or restarts) n's cluster member, data plane and admin API.
+func (c *testCluster) start(n *testNode) {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	n.cfg.APIAddr = ln.Addr().String()
+	log := zerolog.New(n.logs).With().Str("node", n.id).Logger()
+	if n.node, err = Start(n.cfg, n.hsm, n.views, log); err != nil {
+		c.t.Fatal(err)
+	}
+	// Restarts must come back at the same address: fix it after the first bind.
+	n.cfg.Bind = n.node.ClusterAddr()
+	adminAddr, err := n.node.ServeAdmin(AdminConfig{Listen: "127.0.0.1:0", Token: c.token})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if n.admin, err = NewAdminClient("https://"+adminAddr.String(), c.token, c.ca.CAFile); err != nil {
+		c.t.Fatal(err)
+	}
+	apiCert, apiKey := c.apiCA.Issue(c.t, "localhost")
+	tlsCfg, err := xksapi.TLSConfig{CertFile: apiCert, KeyFile: apiKey}.Build()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	n.api = xksapi.New(xksapi.Config{NodeID: n.id, Ready: n.node.ServingError}, n.views, n.hsm, log)
+	n.apiAddr = ln.Addr().String()
+	go n.api.ServeTLS(ln, tlsCfg)
+}
+
+// stop shuts n down as a crash would look to the others: no leave.
+func (c *testCluster) stop(n *testNode) {
+	if n.node == nil {
+		return
+	}
+	n.api.Shutdown()
+	n.node.Close()
+	n.node = nil
+}
+
+// client calls n's data plane with the demo credential.
+func (n *testNode) client() *xksclient.Client {
+	return n.clientWith(n.c.demoCreds())
+}
+
+func (n *testNode) clientWith(creds xksclient.Credentials) *xksclient.Client {
+	return &xksclient.Client{Endpoint: "https://" + n.apiAddr, URIPath: demoPath, Creds: creds, HTTP: n.c.http}
+}
+
+func (c *testCluster) demoCreds() xksclient.Credentials {
+	return xksclient.Credentials{AccessKeyID: c.akid, Secret: c.secret, Region: "us-east-1"}
+}
+
+func md(op string) xksclient.RequestMetadata {
+	return xksclient.RequestMetadata{AWSPrincipalARN: "arn:aws:iam::111122223333:role/app", KMSKeyARN: "arn:aws:kms:us-east-1:111122223333:key/k",
+		KMSOperation: op, KMSRequestID: fmt.Sprintf("r-%d", time.Now().UnixNano())}
+}
+
+func (c *testCluster) waitFor(what string, timeout time.Duration, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			for _, n := range c.nodes {
+				c.t.Logf("%s log tail:\n%s", n.id, tail(n.logs.String(), 3000))
+			}
+			c.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (c *testCluster) leader() *testNode {
+	for _, n := range c.nodes {
+		if n.node != nil && n.node.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func isXKSError(err error, name string) bool {
+	xe, ok := err.(*xksclient.Error)
+	return ok && xe.Name == name
+}

@@ -1,0 +1,129 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// join asks the configured members to admit this node until one does. It
+// is idempotent on the leader's side, so the same command line serves a
+// first start, a restart and a scale-up.
+func (n *Node) join() {
+	defer n.wg.Done()
+	req := joinRequest{ID: n.cfg.NodeID, Address: n.ClusterAddr()}
+	backoff := 200 * time.Millisecond
+	for {
+		if n.isMember() {
+			return
+		}
+		for _, addr := range n.cfg.Join {
+			if addr == n.ClusterAddr() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var res applyResponse
+			status, err := n.rpc(ctx, addr, "/v1/join", req, &res)
+			cancel()
+			if err == nil && status == 200 {
+				n.log.Info().Str("via", addr).Msg("joined the cluster")
+				return
+			}
+			n.log.Warn().Str("via", addr).Int("status", status).Str("error", errString(err, res.Error)).Msg("join attempt failed")
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func errString(err error, msg string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return msg
+}
+
+// isMember reports whether the latest configuration this node knows lists it.
+func (n *Node) isMember() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(n.cfg.NodeID) {
+			return true
+		}
+	}
+	return false
+}
+
+// addVoterLocal admits a node; on a follower it forwards to the leader.
+// The same id at the same address is a no-op; the same id at a new address
+// replaces the old entry.
+func (n *Node) addVoterLocal(id, addr string) error {
+	if id == "" || addr == "" {
+		return errors.New("join needs a node id and address")
+	}
+	if !n.IsLeader() {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		defer cancel()
+		_, err := n.forward(ctx, "/v1/join", joinRequest{ID: id, Address: addr})
+		return err
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) {
+			return nil
+		}
+		if s.ID == raft.ServerID(id) || s.Address == raft.ServerAddress(addr) {
+			if err := n.raft.RemoveServer(s.ID, 0, 0).Error(); err != nil {
+				return fmt.Errorf("replacing %s: %w", s.ID, err)
+			}
+		}
+	}
+	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0).Error(); err != nil {
+		return err
+	}
+	n.log.Info().Str("node", id).Str("address", addr).Msg("added a voter")
+	return nil
+}
+
+// removeServerLocal removes a node from the voters; forwarded when not leader.
+func (n *Node) removeServerLocal(id string) error {
+	if !n.IsLeader() {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		defer cancel()
+		_, err := n.forward(ctx, "/v1/remove", joinRequest{ID: id})
+		return err
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 0).Error(); err != nil {
+		return err
+	}
+	n.log.Info().Str("node", id).Msg("removed a server")
+	return nil
+}
+
+// Join admits a node (operator `cluster join`).
+func (n *Node) Join(id, addr string) error { return n.addVoterLocal(id, addr) }
+
+// Remove removes a node (operator `cluster remove`).
+func (n *Node) Remove(id string) error { return n.removeServerLocal(id) }
+
+// Servers lists the voters of the latest configuration.
+func (n *Node) Servers() ([]raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	return f.Configuration().Servers, nil
+}

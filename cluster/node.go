@@ -1,0 +1,409 @@
+// Package cluster runs the replicated control plane: hashicorp/raft over
+// mutual TLS, leader forwarding, joining and removing nodes, the per-node
+// reconciler that makes the local HSM hold every replicated key, the view
+// builder that turns replicated state into the data plane's read view, and
+// the admin API.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/hsm"
+)
+
+// Config is one node's place in the cluster. Zero durations take defaults.
+type Config struct {
+	NodeID    string
+	DataDir   string
+	Bind      string // cluster port (Raft + node RPCs), mutual TLS
+	Advertise string // address peers dial; "" = Bind
+	APIAddr   string // this node's XKS API host:port, reported to operators and tools
+	TLS       TLSFiles
+	// Bootstrap forms a new cluster with this node as its only voter, once,
+	// when the data directory holds no Raft state.
+	Bootstrap bool
+	// Join lists cluster addresses of members to ask for admission at start.
+	Join []string
+	// StalenessLimit: without leader contact for longer, the node refuses
+	// crypto and reports not ready. 0 never goes stale.
+	StalenessLimit time.Duration
+	// Seed, when set, is applied once by the first leader of a fresh cluster.
+	Seed *SeedSpec
+
+	HeartbeatTimeout time.Duration // 0: 1s
+	ElectionTimeout  time.Duration // 0: 1s
+	LeaderLease      time.Duration // 0: 500ms
+	ApplyTimeout     time.Duration // 0: 10s, includes waiting through elections
+}
+
+// Node is a running cluster member.
+type Node struct {
+	cfg         Config
+	log         zerolog.Logger
+	hsm         *hsm.HSM
+	fsm         *fsm.FSM
+	views       *fsm.ViewHolder
+	raft        *raft.Raft
+	mux         *mux
+	rpcServer   *http.Server
+	adminServer *http.Server
+	rpcClient   *http.Client
+	stores      []interface{ Close() error }
+
+	viewIndex     atomic.Uint64
+	caughtUp      atomic.Bool
+	stateDirty    chan struct{}
+	unsealed      sync.Map // access key id + sealed blob -> secret
+	presentLabels sync.Map // HSM labels known to be in the local HSM
+	missing       atomic.Pointer[[]string]
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// maxCommandBytes bounds a forwarded command (a key store seed with wrapped
+// keys and sealed secrets stays far below it).
+const maxCommandBytes = 4 << 20
+
+// Start opens the Raft stores under DataDir/raft, binds the cluster port,
+// and bootstraps or joins as configured. It returns before the node has
+// caught up; ServingError says when it may serve crypto.
+func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*Node, error) {
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout = time.Second
+	}
+	if cfg.ElectionTimeout == 0 {
+		cfg.ElectionTimeout = time.Second
+	}
+	if cfg.LeaderLease == 0 {
+		cfg.LeaderLease = 500 * time.Millisecond
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	ct, err := cfg.TLS.load()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), hsm: h, views: views,
+		stateDirty: make(chan struct{}, 1), stop: make(chan struct{})}
+	empty := []string{}
+	n.missing.Store(&empty)
+	n.fsm = fsm.New(func(*fsm.State) { n.markDirty() })
+
+	if err := n.startRaft(ct); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.wg.Add(3)
+	go n.buildViews()
+	go n.watchLeadership()
+	go n.catchUp()
+	if len(cfg.Join) > 0 {
+		n.wg.Add(1)
+		go n.join()
+	}
+	return n, nil
+}
+
+func (n *Node) startRaft(ct *clusterTLS) error {
+	dir := filepath.Join(n.cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var err error
+	if n.mux, err = newMux(n.cfg.Bind, n.cfg.Advertise, ct); err != nil {
+		return fmt.Errorf("cluster bind: %w", err)
+	}
+	n.rpcClient = n.newRPCClient()
+	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go n.rpcServer.Serve(n.mux.rpc)
+
+	logger := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: zerologWriter{n.log}})
+	// Never NoSync: a committed write must survive a power cut.
+	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("raft log store: %w", err)
+	}
+	n.stores = append(n.stores, logs)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 3, logger)
+	if err != nil {
+		return fmt.Errorf("raft snapshot store: %w", err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: raftLayer{n.mux.raft}, MaxPool: 3, Timeout: 10 * time.Second, Logger: logger,
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	rc.Logger = logger
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLease
+	rc.CommitTimeout = 20 * time.Millisecond
+	rc.SnapshotThreshold = 1024
+	rc.TrailingLogs = 2048
+
+	existing, err := raft.HasExistingState(logs, logs, snaps)
+	if err != nil {
+		return err
+	}
+	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, logs, snaps, trans); err != nil {
+		return fmt.Errorf("starting raft: %w", err)
+	}
+	if n.cfg.Bootstrap && !existing {
+		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("bootstrapping the cluster: %w", err)
+		}
+		n.log.Info().Str("node", n.cfg.NodeID).Msg("bootstrapped a new cluster")
+	}
+	return nil
+}
+
+// waitViewIndex waits until this node's data-plane view reflects index.
+func (n *Node) waitViewIndex(ctx context.Context, index uint64) bool {
+	for n.viewIndex.Load() < index {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+// ClusterAddr is the address peers dial to reach this node.
+func (n *Node) ClusterAddr() string { return n.mux.advertise.String() }
+
+// IsLeader reports whether this node leads the cluster now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Close leaves the data as it is (a restart resumes) and stops everything.
+func (n *Node) Close() error {
+	select {
+	case <-n.stop:
+		return nil
+	default:
+		close(n.stop)
+	}
+	var errs []error
+	if n.raft != nil {
+		errs = append(errs, n.raft.Shutdown().Error())
+	}
+	if n.rpcServer != nil {
+		n.rpcServer.Close()
+	}
+	if n.adminServer != nil {
+		n.adminServer.Close()
+	}
+	if n.mux != nil {
+		n.mux.Close()
+	}
+	n.wg.Wait()
+	for _, s := range n.stores {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) markDirty() {
+	select {
+	case n.stateDirty <- struct{}{}:
+	default:
+	}
+}
+
+// watchLeadership seeds a fresh cluster from the bootstrap configuration
+// the first time this node leads it.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case isLeader := <-n.raft.LeaderCh():
+			if isLeader {
+				n.log.Info().Str("node", n.cfg.NodeID).Msg("became the leader")
+				n.seedWhileLeader()
+			}
+		}
+	}
+}
+
+// seedWhileLeader retries the seed until it sticks or leadership moves on:
+// it may need an HSM that is still recovering or a ceremony still to come.
+func (n *Node) seedWhileLeader() {
+	for n.IsLeader() {
+		err := n.seedOnce()
+		if err == nil {
+			return
+		}
+		n.log.Error().Err(err).Msg("seeding the cluster from [bootstrap] failed; retrying")
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// catchUp marks the node caught up once its FSM and view have reached the
+// leader's commit index as of this start: a restarted node must not serve
+// stale state (a key disabled while it was down) before then.
+func (n *Node) catchUp() {
+	defer n.wg.Done()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var target uint64
+	for !n.caughtUp.Load() {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if target == 0 {
+			target = n.leaderCommitIndex()
+			continue
+		}
+		// Raft's own entries (no-ops, barriers, configurations) never reach
+		// the FSM, so Raft's applied index is the one to compare; the view
+		// must then reflect everything the FSM has.
+		if n.raft.AppliedIndex() >= target && n.viewIndex.Load() >= n.fsm.AppliedIndex() {
+			n.caughtUp.Store(true)
+			n.log.Info().Uint64("index", target).Msg("caught up with the leader")
+		}
+	}
+}
+
+// syncWithLeader waits until this node has applied what the leader had
+// committed when asked, so that an operator sees the same state through any
+// node: a key store created through one node exists for the next command
+// sent to another.
+func (n *Node) syncWithLeader(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	var target uint64
+	for target == 0 {
+		if target = n.leaderCommitIndex(); target == 0 {
+			select {
+			case <-ctx.Done():
+				return errors.New("no cluster leader: the state cannot be read or changed consistently now")
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	for n.raft.AppliedIndex() < target {
+		select {
+		case <-ctx.Done():
+			return errors.New("this node is behind the cluster leader")
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// leaderCommitIndex asks the leader for its commit index; 0 while unknown.
+func (n *Node) leaderCommitIndex() uint64 {
+	if n.IsLeader() {
+		if err := n.raft.Barrier(5 * time.Second).Error(); err != nil {
+			return 0
+		}
+		if ci := n.raft.CommitIndex(); ci > 0 {
+			return ci
+		}
+		return 1
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var st NodeStatus
+	if status, err := n.rpc(ctx, string(addr), "/v1/status", nil, &st); err != nil || status != http.StatusOK {
+		return 0
+	}
+	if st.CommitIndex == 0 {
+		return 1
+	}
+	return st.CommitIndex
+}
+
+// ServingError says why this node must refuse crypto now, or nil: it has not
+// caught up since it started, or it has been cut off from the leader for
+// longer than the staleness limit (so that a key disabled elsewhere cannot
+// live on in a partitioned site).
+func (n *Node) ServingError() error {
+	if !n.caughtUp.Load() {
+		return errors.New("catching up with the cluster leader")
+	}
+	if missing := *n.missing.Load(); len(missing) > 0 {
+		return fmt.Errorf("%d key version(s) are not in this node's HSM, first %s", len(missing), missing[0])
+	}
+	if n.cfg.StalenessLimit > 0 && n.raft.State() != raft.Leader {
+		last := n.raft.LastContact()
+		if since := time.Since(last); last.IsZero() || since > n.cfg.StalenessLimit {
+			return fmt.Errorf("no contact with the cluster leader for more than %v", n.cfg.StalenessLimit)
+		}
+	}
+	return nil
+}
+
+// Status reports this node as `cluster status` shows it.
+func (n *Node) Status() NodeStatus {
+	s := NodeStatus{
+		ID:           n.cfg.NodeID,
+		ClusterAddr:  n.ClusterAddr(),
+		APIAddr:      n.cfg.APIAddr,
+		State:        n.raft.State().String(),
+		AppliedIndex: n.fsm.AppliedIndex(),
+		CommitIndex:  n.raft.CommitIndex(),
+		ViewIndex:    n.viewIndex.Load(),
+		HSM:          n.hsm.Health().Status.String(),
+		KeysMissing:  *n.missing.Load(),
+		Time:         time.Now().UTC(),
+	}
+	if last := n.raft.LastContact(); !last.IsZero() && n.raft.State() != raft.Leader {
+		s.LastContact = time.Since(last).Round(time.Millisecond).String()
+	}
+	err := n.ServingError()
+	if err == nil && n.hsm.Health().Status == hsm.StatusUnavailable {
+		err = errors.New("HSM unavailable")
+	}
+	s.Ready = err == nil
+	if err != nil {
+		s.NotReady = err.Error()
+	}
+	return s
+}
+
+type zerologWriter struct{ log zerolog.Logger }
+
+func (w zerologWriter) Write(p []byte) (int, error) {
+	w.log.Info().Msg(string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}

@@ -1,0 +1,176 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// The node-to-node RPCs ride the cluster port's mutual TLS: forwarding a
+// write to the leader, joining, removing, and asking a node how it is.
+
+// NodeStatus is what a node says of itself.
+type NodeStatus struct {
+	ID           string    `json:"id"`
+	ClusterAddr  string    `json:"clusterAddress"`
+	APIAddr      string    `json:"apiAddress"`
+	State        string    `json:"raftState"`
+	AppliedIndex uint64    `json:"appliedIndex"`
+	CommitIndex  uint64    `json:"commitIndex"`
+	ViewIndex    uint64    `json:"viewIndex"`
+	Ready        bool      `json:"ready"`
+	NotReady     string    `json:"notReadyReason,omitempty"`
+	HSM          string    `json:"hsmStatus"`
+	LastContact  string    `json:"lastLeaderContact,omitempty"`
+	KeysMissing  []string  `json:"keysMissing,omitempty"`
+	Time         time.Time `json:"time"`
+}
+
+type joinRequest struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+type applyResponse struct {
+	Index uint64 `json:"index"`
+	Error string `json:"error,omitempty"`
+}
+
+// errNotLeader tells a forwarding node to find the leader again.
+var errNotLeader = errors.New("not the leader")
+
+const rpcNotLeaderStatus = http.StatusMisdirectedRequest
+
+func (n *Node) rpcHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/apply", func(w http.ResponseWriter, r *http.Request) {
+		cmd, err := io.ReadAll(io.LimitReader(r.Body, maxCommandBytes))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		index, err := n.applyLocal(cmd)
+		writeApplyResult(w, index, err)
+	})
+	mux.HandleFunc("POST /v1/join", func(w http.ResponseWriter, r *http.Request) {
+		var req joinRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeApplyResult(w, 0, n.addVoterLocal(req.ID, req.Address))
+	})
+	mux.HandleFunc("POST /v1/remove", func(w http.ResponseWriter, r *http.Request) {
+		var req joinRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeApplyResult(w, 0, n.removeServerLocal(req.ID))
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	return mux
+}
+
+func writeApplyResult(w http.ResponseWriter, index uint64, err error) {
+	var rule *RuleError
+	switch {
+	case errors.Is(err, errNotLeader):
+		writeJSON(w, rpcNotLeaderStatus, applyResponse{Error: err.Error()})
+	case errors.As(err, &rule):
+		writeJSON(w, http.StatusConflict, applyResponse{Error: err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, applyResponse{Error: err.Error()})
+	default:
+		writeJSON(w, http.StatusOK, applyResponse{Index: index})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// newRPCClient dials peers through the mux: TLS is already done by the time
+// HTTP speaks, so the URLs are http://clusterAddr.
+func (n *Node) newRPCClient() *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				return n.mux.dial(ctx, addr, protoRPC)
+			},
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     60 * time.Second,
+		},
+	}
+}
+
+// rpc POSTs (or GETs when in is nil) to a peer and decodes the answer.
+func (n *Node) rpc(ctx context.Context, addr, path string, in, out any) (int, error) {
+	method, body := http.MethodGet, io.Reader(nil)
+	switch v := in.(type) {
+	case nil:
+	case []byte:
+		method, body = http.MethodPost, bytes.NewReader(v)
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return 0, err
+		}
+		method, body = http.MethodPost, bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := n.rpcClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s from %s: %d %q", path, addr, resp.StatusCode, data)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// forward runs a leader-only RPC on the leader, waiting through an election
+// (a short wait, not a failure) until ctx ends.
+func (n *Node) forward(ctx context.Context, path string, in any) (uint64, error) {
+	for {
+		addr, _ := n.raft.LeaderWithID()
+		if addr != "" {
+			var res applyResponse
+			status, err := n.rpc(ctx, string(addr), path, in, &res)
+			switch {
+			case err == nil && status == http.StatusOK:
+				return res.Index, nil
+			case err == nil && status == http.StatusConflict:
+				return 0, &RuleError{errors.New(res.Error)}
+			case err == nil && status != rpcNotLeaderStatus:
+				return 0, errors.New(res.Error)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no leader answered within the deadline: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,405 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xksproxy/xksproxy/cluster"
+)
+
+// The operator CLI talks to any node's admin API. The endpoint and its
+// credentials come from flags or from XKSPROXY_ADMIN, XKSPROXY_ADMIN_TOKEN
+// and XKSPROXY_ADMIN_CA (dev writes them to DIR/nodeN/admin.env).
+type cliOptions struct {
+	admin, token, tokenFile, ca string
+	json                        bool
+}
+
+func (o *cliOptions) bind(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.admin, "admin", "", "admin API URL (default $XKSPROXY_ADMIN)")
+	f.StringVar(&o.token, "token", "", "admin bearer token (default $XKSPROXY_ADMIN_TOKEN)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the admin bearer token")
+	f.StringVar(&o.ca, "ca", "", "CA certificate of the admin API (default $XKSPROXY_ADMIN_CA)")
+	f.BoolVar(&o.json, "json", false, "print the admin API's JSON instead of a table")
+}
+
+func (o *cliOptions) client() (*cluster.AdminClient, error) {
+	admin := firstNonEmpty(o.admin, os.Getenv("XKSPROXY_ADMIN"))
+	if admin == "" {
+		return nil, errors.New("no admin endpoint: pass --admin or set XKSPROXY_ADMIN (see DIR/node1/admin.env)")
+	}
+	token := firstNonEmpty(o.token, os.Getenv("XKSPROXY_ADMIN_TOKEN"))
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	return cluster.NewAdminClient(admin, token, firstNonEmpty(o.ca, os.Getenv("XKSPROXY_ADMIN_CA")))
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// run calls the admin API and prints the answer as JSON or with human.
+func (o *cliOptions) run(method, path string, in, out any, human func()) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	if err := c.Do(method, path, in, out); err != nil {
+		return err
+	}
+	if o.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	human()
+	return nil
+}
+
+func table(header string, rows [][]string) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	w.Flush()
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+func onOff(b bool, on, off string) string {
+	if b {
+		return on
+	}
+	return off
+}
+
+func cliCommands() []*cobra.Command {
+	o := &cliOptions{}
+	cmds := []*cobra.Command{keyStoreCommand(o), credentialCommand(o), keyCommand(o), grantCommand(o), clusterCommand(o)}
+	for _, c := range cmds {
+		o.bind(c)
+	}
+	return cmds
+}
+
+func keyStoreCommand(o *cliOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "keystore", Short: "Manage key stores (one per XKS URI path prefix)"}
+	var req cluster.CreateKeyStoreRequest
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a key store and its first SigV4 credential", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			req.Name = args[0]
+			var res cluster.CreateKeyStoreResponse
+			return o.run(http.MethodPost, "/v1/keystores", req, &res, func() {
+				fmt.Printf("created key store %s at %s (region %s, grants %s)\n", res.KeyStore.Name, res.KeyStore.URIPath, res.KeyStore.Region, res.KeyStore.GrantsMode)
+				printNewCredential(&res.Credential)
+			})
+		},
+	}
+	create.Flags().StringVar(&req.URIPath, "uri-path", "", "XksProxyUriPath, e.g. /payments/kms/xks/v1 (default /NAME/kms/xks/v1)")
+	create.Flags().StringVar(&req.Region, "region", "", "AWS region of the KMS key store (required)")
+	create.Flags().IntVar(&req.QuotaRPS, "quota", 0, "requests per second for the whole key store (0 = unlimited)")
+	create.Flags().StringVar(&req.GrantsMode, "grants", "closed", "closed: a key without a matching grant is refused; open: any authenticated caller")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List key stores", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var res []cluster.KeyStoreInfo
+			return o.run(http.MethodGet, "/v1/keystores", nil, &res, func() {
+				rows := [][]string{}
+				for _, ks := range res {
+					rows = append(rows, []string{ks.Name, ks.URIPath, ks.Region, onOff(ks.Enabled, "enabled", "DISABLED"),
+						ks.GrantsMode, fmt.Sprint(len(ks.Credentials)), fmt.Sprint(ks.Keys)})
+				}
+				table("NAME\tURI PATH\tREGION\tSTATE\tGRANTS\tCREDENTIALS\tKEYS", rows)
+			})
+		},
+	}
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a key store", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var ks cluster.KeyStoreInfo
+			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0]), nil, &ks, func() {
+				fmt.Printf("name        %s\nuri path    %s\nregion      %s\nstate       %s\ngrants      %s\nkey mode    %s\nquota       %d/s\nkeys        %d\n",
+					ks.Name, ks.URIPath, ks.Region, onOff(ks.Enabled, "enabled", "DISABLED"), ks.GrantsMode, ks.KeyMode, ks.QuotaRPS, ks.Keys)
+				printCredentials(ks.Credentials)
+			})
+		},
+	}
+	cmd.AddCommand(create, list, show,
+		switchCommand(o, "disable", "keystore", "Disable a key store on every node (kill switch)", 1),
+		switchCommand(o, "enable", "keystore", "Enable a key store on every node", 1))
+	return cmd
+}
+
+// switchCommand is enable/disable of a key store (1 arg) or key (2 args):
+// it returns once every node confirms, printing each node's time.
+func switchCommand(o *cliOptions, verb, what, short string, nargs int) *cobra.Command {
+	use := verb + " KEYSTORE"
+	if nargs == 2 {
+		use += " KEYID"
+	}
+	return &cobra.Command{
+		Use: use, Short: short, Args: cobra.ExactArgs(nargs),
+		RunE: func(_ *cobra.Command, args []string) error {
+			path := "/v1/keystores/" + esc(args[0])
+			subject := "key store " + args[0]
+			if nargs == 2 {
+				path += "/keys/" + esc(args[1])
+				subject = "key " + args[0] + "/" + args[1]
+			}
+			var res cluster.ChangeResult
+			err := o.run(http.MethodPost, path+"/"+verb, nil, &res, func() { printChange(verb+"d", subject, &res) })
+			if err == nil && res.Confirmed < res.Nodes {
+				return fmt.Errorf("%d of %d nodes did not confirm in time", res.Nodes-res.Confirmed, res.Nodes)
+			}
+			return err
+		},
+	}
+}
+
+func printChange(verb, subject string, res *cluster.ChangeResult) {
+	fmt.Printf("%s %s on %d/%d nodes in %s (raft index %d)\n", verb, subject, res.Confirmed, res.Nodes, res.Elapsed, res.Index)
+	for _, a := range res.Acks {
+		if a.Confirmed {
+			fmt.Printf("  %-20s confirmed after %v\n", a.Node, a.After.Round(time.Microsecond))
+		} else {
+			fmt.Printf("  %-20s NOT CONFIRMED: %s\n", a.Node, a.Error)
+		}
+	}
+}
+
+func printNewCredential(c *cluster.NewCredential) {
+	console, _ := json.MarshalIndent(c.KMSConsole, "", "  ")
+	fmt.Printf(`
+New SigV4 credential for key store %s — the secret is shown only now:
+  access key id      %s
+  secret access key  %s
+`, c.KeyStore, c.AccessKeyID, c.SecretAccessKey)
+	if c.ExpiresAt != nil {
+		fmt.Printf("  expires            %s\n", c.ExpiresAt.Format(time.RFC3339))
+	}
+	fmt.Printf("\nAWS KMS console proxy configuration file:\n%s\n", console)
+}
+
+func printCredentials(creds []cluster.CredentialInfo) {
+	rows := [][]string{}
+	for _, c := range creds {
+		exp := "never"
+		if c.ExpiresAt != nil {
+			exp = c.ExpiresAt.Format(time.RFC3339)
+		}
+		rows = append(rows, []string{c.AccessKeyID, c.CreatedAt.Format(time.RFC3339), exp, onOff(c.Expired, "EXPIRED", "active")})
+	}
+	table("ACCESS KEY ID\tCREATED\tEXPIRES\tSTATE", rows)
+}
+
+func credentialCommand(o *cliOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "credential", Short: "Manage a key store's SigV4 credentials (rotation without restart)"}
+	var expiresIn time.Duration
+	var consoleFile string
+	add := &cobra.Command{
+		Use: "add KEYSTORE", Short: "Add a credential; its secret is shown once", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var req cluster.AddCredentialRequest
+			if expiresIn > 0 {
+				t := time.Now().Add(expiresIn).UTC()
+				req.ExpiresAt = &t
+			}
+			var res cluster.NewCredential
+			err := o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/credentials", req, &res, func() { printNewCredential(&res) })
+			if err == nil && consoleFile != "" {
+				b, _ := json.MarshalIndent(res.KMSConsole, "", "  ")
+				err = os.WriteFile(consoleFile, append(b, '\n'), 0o600)
+			}
+			return err
+		},
+	}
+	add.Flags().DurationVar(&expiresIn, "expires-in", 0, "the credential stops working after this long (e.g. 2160h); 0 = never")
+	add.Flags().StringVar(&consoleFile, "console-file", "", "also write the AWS KMS console JSON file here (mode 0600)")
+	remove := &cobra.Command{
+		Use: "remove KEYSTORE ACCESS_KEY_ID", Short: "Revoke a credential on every node", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var res cluster.ChangeResult
+			return o.run(http.MethodDelete, "/v1/keystores/"+esc(args[0])+"/credentials/"+esc(args[1]), nil, &res,
+				func() { printChange("revoked", "credential "+args[1], &res) })
+		},
+	}
+	list := &cobra.Command{
+		Use: "list KEYSTORE", Short: "List credentials (never their secrets)", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var res []cluster.CredentialInfo
+			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/credentials", nil, &res, func() { printCredentials(res) })
+		},
+	}
+	cmd.AddCommand(add, remove, list)
+	return cmd
+}
+
+func keyCommand(o *cliOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "key", Short: "Manage external keys"}
+	var req cluster.CreateKeyRequest
+	create := &cobra.Command{
+		Use: "create KEYSTORE KEYID", Short: "Create a key (AES-256, replicated to every node's HSM)", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			req.ID = args[1]
+			var k cluster.KeyInfo
+			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys", req, &k, func() {
+				fmt.Printf("created key %s/%s (%s, version %d)\n", k.KeyStore, k.ID, strings.Join(k.Usage, "+"), k.CurrentVersion)
+			})
+		},
+	}
+	create.Flags().StringSliceVar(&req.Usage, "usage", []string{"ENCRYPT", "DECRYPT"}, "operations the key allows")
+	create.Flags().StringVar(&req.HSMLabel, "hsm-label", "", "adopt an AES-256 key every HSM already holds under this label instead of generating one")
+	list := &cobra.Command{
+		Use: "list KEYSTORE", Short: "List a key store's keys", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var res []cluster.KeyInfo
+			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/keys", nil, &res, func() {
+				rows := [][]string{}
+				for _, k := range res {
+					rows = append(rows, []string{k.ID, onOff(k.Enabled, "enabled", "DISABLED"), strings.Join(k.Usage, "+"), fmt.Sprint(k.CurrentVersion), fmt.Sprint(len(k.Versions))})
+				}
+				table("KEY ID\tSTATE\tUSAGE\tCURRENT\tVERSIONS", rows)
+			})
+		},
+	}
+	show := &cobra.Command{
+		Use: "show KEYSTORE KEYID", Short: "Show a key and its versions", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var k cluster.KeyInfo
+			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1]), nil, &k, func() {
+				fmt.Printf("key         %s/%s\nstate       %s\nusage       %s\ncurrent     version %d\ncreated     %s\n",
+					k.KeyStore, k.ID, onOff(k.Enabled, "enabled", "DISABLED"), strings.Join(k.Usage, "+"), k.CurrentVersion, k.CreatedAt.Format(time.RFC3339))
+				rows := [][]string{}
+				for _, v := range k.Versions {
+					rows = append(rows, []string{fmt.Sprint(v.Number), v.HSMLabel, onOff(v.Wrapped, "replicated", "shared"), v.CreatedAt.Format(time.RFC3339)})
+				}
+				table("VERSION\tHSM LABEL\tMATERIAL\tCREATED", rows)
+			})
+		},
+	}
+	cmd.AddCommand(create, list, show,
+		switchCommand(o, "disable", "key", "Disable a key on every node (kill switch)", 2),
+		switchCommand(o, "enable", "key", "Enable a key on every node", 2))
+	return cmd
+}
+
+func grantCommand(o *cliOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "grant", Short: "Manage who may use keys (secondary authorization)"}
+	var g cluster.GrantInfo
+	add := &cobra.Command{
+		Use: "add KEYSTORE", Short: "Allow principals to use a key (or every key: --key '*')", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var res cluster.GrantInfo
+			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/grants", g, &res, func() {
+				fmt.Printf("added grant %s: %s may %s on %s/%s\n", res.ID, strings.Join(res.Principals, ", "),
+					strings.Join(res.Operations, "+"), res.KeyStore, res.KeyID)
+			})
+		},
+	}
+	f := add.Flags()
+	f.StringVar(&g.KeyID, "key", "", "external key id, or '*' for every key of the key store (required)")
+	f.StringArrayVar(&g.Principals, "principal", nil, "principal ARN pattern, '*' matches any run of characters (repeatable, required)")
+	f.StringArrayVar(&g.Accounts, "account", nil, "only principals of this AWS account (repeatable)")
+	f.StringArrayVar(&g.Regions, "region", nil, "only KMS keys in this region (repeatable)")
+	f.StringArrayVar(&g.ViaServices, "via-service", nil, "only when KMS is called via this service (repeatable)")
+	f.StringArrayVar(&g.SourceVPCs, "source-vpc", nil, "only requests from this VPC (repeatable)")
+	f.StringArrayVar(&g.SourceVPCEs, "source-vpce", nil, "only requests through this VPC endpoint (repeatable)")
+	f.StringArrayVar(&g.Operations, "operation", nil, "GetKeyMetadata, Encrypt or Decrypt (repeatable; default all)")
+	remove := &cobra.Command{
+		Use: "remove KEYSTORE GRANT_ID", Short: "Remove a grant on every node", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var res cluster.ChangeResult
+			return o.run(http.MethodDelete, "/v1/keystores/"+esc(args[0])+"/grants/"+esc(args[1]), nil, &res,
+				func() { printChange("removed", "grant "+args[1], &res) })
+		},
+	}
+	list := &cobra.Command{
+		Use: "list KEYSTORE", Short: "List grants", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var res []cluster.GrantInfo
+			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/grants", nil, &res, func() {
+				rows := [][]string{}
+				for _, g := range res {
+					var cond []string
+					for _, c := range []struct {
+						name string
+						vals []string
+					}{{"account", g.Accounts}, {"region", g.Regions}, {"via", g.ViaServices}, {"vpc", g.SourceVPCs}, {"vpce", g.SourceVPCEs}} {
+						if len(c.vals) > 0 {
+							cond = append(cond, c.name+"="+strings.Join(c.vals, "|"))
+						}
+					}
+					rows = append(rows, []string{g.ID, g.KeyID, strings.Join(g.Principals, ","), strings.Join(g.Operations, "+"), strings.Join(cond, " ")})
+				}
+				table("GRANT ID\tKEY\tPRINCIPALS\tOPERATIONS\tCONDITIONS", rows)
+			})
+		},
+	}
+	cmd.AddCommand(add, remove, list)
+	return cmd
+}
+
+func clusterCommand(o *cliOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Inspect and change cluster membership"}
+	status := &cobra.Command{
+		Use: "status", Short: "Show the leader, the voters and each node's readiness", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var st cluster.ClusterStatus
+			return o.run(http.MethodGet, "/v1/cluster/status", nil, &st, func() {
+				if st.Leader == nil {
+					fmt.Println("leader: none (election in progress)")
+				} else {
+					fmt.Printf("leader: %s (XKS API %s)\n", st.Leader.ID, st.Leader.APIAddress)
+				}
+				rows := [][]string{}
+				for _, n := range st.Nodes {
+					ready := "ready"
+					if !n.Ready {
+						ready = "NOT READY: " + n.NotReady
+					}
+					rows = append(rows, []string{n.ID, n.State, n.APIAddr, n.ClusterAddr, fmt.Sprint(n.AppliedIndex), n.HSM, ready})
+				}
+				table("NODE\tRAFT\tXKS API\tCLUSTER\tAPPLIED\tHSM\tREADINESS", rows)
+			})
+		},
+	}
+	join := &cobra.Command{
+		Use: "join NODE_ID CLUSTER_ADDRESS", Short: "Admit a node as a voter (idempotent)", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return o.run(http.MethodPost, "/v1/cluster/join", cluster.MembershipRequest{ID: args[0], Address: args[1]}, &struct{}{},
+				func() { fmt.Printf("%s is a voter at %s\n", args[0], args[1]) })
+		},
+	}
+	remove := &cobra.Command{
+		Use: "remove NODE_ID", Short: "Remove a node from the voters", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return o.run(http.MethodPost, "/v1/cluster/remove", cluster.MembershipRequest{ID: args[0]}, &struct{}{},
+				func() { fmt.Printf("removed %s\n", args[0]) })
+		},
+	}
+	cmd.AddCommand(status, join, remove)
+	return cmd
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/cluster"
+)
+
+// cli runs the xksproxy CLI with node i's admin.env exported.
+func cli(t *testing.T, bin, dir string, node int, args ...string) (string, error) {
+	t.Helper()
+	env, err := os.ReadFile(filepath.Join(dir, "node"+strconv.Itoa(node+1), "admin.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
+	for _, line := range strings.Split(string(env), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func clusterStatus(t *testing.T, bin, dir string, node int) (cluster.ClusterStatus, error) {
+	t.Helper()
+	out, err := cli(t, bin, dir, node, "cluster", "status", "--json")
+	var st cluster.ClusterStatus
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &st)
+	}
+	return st, err
+}
+
+func readPID(t *testing.T, dir string, node int) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "node"+strconv.Itoa(node+1), "pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// A cluster in three commands, as the README shows it: dev --nodes 3, the
+// CLI's kill switch, SIGKILL of the leader, a restart from the data
+// directory, and a full stop and start.
+func TestThreeProcessCluster(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	port := freeLoopbackPort(t)
+	p := start(t, bin, "dev", "--nodes", "3", "--data", dir, "--listen", "127.0.0.1:"+strconv.Itoa(port))
+	client := readClientFile(t, dir, p)
+	if len(client.Endpoints) != 3 || client.Endpoint != client.Endpoints[0] {
+		t.Fatalf("client.json endpoints: %+v", client.Endpoints)
+	}
+	for i, want := range []int{port, port + 1, port + 2} {
+		if client.Endpoints[i] != "https://127.0.0.1:"+strconv.Itoa(want) {
+			t.Fatalf("endpoint %d is %s", i, client.Endpoints[i])
+		}
+		readPID(t, dir, i)
+	}
+	assertPortsOutsideReservedRange(t, dir, port)
+
+	enc, err := clientFrom(t, client, 0).Encrypt(client.KeyID, &xksclient.EncryptRequest{RequestMetadata: testMetadata("Encrypt"), Plaintext: []byte("three nodes")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 3; i++ {
+		decrypt(t, clientFrom(t, client, i), client.KeyID, enc, "three nodes")
+	}
+
+	// The kill switch through the CLI on node 2.
+	out, err := cli(t, bin, dir, 1, "key", "disable", client.KeyStore, client.KeyID)
+	if err != nil || !strings.Contains(out, "on 3/3 nodes") {
+		t.Fatalf("key disable: %v\n%s", err, out)
+	}
+	t.Logf("CLI: %s", strings.SplitN(out, "\n", 2)[0])
+	for i := range 3 {
+		_, err := clientFrom(t, client, i).Encrypt(client.KeyID, &xksclient.EncryptRequest{RequestMetadata: testMetadata("Encrypt"), Plaintext: []byte("x")})
+		if xe, ok := err.(*xksclient.Error); !ok || xe.Name != "InvalidStateException" {
+			t.Fatalf("node %d after disable: %v", i+1, err)
+		}
+	}
+	if out, err := cli(t, bin, dir, 2, "key", "enable", client.KeyStore, client.KeyID); err != nil {
+		t.Fatalf("key enable: %v\n%s", err, out)
+	}
+
+	// SIGKILL the leader.
+	st, err := clusterStatus(t, bin, dir, 0)
+	if err != nil || st.Leader == nil {
+		t.Fatalf("cluster status: %+v %v", st, err)
+	}
+	leader := -1
+	for i, ep := range client.Endpoints {
+		if ep == "https://"+st.Leader.APIAddress {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatalf("leader %+v is none of %v", st.Leader, client.Endpoints)
+	}
+	survivor := (leader + 1) % 3
+	if err := syscall.Kill(readPID(t, dir, leader), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	waitFor(t, "a new leader", func() bool {
+		st, err := clusterStatus(t, bin, dir, survivor)
+		return err == nil && st.Leader != nil && st.Leader.APIAddress != client.Endpoints[leader][len("https://"):]
+	}, p)
+	t.Logf("new leader after %v", time.Since(killedAt))
+	if out, err := cli(t, bin, dir, survivor, "key", "create", client.KeyStore, "after-kill"); err != nil {
+		t.Fatalf("key create after the leader died: %v\n%s", err, out)
+	}
+	for i := range 3 {
+		if i != leader {
+			decrypt(t, clientFrom(t, client, i), client.KeyID, enc, "three nodes")
+		}
+	}
+
+	// The killed node restarts from its data directory and catches up.
+	restarted := start(t, bin, "serve", "--config", filepath.Join(dir, "node"+strconv.Itoa(leader+1), "node.toml"))
+	waitFor(t, "the restarted node to catch up", func() bool {
+		c := clientFrom(t, client, leader)
+		_, err := c.Metadata("after-kill", testMetadata("DescribeKey"))
+		return err == nil
+	}, restarted)
+	decrypt(t, clientFrom(t, client, leader), client.KeyID, enc, "three nodes")
+
+	// Full stop and start: nothing committed is lost.
+	restarted.stop(t)
+	p.stop(t)
+	os.Remove(filepath.Join(dir, "client.json"))
+	p = start(t, bin, "dev", "--nodes", "3", "--data", dir)
+	client = readClientFile(t, dir, p)
+	for i := range 3 {
+		c := clientFrom(t, client, i)
+		if _, err := c.Metadata("after-kill", testMetadata("DescribeKey")); err != nil {
+			t.Fatalf("node %d lost the key created before the full restart: %v", i+1, err)
+		}
+		decrypt(t, c, client.KeyID, enc, "three nodes")
+	}
+	p.stop(t)
+}

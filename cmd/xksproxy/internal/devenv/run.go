@@ -1,0 +1,258 @@
+package devenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/cluster"
+)
+
+// ClientFile is DIR/client.json, the contract with scripts, tests and the
+// bench harness. Fields are only ever added.
+type ClientFile struct {
+	Endpoint        string   `json:"endpoint"`
+	Endpoints       []string `json:"endpoints"`
+	URIPath         string   `json:"uriPath"`
+	KeyStore        string   `json:"keyStore"`
+	AccessKeyID     string   `json:"accessKeyId"`
+	SecretAccessKey string   `json:"secretAccessKey"`
+	Region          string   `json:"region"`
+	KeyID           string   `json:"keyId"`
+	CACertFile      string   `json:"caCertFile"`
+	HealthEndpoints []string `json:"healthEndpoints"`
+}
+
+// KMSConsoleFile is the AWS KMS console's proxy configuration file.
+type KMSConsoleFile = cluster.KMSConsoleFile
+
+// Supervisor runs one `xksproxy serve` process per node. It never restarts
+// a node that dies: tests kill nodes on purpose.
+type Supervisor struct {
+	env   *Env
+	procs []*exec.Cmd
+	exits chan int
+}
+
+// Start launches every node from DIR/nodeN/node.toml with the binary at
+// bin, sending their logs to logs.
+func (e *Env) Start(bin string, logs io.Writer) (*Supervisor, error) {
+	s := &Supervisor{env: e, exits: make(chan int, len(e.State.Nodes))}
+	for i := range e.State.Nodes {
+		cmd := exec.Command(bin, "serve", "--config", e.nodeDir(i, "node.toml"))
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			s.Stop(5 * time.Second)
+			return nil, fmt.Errorf("starting %s: %w", e.State.Nodes[i].ID, err)
+		}
+		s.procs = append(s.procs, cmd)
+		if err := writeFileAtomic(e.nodeDir(i, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		go func() {
+			cmd.Wait()
+			s.exits <- i
+		}()
+	}
+	return s, nil
+}
+
+// Exits delivers the index of each node whose process ended.
+func (s *Supervisor) Exits() <-chan int { return s.exits }
+
+// Stop sends SIGTERM to every node still running and kills what has not
+// exited after grace.
+func (s *Supervisor) Stop(grace time.Duration) {
+	for _, p := range s.procs {
+		p.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(grace)
+	for _, p := range s.procs {
+		for p.ProcessState == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if p.ProcessState == nil {
+			p.Process.Kill()
+		}
+	}
+}
+
+// WaitReady waits until every node reports ready, they agree on one leader
+// with every node a voter, and the demo key round-trips through each node.
+func (e *Env) WaitReady(ctx context.Context, exited func() bool) error {
+	admin, err := e.AdminClient(0)
+	if err != nil {
+		return err
+	}
+	var last error
+	for {
+		if last = e.checkReady(admin); last == nil {
+			return nil
+		}
+		if exited() {
+			return fmt.Errorf("a node exited before the cluster was ready (last check: %v)", last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the cluster did not become ready: %w", last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (e *Env) checkReady(admin *cluster.AdminClient) error {
+	for _, n := range e.State.Nodes {
+		resp, err := http.Get("http://" + n.HealthListen + "/ready")
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.ID, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s is not ready", n.ID)
+		}
+	}
+	var st cluster.ClusterStatus
+	if err := admin.Do(http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
+		return err
+	}
+	if st.Leader == nil || len(st.Nodes) != len(e.State.Nodes) {
+		return fmt.Errorf("cluster has %d of %d nodes and leader %v", len(st.Nodes), len(e.State.Nodes), st.Leader)
+	}
+	for i := range e.State.Nodes {
+		if err := e.Verify(i); err != nil {
+			return fmt.Errorf("%s: %w", e.State.Nodes[i].ID, err)
+		}
+	}
+	return nil
+}
+
+// AdminClient returns an admin API client for node i.
+func (e *Env) AdminClient(i int) (*cluster.AdminClient, error) {
+	token, err := e.readSecret("admin-token")
+	if err != nil {
+		return nil, err
+	}
+	return cluster.NewAdminClient("https://"+e.State.Nodes[i].AdminListen, token, e.path("tls", "ca.pem"))
+}
+
+// Endpoint is node i's XKS API URL.
+func (e *Env) Endpoint(i int) string { return "https://" + e.State.Nodes[i].Listen }
+
+// Client returns an XKS client for the demo key store through node i.
+func (e *Env) Client(i int) (*xksclient.Client, error) {
+	httpClient, err := xksclient.NewHTTPClient(e.path("tls", "ca.pem"), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &xksclient.Client{
+		Endpoint: e.Endpoint(i),
+		URIPath:  e.State.URIPath,
+		Creds:    xksclient.Credentials{AccessKeyID: e.State.AccessKeyID, Secret: e.secret, Region: e.State.Region},
+		HTTP:     httpClient,
+	}, nil
+}
+
+// Verify proves node i serves: a real encrypt (with CDIV) and decrypt of the
+// demo key through HTTPS and SigV4.
+func (e *Env) Verify(i int) error {
+	c, err := e.Client(i)
+	if err != nil {
+		return err
+	}
+	defer c.HTTP.CloseIdleConnections()
+	md := xksclient.RequestMetadata{
+		AWSPrincipalARN: "arn:aws:iam::111122223333:role/xksproxy-dev-self-check",
+		KMSKeyARN:       "arn:aws:kms:" + e.State.Region + ":111122223333:key/xksproxy-dev-self-check",
+		KMSRequestID:    "xksproxy-dev-self-check",
+	}
+	return c.RoundTrip(e.State.KeyID, md, []byte("xksproxy dev self-check"), []byte("dev"))
+}
+
+// WriteClientFiles writes DIR/nodeN/admin.env, DIR/kms-console.json and
+// then DIR/client.json, each atomically; client.json last, since tools wait
+// for it as the ready signal.
+func (e *Env) WriteClientFiles() error {
+	token, err := e.readSecret("admin-token")
+	if err != nil {
+		return err
+	}
+	for i, n := range e.State.Nodes {
+		env := fmt.Sprintf("# Source this to point the xksproxy CLI at %s's admin API.\nexport XKSPROXY_ADMIN=https://%s\nexport XKSPROXY_ADMIN_TOKEN=%s\nexport XKSPROXY_ADMIN_CA=%s\n",
+			n.ID, n.AdminListen, token, e.path("tls", "ca.pem"))
+		if err := writeFileAtomic(e.nodeDir(i, "admin.env"), []byte(env), 0o600); err != nil {
+			return err
+		}
+	}
+	var console KMSConsoleFile
+	console.XksProxyURIPath = e.State.URIPath
+	console.Credential.AccessKeyID = e.State.AccessKeyID
+	console.Credential.RawSecretAccessKey = e.secret
+	if err := writeJSON(e.path("kms-console.json"), console); err != nil {
+		return err
+	}
+	cf := ClientFile{
+		URIPath: e.State.URIPath, KeyStore: e.State.KeyStore, AccessKeyID: e.State.AccessKeyID,
+		SecretAccessKey: e.secret, Region: e.State.Region, KeyID: e.State.KeyID, CACertFile: e.path("tls", "ca.pem"),
+	}
+	for i, n := range e.State.Nodes {
+		cf.Endpoints = append(cf.Endpoints, e.Endpoint(i))
+		cf.HealthEndpoints = append(cf.HealthEndpoints, "http://"+n.HealthListen)
+	}
+	cf.Endpoint = cf.Endpoints[0]
+	return writeJSON(e.path("client.json"), cf)
+}
+
+// RemoveClientFile deletes a stale client.json before the nodes start, so
+// that its appearance always means this run is ready.
+func (e *Env) RemoveClientFile() error {
+	err := os.Remove(e.path("client.json"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	return err
+}
+
+func writeJSON(path string, v any) error {
+	b, err := jsonIndent(v)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b, 0o600)
+}
+
+// PrintWelcome tells a newcomer what is running and how to call it.
+func (e *Env) PrintWelcome(w io.Writer) {
+	body := `{"requestMetadata":{"awsPrincipalArn":"arn:aws:iam::111122223333:user/alice","kmsKeyArn":"arn:aws:kms:` +
+		e.State.Region + `:111122223333:key/demo","kmsOperation":"Encrypt","kmsRequestId":"demo-1"},"plaintext":"SGVsbG8gV29ybGQh","encryptionAlgorithm":"AES_GCM"}`
+	fmt.Fprintf(w, "\nxksproxy dev is serving the XKS API with %d node(s):\n", len(e.State.Nodes))
+	for i, n := range e.State.Nodes {
+		fmt.Fprintf(w, "  %-6s %s   health http://%s/ready   admin: source %s\n", n.ID, e.Endpoint(i), n.HealthListen, e.nodeDir(i, "admin.env"))
+	}
+	fmt.Fprintf(w, `  key store  %s  (URI path %s, region %s, grants open)
+  key        %s
+  client     %s
+  AWS KMS console file  %s
+
+Encrypt "Hello World!" with the demo key:
+
+curl --cacert %s \
+  --aws-sigv4 "aws:amz:%s:kms-xks-proxy" --user '%s:%s' \
+  -H 'Content-Type: application/json' \
+  -d '%s' \
+  %s%s/keys/%s/encrypt
+
+Manage it:  source %s && %s key list %s
+Stop with Ctrl-C; run again to resume with the same tokens, keys and credentials.
+`, e.State.KeyStore, e.State.URIPath, e.State.Region, e.State.KeyID,
+		e.path("client.json"), e.path("kms-console.json"),
+		e.path("tls", "ca.pem"), e.State.Region, e.State.AccessKeyID, e.secret, body,
+		e.Endpoint(0), e.State.URIPath, e.State.KeyID,
+		e.nodeDir(0, "admin.env"), os.Args[0], e.State.KeyStore)
+}
