@@ -150,6 +150,7 @@ func (a *admin) routes() http.Handler {
 	a.handle(mux, "GET /v1/keystores/{ks}/keys/{key}", a.showKey)
 	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/enable", a.setKeyEnabled(true))
 	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/disable", a.setKeyEnabled(false))
+	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/rotate", a.rotateKey)
 	a.handle(mux, "GET /v1/keystores/{ks}/grants", a.listGrants)
 	a.handle(mux, "POST /v1/keystores/{ks}/grants", a.addGrant)
 	a.handle(mux, "DELETE /v1/keystores/{ks}/grants/{id}", a.removeGrant)
@@ -385,6 +386,49 @@ func (a *admin) createKey(r *http.Request) (any, error) {
 		return keyInfo(k), nil
 	}
 	return keyInfo(&key), nil
+}
+
+// rotateKey adds a version and makes it current in two phases, so that no
+// node is asked to encrypt with material it lacks: the new version first
+// reaches every node's HSM (each reachable node confirms its view and
+// reports nothing missing), and only then becomes current. A node that is
+// down catches up before it turns ready again. Old versions stay forever.
+func (a *admin) rotateKey(r *http.Request) (any, error) {
+	ks, err := a.store(r)
+	if err != nil {
+		return nil, err
+	}
+	k := a.n.fsm.State().Key(ks.Name, r.PathValue("key"))
+	if k == nil {
+		return nil, &httpError{http.StatusNotFound, "no key " + ks.Name + "/" + r.PathValue("key")}
+	}
+	if ks.KeyMode != fsm.KeyModeReplicated {
+		return nil, badRequest("key store %s is in %s mode: rotate by adopting a new HSM label (not supported yet)", ks.Name, ks.KeyMode)
+	}
+	number := k.Versions[len(k.Versions)-1].Number + 1
+	wrapped, mechanism, err := a.n.hsm.GenerateWrappedKey()
+	if err != nil {
+		return nil, fmt.Errorf("generating the new version's material: %w", err)
+	}
+	v := fsm.KeyVersion{Number: number, HSMLabel: versionLabel(ks.Name, k.ID, number), WrappedMaterial: wrapped, WrapMechanism: mechanism}
+	_, err = a.everywhere(r.Context(), fsm.AddKeyVersion{At: time.Now().UTC(), KeyStore: ks.Name, KeyID: k.ID, Version: v})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
+	defer cancel()
+	statuses, _ := a.n.Statuses(ctx)
+	for _, st := range statuses {
+		if st.State == "" {
+			continue // unreachable: it catches up (and unwraps) before it is ready again
+		}
+		for _, m := range st.KeysMissing {
+			if strings.HasPrefix(m, fmt.Sprintf("%s/%s v%d", ks.Name, k.ID, number)) {
+				return nil, fmt.Errorf("version %d was added but %s cannot hold it (%s); it is not current", number, st.ID, m)
+			}
+		}
+	}
+	return a.everywhere(r.Context(), fsm.SetCurrentVersion{KeyStore: ks.Name, KeyID: k.ID, Version: number})
 }
 
 func (a *admin) setKeyEnabled(enabled bool) handlerFunc {

@@ -360,3 +360,37 @@ func TestSnapshotRestoreAndNoSecretsOnDisk(t *testing.T) {
 		t.Fatalf("data directory holds only %v", files)
 	}
 }
+
+func TestKeyRotationWithANodeDown(t *testing.T) {
+	c := newTestCluster(t, 3)
+	old := encryptOn(t, c.nodes[0], "made with version 1")
+	down := c.nodes[2]
+	c.stop(down)
+	var res ChangeResult
+	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/rotate", nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Confirmed != 2 {
+		t.Fatalf("rotation confirmed by %d nodes: %+v", res.Confirmed, res.Acks)
+	}
+	var info KeyInfo
+	if err := c.nodes[0].admin.Do(http.MethodGet, "/v1/keystores/demo/keys/demo-key", nil, &info); err != nil || info.CurrentVersion != 2 || len(info.Versions) != 2 {
+		t.Fatalf("key after rotation: %+v %v", info, err)
+	}
+	fresh := encryptOn(t, c.nodes[0], "made with version 2")
+	if bytes.Equal(fresh.CiphertextMetadata, old.CiphertextMetadata) {
+		t.Fatal("the new ciphertext does not name the new version")
+	}
+	c.start(down)
+	c.waitFor("the node that was down to catch up", 20*time.Second, func() bool { return down.node.ServingError() == nil })
+	for _, n := range c.nodes {
+		for _, e := range []struct {
+			enc  *xksclient.EncryptResponse
+			want string
+		}{{old, "made with version 1"}, {fresh, "made with version 2"}} {
+			if got, err := decryptOn(n, e.enc); err != nil || string(got) != e.want {
+				t.Fatalf("decrypt %q on %s: %q %v", e.want, n.id, got, err)
+			}
+		}
+	}
+}

@@ -300,7 +300,15 @@ func keyCommand(o *cliOptions) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, list, show,
+	rotate := &cobra.Command{
+		Use: "rotate KEYSTORE KEYID", Short: "Add a new version and make it current once every node holds it", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var res cluster.ChangeResult
+			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1])+"/rotate", nil, &res,
+				func() { printChange("rotated", "key "+args[0]+"/"+args[1], &res) })
+		},
+	}
+	cmd.AddCommand(create, list, show, rotate,
 		switchCommand(o, "disable", "key", "Disable a key on every node (kill switch)", 2),
 		switchCommand(o, "enable", "key", "Enable a key on every node", 2))
 	return cmd
