@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -102,6 +103,48 @@ type mux struct {
 	rpc       *subListener
 	closeOnce sync.Once
 	done      chan struct{}
+
+	// isolated cuts this node off for fault-injection tests: every live
+	// cluster connection is closed and new ones are refused.
+	isolated atomic.Bool
+	connsMu  sync.Mutex
+	conns    map[net.Conn]struct{}
+}
+
+func (m *mux) track(c net.Conn) net.Conn {
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	if m.conns == nil {
+		m.conns = map[net.Conn]struct{}{}
+	}
+	m.conns[c] = struct{}{}
+	return &trackedConn{Conn: c, m: m}
+}
+
+// isolate closes every cluster connection and refuses new ones while on.
+func (m *mux) isolate(on bool) {
+	m.isolated.Store(on)
+	if !on {
+		return
+	}
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	for c := range m.conns {
+		c.Close()
+	}
+	m.conns = nil
+}
+
+type trackedConn struct {
+	net.Conn
+	m *mux
+}
+
+func (c *trackedConn) Close() error {
+	c.m.connsMu.Lock()
+	delete(c.m.conns, c.Conn)
+	c.m.connsMu.Unlock()
+	return c.Conn.Close()
 }
 
 func newMux(bind, advertise string, ct *clusterTLS) (*mux, error) {
@@ -147,6 +190,10 @@ func (m *mux) accept() {
 }
 
 func (m *mux) dispatch(c net.Conn) {
+	if m.isolated.Load() {
+		c.Close()
+		return
+	}
 	tc := tls.Server(c, m.tls.server)
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	var first [1]byte
@@ -170,7 +217,7 @@ func (m *mux) dispatch(c net.Conn) {
 		return
 	}
 	select {
-	case target.conns <- tc:
+	case target.conns <- m.track(tc):
 	case <-m.done:
 		tc.Close()
 	}
@@ -178,6 +225,9 @@ func (m *mux) dispatch(c net.Conn) {
 
 // dial opens a mutual-TLS connection to a peer's cluster port and announces proto.
 func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+	if m.isolated.Load() {
+		return nil, errors.New("isolated from the cluster")
+	}
 	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: m.tls.client}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -187,7 +237,7 @@ func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, erro
 		c.Close()
 		return nil, err
 	}
-	return c, nil
+	return m.track(c), nil
 }
 
 func (m *mux) Close() error {
