@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -155,6 +156,8 @@ func (a *admin) routes() http.Handler {
 	a.handle(mux, "POST /v1/keystores/{ks}/grants", a.addGrant)
 	a.handle(mux, "DELETE /v1/keystores/{ks}/grants/{id}", a.removeGrant)
 	a.handle(mux, "GET /v1/cluster/status", a.clusterStatus)
+	mux.HandleFunc("GET /v1/snapshot", a.saveSnapshot)
+	a.handle(mux, "POST /v1/snapshot", a.restoreSnapshot)
 	a.handle(mux, "POST /v1/cluster/join", a.join)
 	a.handle(mux, "POST /v1/cluster/remove", a.remove)
 	return mux
@@ -502,6 +505,43 @@ func (a *admin) clusterStatus(r *http.Request) (any, error) {
 		}
 	}
 	return st, nil
+}
+
+// saveSnapshot streams the state as the FSM persists it, after catching up
+// with the leader so that the backup holds every committed change.
+func (a *admin) saveSnapshot(w http.ResponseWriter, r *http.Request) {
+	if !a.authorized(r) {
+		writeJSON(w, http.StatusUnauthorized, APIError{Error: "admin API: missing or wrong bearer token"})
+		return
+	}
+	// ?stale=1 takes this node's state as it is: the way out when the
+	// cluster has lost its quorum and no leader can confirm anything.
+	if r.URL.Query().Get("stale") != "1" {
+		if err := a.n.syncWithLeader(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, APIError{Error: err.Error() + " (save with --stale to take this node's state as it is)"})
+			return
+		}
+	}
+	var buf bytes.Buffer
+	if err := a.n.SaveSnapshot(&buf); err != nil {
+		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
+		return
+	}
+	a.n.log.Info().Int("bytes", buf.Len()).Uint64("index", a.n.fsm.AppliedIndex()).Msg("admin: snapshot saved")
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(buf.Bytes())
+}
+
+func (a *admin) restoreSnapshot(r *http.Request) (any, error) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxSnapshotBytes))
+	if err != nil {
+		return nil, badRequest("reading the snapshot: %v", err)
+	}
+	index, err := a.n.RestoreSnapshot(r.Context(), data)
+	if err != nil {
+		return nil, err
+	}
+	return ChangeResult{Index: index}, nil
 }
 
 func (a *admin) join(r *http.Request) (any, error) {

@@ -428,3 +428,44 @@ func TestKeyRotationWithANodeDown(t *testing.T) {
 		}
 	}
 }
+
+func TestSnapshotSaveWipeRestore(t *testing.T) {
+	c := newTestCluster(t, 3)
+	enc := encryptOn(t, c.nodes[0], "survives a disaster")
+	var key KeyInfo
+	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "backed-up"}, &key); err != nil {
+		t.Fatal(err)
+	}
+	backup, err := c.nodes[2].admin.Raw(http.MethodGet, "/v1/snapshot", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(backup, []byte(c.secret)) {
+		t.Fatal("the backup holds a SigV4 secret in the clear")
+	}
+	for _, n := range c.nodes {
+		c.stop(n)
+	}
+
+	// A new machine: fresh data directory, another HSM with the same cluster
+	// keys (the ceremony material), no seed.
+	fresh := &testCluster{t: t, ca: c.ca, apiCA: c.apiCA, token: c.token, secret: c.secret, akid: c.akid, http: c.http, noSeed: true}
+	n := fresh.addNode("node5", true, true)
+	t.Cleanup(func() { fresh.stop(n); n.hsm.Close() })
+	fresh.waitFor("the new node to lead", 20*time.Second, func() bool { return n.node.IsLeader() })
+	if len(n.node.fsm.State().KeyStores()) != 0 {
+		t.Fatal("the restore target is not empty")
+	}
+	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", []byte("not a snapshot")); err == nil {
+		t.Fatal("a garbage snapshot was restored")
+	}
+	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", backup); err != nil {
+		t.Fatal(err)
+	}
+	fresh.waitFor("the restored node to serve", 20*time.Second, func() bool {
+		return n.node.ServingError() == nil && n.views.Load().StoreByName(demoStore).Key([]byte("backed-up")) != nil
+	})
+	if got, err := decryptOn(n, enc); err != nil || string(got) != "survives a disaster" {
+		t.Fatalf("decrypt after restore: %q %v", got, err)
+	}
+}

@@ -87,6 +87,7 @@ type testCluster struct {
 	secret string
 	akid   string
 	http   *http.Client
+	noSeed bool // a bootstrapping node starts empty (a restore target)
 }
 
 const (
@@ -158,7 +159,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 			n.cfg.Join = append(n.cfg.Join, other.node.ClusterAddr())
 		}
 	}
-	if bootstrap {
+	if bootstrap && !c.noSeed {
 		n.cfg.Seed = &SeedSpec{
 			KeyStores: []SeedKeyStore{{Name: demoStore, URIPath: demoPath, Region: "us-east-1", GrantsMode: fsm.GrantsOpen,
 				KeyMode: fsm.KeyModeReplicated, Credentials: []SeedCredential{{AccessKeyID: c.akid, Secret: []byte(c.secret)}}}},

@@ -74,6 +74,7 @@ func (n *Node) rpcHandler() http.Handler {
 		}
 		writeApplyResult(w, 0, n.removeServerLocal(req.ID))
 	})
+	mux.HandleFunc("POST /v1/restore", n.restoreRPC)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})

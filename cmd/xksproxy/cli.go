@@ -96,7 +96,7 @@ func onOff(b bool, on, off string) string {
 
 func cliCommands() []*cobra.Command {
 	o := &cliOptions{}
-	cmds := []*cobra.Command{keyStoreCommand(o), credentialCommand(o), keyCommand(o), grantCommand(o), clusterCommand(o)}
+	cmds := []*cobra.Command{keyStoreCommand(o), credentialCommand(o), keyCommand(o), grantCommand(o), clusterCommand(o), snapshotCommand(o)}
 	for _, c := range cmds {
 		o.bind(c)
 	}
@@ -409,5 +409,58 @@ func clusterCommand(o *cliOptions) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(status, join, remove)
+	return cmd
+}
+
+func snapshotCommand(o *cliOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Back up and restore the replicated state (secrets stay sealed, keys stay wrapped)"}
+	var stale bool
+	save := &cobra.Command{
+		Use: "save FILE", Short: "Write the cluster's current state to FILE (mode 0600)", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			path := "/v1/snapshot"
+			if stale {
+				path += "?stale=1"
+			}
+			data, err := c.Raw(http.MethodGet, path, nil)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(args[0], data, 0o600); err != nil {
+				return err
+			}
+			fmt.Printf("saved %d bytes to %s\n", len(data), args[0])
+			return nil
+		},
+	}
+	save.Flags().BoolVar(&stale, "stale", false, "save this node's state without confirming it with a leader (lost quorum)")
+	restore := &cobra.Command{
+		Use: "restore FILE", Short: "Replace the cluster's state with FILE (disaster recovery; every node takes it)", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			out, err := c.Raw(http.MethodPost, "/v1/snapshot", data)
+			if err != nil {
+				return err
+			}
+			var res cluster.ChangeResult
+			if err := json.Unmarshal(out, &res); err != nil {
+				return err
+			}
+			fmt.Printf("restored %s (raft index %d); nodes unwrap its keys into their HSMs and turn ready\n", args[0], res.Index)
+			return nil
+		},
+	}
+	cmd.AddCommand(save, restore)
 	return cmd
 }
