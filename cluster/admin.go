@@ -152,6 +152,8 @@ func (a *admin) routes() http.Handler {
 	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/enable", a.setKeyEnabled(true))
 	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/disable", a.setKeyEnabled(false))
 	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/rotate", a.rotateKey)
+	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/schedule-deletion", a.scheduleDeletion)
+	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/cancel-deletion", a.cancelDeletion)
 	a.handle(mux, "GET /v1/keystores/{ks}/grants", a.listGrants)
 	a.handle(mux, "POST /v1/keystores/{ks}/grants", a.addGrant)
 	a.handle(mux, "DELETE /v1/keystores/{ks}/grants/{id}", a.removeGrant)
@@ -324,7 +326,11 @@ func (a *admin) removeCredential(r *http.Request) (any, error) {
 
 func keyInfo(k *fsm.Key) KeyInfo {
 	info := KeyInfo{KeyStore: k.KeyStore, ID: k.ID, Usage: k.Usage.Names(), Enabled: k.Enabled,
-		CurrentVersion: k.CurrentVersion, CreatedAt: k.CreatedAt}
+		CurrentVersion: k.CurrentVersion, CreatedAt: k.CreatedAt, Deleted: k.Deleted}
+	if !k.DeletionDate.IsZero() {
+		d := k.DeletionDate
+		info.DeletionDate = &d
+	}
 	for _, v := range k.Versions {
 		info.Versions = append(info.Versions, VersionInfo{Number: v.Number, HSMLabel: v.HSMLabel,
 			Wrapped: len(v.WrappedMaterial) > 0, CreatedAt: v.CreatedAt})
@@ -432,6 +438,34 @@ func (a *admin) rotateKey(r *http.Request) (any, error) {
 		}
 	}
 	return a.everywhere(r.Context(), fsm.SetCurrentVersion{KeyStore: ks.Name, KeyID: k.ID, Version: number})
+}
+
+func (a *admin) scheduleDeletion(r *http.Request) (any, error) {
+	var req ScheduleDeletionRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	ks, id := r.PathValue("ks"), r.PathValue("key")
+	index, err := a.n.Apply(r.Context(), fsm.ScheduleDeletion{At: a.n.cfg.Now().UTC(), KeyStore: ks, KeyID: id, Days: req.Days})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
+	defer cancel()
+	a.n.waitViewIndex(ctx, index)
+	return keyInfo(a.n.fsm.State().Key(ks, id)), nil
+}
+
+func (a *admin) cancelDeletion(r *http.Request) (any, error) {
+	ks, id := r.PathValue("ks"), r.PathValue("key")
+	index, err := a.n.Apply(r.Context(), fsm.CancelDeletion{KeyStore: ks, KeyID: id})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
+	defer cancel()
+	a.n.waitViewIndex(ctx, index)
+	return keyInfo(a.n.fsm.State().Key(ks, id)), nil
 }
 
 func (a *admin) setKeyEnabled(enabled bool) handlerFunc {

@@ -53,6 +53,13 @@ type KeyInfo struct {
 	CurrentVersion uint32        `json:"currentVersion"`
 	Versions       []VersionInfo `json:"versions"`
 	CreatedAt      time.Time     `json:"createdAt"`
+	DeletionDate   *time.Time    `json:"deletionDate,omitempty"`
+	Deleted        bool          `json:"deleted,omitempty"`
+}
+
+// ScheduleDeletionRequest schedules a disabled key's deletion.
+type ScheduleDeletionRequest struct {
+	Days int `json:"days"`
 }
 
 // VersionInfo is one version of a key's material.

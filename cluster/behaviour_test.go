@@ -469,3 +469,54 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 		t.Fatalf("decrypt after restore: %q %v", got, err)
 	}
 }
+
+func TestScheduledDeletion(t *testing.T) {
+	c := newTestCluster(t, 3)
+	admin := c.nodes[1].admin
+	path := "/v1/keystores/demo/keys/demo-key"
+	label := c.nodes[0].views.Load().StoreByName(demoStore).Key([]byte(demoKey)).Versions[0].HSMLabel
+	var info KeyInfo
+	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 7}, &info); err == nil {
+		t.Fatal("an enabled key was scheduled for deletion")
+	}
+	var res ChangeResult
+	if err := admin.Do(http.MethodPost, path+"/disable", nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 3}, &info); err == nil {
+		t.Fatal("a 3-day window was accepted")
+	}
+	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 7}, &info); err != nil || info.DeletionDate == nil {
+		t.Fatalf("schedule: %+v %v", info, err)
+	}
+	var cancelled KeyInfo
+	if err := c.nodes[2].admin.Do(http.MethodPost, path+"/cancel-deletion", nil, &cancelled); err != nil || cancelled.DeletionDate != nil {
+		t.Fatalf("cancel: %+v %v", cancelled, err)
+	}
+	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 7}, &info); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing happens inside the window.
+	c.skew.Store(int64(6 * 24 * time.Hour))
+	time.Sleep(1500 * time.Millisecond)
+	for _, n := range c.nodes {
+		if ok, err := n.hsm.HasKey(label); err != nil || !ok {
+			t.Fatalf("%s destroyed the key before its deletion date: %v", n.id, err)
+		}
+	}
+	// After it, the leader deletes and every node destroys the material.
+	c.skew.Store(int64(8 * 24 * time.Hour))
+	for _, n := range c.nodes {
+		c.waitFor(n.id+" to destroy the deleted key", 10*time.Second, func() bool {
+			ok, err := n.hsm.HasKey(label)
+			return err == nil && !ok
+		})
+		if _, err := n.client().Metadata(demoKey, md("DescribeKey")); !isXKSError(err, "KeyNotFoundException") {
+			t.Fatalf("%s still knows the deleted key: %v", n.id, err)
+		}
+	}
+	var deleted KeyInfo
+	if err := admin.Do(http.MethodGet, path, nil, &deleted); err != nil || !deleted.Deleted {
+		t.Fatalf("key after deletion: %+v %v", deleted, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,7 +89,11 @@ type testCluster struct {
 	akid   string
 	http   *http.Client
 	noSeed bool // a bootstrapping node starts empty (a restore target)
+	// skew moves every node's deletion clock forward (nanoseconds).
+	skew atomic.Int64
 }
+
+func (c *testCluster) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
 
 const (
 	demoStore = "demo"
@@ -152,6 +157,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		TLS:              TLSFiles{CAFile: c.ca.CAFile, CertFile: certFile, KeyFile: keyFile},
 		Bootstrap:        bootstrap,
 		StalenessLimit:   time.Second,
+		Now:              c.now,
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond,
 	}
 	for _, other := range c.nodes {

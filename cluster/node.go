@@ -44,6 +44,9 @@ type Config struct {
 	// Seed, when set, is applied once by the first leader of a fresh cluster.
 	Seed *SeedSpec
 
+	// Now is the leader's clock for scheduled deletions; nil means time.Now.
+	Now func() time.Time
+
 	HeartbeatTimeout time.Duration // 0: 1s
 	ElectionTimeout  time.Duration // 0: 1s
 	LeaderLease      time.Duration // 0: 500ms
@@ -69,6 +72,7 @@ type Node struct {
 	stateDirty    chan struct{}
 	unsealed      sync.Map // access key id + sealed blob -> secret
 	presentLabels sync.Map // HSM labels known to be in the local HSM
+	destroyed     sync.Map // HSM labels of deleted keys already destroyed here
 	missing       atomic.Pointer[[]string]
 
 	stop chan struct{}
@@ -95,6 +99,9 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	ct, err := cfg.TLS.load()
 	if err != nil {
 		return nil, err
@@ -109,7 +116,8 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		n.Close()
 		return nil, err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go n.deleteDueKeys()
 	go n.buildViews()
 	go n.watchLeadership()
 	go n.catchUp()

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -73,6 +74,10 @@ func (n *Node) reconcile(st *fsm.State) []string {
 	var missing []string
 	for _, ks := range st.KeyStores() {
 		for _, k := range st.Keys(ks.Name) {
+			if k.Deleted {
+				n.destroyDeleted(ks.Name, k)
+				continue
+			}
 			for _, v := range k.Versions {
 				if n.present(v.HSMLabel) {
 					continue
@@ -108,4 +113,59 @@ func (n *Node) present(label string) bool {
 	}
 	n.presentLabels.Store(label, true)
 	return true
+}
+
+// destroyDeleted destroys the HSM objects of a key whose deletion has
+// committed, once per label. Only a committed DeleteKey leads here: a key
+// the state merely stopped naming is never destroyed.
+func (n *Node) destroyDeleted(keyStore string, k *fsm.Key) {
+	for _, v := range k.Versions {
+		if _, done := n.destroyed.Load(v.HSMLabel); done {
+			continue
+		}
+		err := n.hsm.DestroyKey(v.HSMLabel)
+		if err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
+			n.log.Error().Err(err).Str("key", keyStore+"/"+k.ID).Msg("could not destroy a deleted key's material; will retry")
+			continue
+		}
+		n.destroyed.Store(v.HSMLabel, true)
+		n.presentLabels.Delete(v.HSMLabel)
+		n.log.Warn().Str("key", fmt.Sprintf("%s/%s v%d", keyStore, k.ID, v.Number)).Str("hsmLabel", v.HSMLabel).Msg("destroyed a deleted key's material in this node's HSM")
+	}
+}
+
+// deleteDueKeys is the leader's side of scheduled deletion: once a key's
+// deletion date has passed on the leader's clock, it commits DeleteKey with
+// that time, and every node then destroys the material.
+func (n *Node) deleteDueKeys() {
+	defer n.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		now := n.cfg.Now().UTC()
+		st := n.fsm.State()
+		for _, ks := range st.KeyStores() {
+			for _, k := range st.Keys(ks.Name) {
+				if k.Deleted || k.DeletionDate.IsZero() || now.Before(k.DeletionDate) {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+				_, err := n.Apply(ctx, fsm.DeleteKey{At: now, KeyStore: ks.Name, KeyID: k.ID})
+				cancel()
+				if err != nil {
+					n.log.Error().Err(err).Str("key", ks.Name+"/"+k.ID).Msg("scheduled deletion failed; will retry")
+					continue
+				}
+				n.log.Warn().Str("key", ks.Name+"/"+k.ID).Msg("deleted a key whose deletion date passed")
+			}
+		}
+	}
 }

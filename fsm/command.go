@@ -31,6 +31,9 @@ const (
 	CmdSetCurrentVersion CommandType = 10
 	CmdAddGrant          CommandType = 11
 	CmdRemoveGrant       CommandType = 12
+	CmdScheduleDeletion  CommandType = 13
+	CmdCancelDeletion    CommandType = 14
+	CmdDeleteKey         CommandType = 15
 )
 
 // commands maps each known type to its name and decoder.
@@ -50,6 +53,9 @@ var commands = map[CommandType]struct {
 	CmdSetCurrentVersion: {"SetCurrentVersion", decodeAs[SetCurrentVersion]},
 	CmdAddGrant:          {"AddGrant", decodeAs[AddGrant]},
 	CmdRemoveGrant:       {"RemoveGrant", decodeAs[RemoveGrant]},
+	CmdScheduleDeletion:  {"ScheduleDeletion", decodeAs[ScheduleDeletion]},
+	CmdCancelDeletion:    {"CancelDeletion", decodeAs[CancelDeletion]},
+	CmdDeleteKey:         {"DeleteKey", decodeAs[DeleteKey]},
 }
 
 // String names the type for messages.

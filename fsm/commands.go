@@ -336,7 +336,10 @@ type SetKeyEnabled struct {
 func (SetKeyEnabled) Type() CommandType { return CmdSetKeyEnabled }
 
 func (c SetKeyEnabled) Validate(s *State) error {
-	_, err := findKey(s, c.KeyStore, c.KeyID)
+	k, err := findKey(s, c.KeyStore, c.KeyID)
+	if err == nil && c.Enabled && !k.DeletionDate.IsZero() {
+		return conflict("key %s/%s is scheduled for deletion; cancel the deletion before enabling it", c.KeyStore, c.KeyID)
+	}
 	return err
 }
 
@@ -538,7 +541,7 @@ func findKey(s *State, store, id string) (*Key, error) {
 		return nil, err
 	}
 	k := s.keys[store][id]
-	if k == nil {
+	if k == nil || k.Deleted {
 		return nil, notFound("key store %s has no key %s", store, id)
 	}
 	return k, nil
@@ -554,4 +557,106 @@ func stampVersion(v KeyVersion, at time.Time) KeyVersion {
 	v.WrappedMaterial = bytes.Clone(v.WrappedMaterial)
 	v.CreatedAt = at
 	return v
+}
+
+// Deletion windows, in days, as AWS KMS has them for its own keys.
+const (
+	MinDeletionDays = 7
+	MaxDeletionDays = 30
+)
+
+// ScheduleDeletion schedules a disabled key for deletion Days after At.
+type ScheduleDeletion struct {
+	At       time.Time `json:"at"`
+	KeyStore string    `json:"keyStore"`
+	KeyID    string    `json:"keyId"`
+	Days     int       `json:"days"`
+}
+
+func (ScheduleDeletion) Type() CommandType { return CmdScheduleDeletion }
+
+func (c ScheduleDeletion) Validate(s *State) error {
+	if err := requireTime(c.At); err != nil {
+		return err
+	}
+	if c.Days < MinDeletionDays || c.Days > MaxDeletionDays {
+		return invalid("a deletion window is %d to %d days, not %d", MinDeletionDays, MaxDeletionDays, c.Days)
+	}
+	k, err := findKey(s, c.KeyStore, c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.Enabled {
+		return conflict("key %s/%s is enabled; disable it before scheduling its deletion", c.KeyStore, c.KeyID)
+	}
+	if !k.DeletionDate.IsZero() {
+		return conflict("key %s/%s is already scheduled for deletion on %s", c.KeyStore, c.KeyID, k.DeletionDate.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (c ScheduleDeletion) applyTo(t *txn) {
+	k := *t.next.keys[c.KeyStore][c.KeyID]
+	k.DeletionDate = c.At.Add(time.Duration(c.Days) * 24 * time.Hour)
+	t.putKey(&k)
+}
+
+// CancelDeletion cancels a scheduled deletion; the key stays disabled.
+type CancelDeletion struct {
+	KeyStore string `json:"keyStore"`
+	KeyID    string `json:"keyId"`
+}
+
+func (CancelDeletion) Type() CommandType { return CmdCancelDeletion }
+
+func (c CancelDeletion) Validate(s *State) error {
+	k, err := findKey(s, c.KeyStore, c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.DeletionDate.IsZero() {
+		return conflict("key %s/%s is not scheduled for deletion", c.KeyStore, c.KeyID)
+	}
+	return nil
+}
+
+func (c CancelDeletion) applyTo(t *txn) {
+	k := *t.next.keys[c.KeyStore][c.KeyID]
+	k.DeletionDate = time.Time{}
+	t.putKey(&k)
+}
+
+// DeleteKey carries out a scheduled deletion. The leader proposes it with
+// its own clock in At; Apply only checks that At is past the deletion date,
+// so every node decides the same.
+type DeleteKey struct {
+	At       time.Time `json:"at"`
+	KeyStore string    `json:"keyStore"`
+	KeyID    string    `json:"keyId"`
+}
+
+func (DeleteKey) Type() CommandType { return CmdDeleteKey }
+
+func (c DeleteKey) Validate(s *State) error {
+	if err := requireTime(c.At); err != nil {
+		return err
+	}
+	k, err := findKey(s, c.KeyStore, c.KeyID)
+	if err != nil {
+		return err
+	}
+	if k.DeletionDate.IsZero() {
+		return conflict("key %s/%s is not scheduled for deletion", c.KeyStore, c.KeyID)
+	}
+	if c.At.Before(k.DeletionDate) {
+		return conflict("key %s/%s is due for deletion on %s, not before", c.KeyStore, c.KeyID, k.DeletionDate.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (c DeleteKey) applyTo(t *txn) {
+	k := *t.next.keys[c.KeyStore][c.KeyID]
+	k.Deleted = true
+	k.Enabled = false
+	t.putKey(&k)
 }

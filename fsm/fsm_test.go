@@ -40,6 +40,11 @@ func sampleCommands() []Command {
 		SetCurrentVersion{KeyStore: "s", KeyID: "k2", Version: 2},
 		AddGrant{At: at, Grant: grantSpec("g2", "s", AllKeys, "*")},
 		RemoveGrant{ID: "g2"},
+		SetKeyEnabled{KeyStore: "s", KeyID: "k2", Enabled: false},
+		ScheduleDeletion{At: at, KeyStore: "s", KeyID: "k2", Days: MinDeletionDays},
+		CancelDeletion{KeyStore: "s", KeyID: "k2"},
+		ScheduleDeletion{At: at, KeyStore: "s", KeyID: "k2", Days: MinDeletionDays},
+		DeleteKey{At: at.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "s", KeyID: "k2"},
 	}
 }
 
@@ -167,11 +172,11 @@ func TestApply(t *testing.T) {
 			t.Fatalf("entry %d: onChange not called with the new state", index)
 		}
 		switch {
-		case index == 13:
+		case index == uint64(len(sampleCommands())+1):
 			if !errors.Is(res.Err, ErrConflict) || stateJSONOf(t, f.State().withIndex(0)) != stateJSONOf(t, before.withIndex(0)) {
 				t.Fatalf("refused command: %v", res.Err)
 			}
-		case index == 14:
+		case index == uint64(len(sampleCommands())+2):
 			if res.Err != nil || stateJSONOf(t, f.State().withIndex(0)) != stateJSONOf(t, before.withIndex(0)) {
 				t.Fatalf("skipped command: %v", res.Err)
 			}
@@ -239,12 +244,13 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := persist(t, f)
-	if !bytes.HasPrefix(want, []byte(`{"version":1,"state":{"index":15,`)) {
+	last := len(theLog(t))
+	if !bytes.HasPrefix(want, []byte(fmt.Sprintf(`{"version":1,"state":{"index":%d,`, last))) {
 		t.Fatalf("snapshot format: %.60s", want)
 	}
 	// A snapshot is the state when Snapshot was called, whatever Apply
 	// does while Persist runs.
-	f.Apply(entry(16, encode(t, SetKeyEnabled{KeyStore: "s", KeyID: "k"})))
+	f.Apply(entry(uint64(last+1), encode(t, SetKeyEnabled{KeyStore: "s", KeyID: "k"})))
 	var sink memSink
 	if err := snap.Persist(&sink); err != nil || !bytes.Equal(sink.Bytes(), want) {
 		t.Fatalf("the snapshot moved with the state: %v", err)
@@ -259,11 +265,11 @@ func TestSnapshotRestore(t *testing.T) {
 	if got := persist(t, g); !bytes.Equal(got, want) {
 		t.Fatalf("restored state differs:\n%s\n%s", got, want)
 	}
-	if restored != g.State() || g.AppliedIndex() != 15 || g.State().KeyStore("old") != nil {
+	if restored != g.State() || g.AppliedIndex() != uint64(last) || g.State().KeyStore("old") != nil {
 		t.Fatal("Restore must replace the state, report it and restore the applied index")
 	}
 	// The restored replica goes on exactly like the original.
-	g.Apply(entry(16, encode(t, SetKeyEnabled{KeyStore: "s", KeyID: "k"})))
+	g.Apply(entry(uint64(last+1), encode(t, SetKeyEnabled{KeyStore: "s", KeyID: "k"})))
 	if !bytes.Equal(persist(t, g), persist(t, f)) {
 		t.Fatal("the restored replica diverged")
 	}

@@ -159,6 +159,13 @@ type Key struct {
 	CurrentVersion uint32       `json:"currentVersion"` // the version Encrypt uses
 	Versions       []KeyVersion `json:"versions"`       // in increasing Number order
 	CreatedAt      time.Time    `json:"createdAt"`      // set by Apply from the command's At
+	// DeletionDate, when set, is when the leader deletes the key; only a
+	// disabled key may be scheduled, and it cannot be enabled until the
+	// deletion is cancelled.
+	DeletionDate time.Time `json:"deletionDate,omitzero"`
+	// Deleted keys stay in the state as tombstones: their id is never
+	// reused, and every node's reconciler destroys their HSM objects.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // KeyVersion is one generation of a key's material. Versions are never

@@ -155,14 +155,22 @@ func (s *StoreView) Credential(accessKeyID []byte, now time.Time) (*Credential, 
 	return c, true
 }
 
-// Key finds a key of this store by its external key id.
-func (s *StoreView) Key(id []byte) *Key { return s.keys[string(id)] }
+// Key finds a key of this store by its external key id; a deleted key is
+// not found.
+func (s *StoreView) Key(id []byte) *Key {
+	if k := s.keys[string(id)]; k != nil && !k.Deleted {
+		return k
+	}
+	return nil
+}
 
-// Keys lists the store's keys, in no particular order.
+// Keys lists the store's keys that are not deleted, in no particular order.
 func (s *StoreView) Keys() []*Key {
 	out := make([]*Key, 0, len(s.keys))
 	for _, k := range s.keys {
-		out = append(out, k)
+		if !k.Deleted {
+			out = append(out, k)
+		}
 	}
 	return out
 }

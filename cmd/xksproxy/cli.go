@@ -279,7 +279,7 @@ func keyCommand(o *cliOptions) *cobra.Command {
 			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/keys", nil, &res, func() {
 				rows := [][]string{}
 				for _, k := range res {
-					rows = append(rows, []string{k.ID, onOff(k.Enabled, "enabled", "DISABLED"), strings.Join(k.Usage, "+"), fmt.Sprint(k.CurrentVersion), fmt.Sprint(len(k.Versions))})
+					rows = append(rows, []string{k.ID, keyState(&k), strings.Join(k.Usage, "+"), fmt.Sprint(k.CurrentVersion), fmt.Sprint(len(k.Versions))})
 				}
 				table("KEY ID\tSTATE\tUSAGE\tCURRENT\tVERSIONS", rows)
 			})
@@ -291,7 +291,7 @@ func keyCommand(o *cliOptions) *cobra.Command {
 			var k cluster.KeyInfo
 			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1]), nil, &k, func() {
 				fmt.Printf("key         %s/%s\nstate       %s\nusage       %s\ncurrent     version %d\ncreated     %s\n",
-					k.KeyStore, k.ID, onOff(k.Enabled, "enabled", "DISABLED"), strings.Join(k.Usage, "+"), k.CurrentVersion, k.CreatedAt.Format(time.RFC3339))
+					k.KeyStore, k.ID, keyState(&k), strings.Join(k.Usage, "+"), k.CurrentVersion, k.CreatedAt.Format(time.RFC3339))
 				rows := [][]string{}
 				for _, v := range k.Versions {
 					rows = append(rows, []string{fmt.Sprint(v.Number), v.HSMLabel, onOff(v.Wrapped, "replicated", "shared"), v.CreatedAt.Format(time.RFC3339)})
@@ -308,10 +308,40 @@ func keyCommand(o *cliOptions) *cobra.Command {
 				func() { printChange("rotated", "key "+args[0]+"/"+args[1], &res) })
 		},
 	}
-	cmd.AddCommand(create, list, show, rotate,
+	var days int
+	schedule := &cobra.Command{
+		Use: "schedule-deletion KEYSTORE KEYID", Short: "Delete a disabled key after a waiting period (7-30 days)", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var k cluster.KeyInfo
+			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1])+"/schedule-deletion",
+				cluster.ScheduleDeletionRequest{Days: days}, &k, func() {
+					fmt.Printf("key %s/%s will be deleted, and its material destroyed in every HSM, on %s\n", k.KeyStore, k.ID, k.DeletionDate.Format(time.RFC3339))
+				})
+		},
+	}
+	schedule.Flags().IntVar(&days, "days", 30, "waiting period in days (7-30)")
+	cancelDeletion := &cobra.Command{
+		Use: "cancel-deletion KEYSTORE KEYID", Short: "Cancel a scheduled deletion (the key stays disabled)", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var k cluster.KeyInfo
+			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1])+"/cancel-deletion", nil, &k,
+				func() { fmt.Printf("cancelled the deletion of key %s/%s; it is still disabled\n", k.KeyStore, k.ID) })
+		},
+	}
+	cmd.AddCommand(create, list, show, rotate, schedule, cancelDeletion,
 		switchCommand(o, "disable", "key", "Disable a key on every node (kill switch)", 2),
 		switchCommand(o, "enable", "key", "Enable a key on every node", 2))
 	return cmd
+}
+
+func keyState(k *cluster.KeyInfo) string {
+	switch {
+	case k.Deleted:
+		return "DELETED"
+	case k.DeletionDate != nil:
+		return "PENDING DELETION " + k.DeletionDate.Format(time.RFC3339)
+	}
+	return onOff(k.Enabled, "enabled", "DISABLED")
 }
 
 func grantCommand(o *cliOptions) *cobra.Command {
