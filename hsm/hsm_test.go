@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,6 +305,48 @@ func TestBusy(t *testing.T) {
 	}
 	if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil); err != nil {
 		t.Fatalf("after sessions came back: %v", err)
+	}
+}
+
+func TestShedsByExpectedWait(t *testing.T) {
+	f := &faultModule{}
+	cfg := testConfig(testToken)
+	cfg.WaitTimeout = 100 * time.Millisecond
+	cfg.CallTimeout = 5 * time.Second
+	h := openWrapped(t, cfg, f.wrap)
+	key := newKey(t, h)
+	// Slow calls: 40 ms each on 2 sessions. A queue of 2 expects 40 ms (fits
+	// the 100 ms budget); a queue of 10 expects 200 ms (does not).
+	f.onEncrypt(func() error { time.Sleep(40 * time.Millisecond); return nil })
+	defer f.onEncrypt(nil)
+	for range 4 {
+		if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := h.ExpectedWait(2); got < 20*time.Millisecond || got > 100*time.Millisecond {
+		t.Fatalf("expected wait of a queue of 2 at 40 ms per call on 2 sessions: %v", got)
+	}
+	var wg sync.WaitGroup
+	var busy, ok atomic.Int64
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, ErrBusy):
+				busy.Add(1)
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if busy.Load() == 0 || ok.Load() < 2 {
+		t.Fatalf("12 slow calls at once: %d served, %d shed; want some of each", ok.Load(), busy.Load())
 	}
 }
 

@@ -137,11 +137,20 @@ func putCall(c *call) {
 
 // acquire takes a free session, waiting at most wait. The fast path is a
 // plain channel receive; the timer is armed only when the pool is empty.
+// Overload is shed by expected wait, not by queue length: a caller whose
+// place in the queue, at the average call time, would outlast wait gets
+// ErrBusy at once instead of occupying the queue until the deadline. A
+// long queue of fast calls is not overload; a short queue of slow ones is.
 func (h *HSM) acquire(t *time.Timer, wait time.Duration) (*session, error) {
 	select {
 	case s := <-h.free:
 		return s, nil
 	default:
+	}
+	ahead := h.waiting.Add(1)
+	defer h.waiting.Add(-1)
+	if h.ExpectedWait(ahead) > wait {
+		return nil, ErrBusy
 	}
 	t.Reset(wait)
 	select {
@@ -199,7 +208,9 @@ func (h *HSM) worker(s *session) {
 			// for recovery.
 			c.err = down
 		} else {
+			start := time.Now()
 			c.out, c.found, c.err = h.exec(s, c)
+			h.observeCall(time.Since(start))
 		}
 		finished := c.state.CompareAndSwap(callPending, callFinished)
 		if !finished {
@@ -213,4 +224,23 @@ func (h *HSM) worker(s *session) {
 			c.done <- struct{}{}
 		}
 	}
+}
+
+// observeCall folds one call's duration into the moving average (weight
+// 1/8: it follows a change of load within tens of calls). Concurrent
+// updates may lose one another; the average stays an average.
+func (h *HSM) observeCall(d time.Duration) {
+	old := h.callNS.Load()
+	if old == 0 {
+		h.callNS.Store(int64(d))
+		return
+	}
+	h.callNS.Store(old + (int64(d)-old)/8)
+}
+
+// ExpectedWait estimates how long a caller with queued callers ahead of it
+// (itself included) waits for a session: they drain at PoolSize calls per
+// average call time.
+func (h *HSM) ExpectedWait(queued int64) time.Duration {
+	return time.Duration(queued * h.callNS.Load() / int64(h.cfg.PoolSize))
 }
