@@ -5,7 +5,7 @@ LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test check clean
+.PHONY: help deps deps-wrk build run test check clean bench-ratio
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,13 @@ check: ## gofmt, go vet, go.mod tidiness and the package import rules
 	  if ! diff -q go.mod /tmp/xksproxy.go.mod >/dev/null || ! diff -q go.sum /tmp/xksproxy.go.sum >/dev/null; then \
 	    echo "go.mod/go.sum were not tidy (now fixed; commit them)"; exit 1; fi
 	@scripts/check-imports.sh
+
+bench-ratio: deps ## Proxy vs bare fasthttp+SoftHSMv2 baseline under wrk; prints the ratio (needs wrk)
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory WRK=1 deps-wrk
+	scripts/bench-ratio.sh
+
+deps-wrk:
+	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq wrk
 
 clean: ## Remove build output and the development data directory
 	rm -rf bin $(DATA)
