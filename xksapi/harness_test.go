@@ -89,7 +89,7 @@ func runTests(m *testing.M) int {
 //	                  kdis (disabled), kenc (encrypt only), kgone (no HSM object)
 //	b  /kms/xks/v1    one credential; key k1
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	server *xksapi.Server
 	views  *fsm.ViewHolder
 	addr   string
@@ -110,7 +110,7 @@ type fixtureOptions struct {
 	maxInFlight int
 }
 
-func newFixture(t *testing.T, opts fixtureOptions) *fixture {
+func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 	t.Helper()
 	f := &fixture{t: t, views: &fsm.ViewHolder{}, logs: &syncBuffer{}}
 	f.credsA = []fsm.Credential{fsm.GenerateCredential(), fsm.GenerateCredential()}
@@ -203,7 +203,7 @@ func metadata(op string) xksclient.RequestMetadata {
 }
 
 // wantXKSError asserts err is the proxy's JSON refusal with name and status.
-func wantXKSError(t *testing.T, err error, status int, name string) {
+func wantXKSError(t testing.TB, err error, status int, name string) {
 	t.Helper()
 	xe, ok := err.(*xksclient.Error)
 	if !ok {
@@ -270,7 +270,7 @@ type testPKI struct {
 	serverKey  string
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	p := &testPKI{dir: t.TempDir()}
 	p.ca, p.caKey = p.issue(t, "test CA", nil, nil, "ca")
@@ -282,7 +282,7 @@ func newTestPKI(t *testing.T) *testPKI {
 
 // issue makes a certificate signed by parent (self-signed CA when nil) and
 // writes name.pem and name-key.pem.
-func (p *testPKI) issue(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+func (p *testPKI) issue(t testing.TB, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -324,7 +324,7 @@ func (p *testPKI) issue(t *testing.T, cn string, parent *x509.Certificate, paren
 
 // clientCert issues a client certificate with cn from this CA (or from a
 // fresh, untrusted CA when foreign).
-func (p *testPKI) clientCert(t *testing.T, cn string, foreign bool) *tls.Certificate {
+func (p *testPKI) clientCert(t testing.TB, cn string, foreign bool) *tls.Certificate {
 	t.Helper()
 	ca, caKey := p.ca, p.caKey
 	if foreign {
@@ -339,7 +339,7 @@ func (p *testPKI) clientCert(t *testing.T, cn string, foreign bool) *tls.Certifi
 	return &c
 }
 
-func mustRoots(t *testing.T, caFile string) *x509.CertPool {
+func mustRoots(t testing.TB, caFile string) *x509.CertPool {
 	t.Helper()
 	b, err := os.ReadFile(caFile)
 	if err != nil {

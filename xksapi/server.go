@@ -112,6 +112,10 @@ func (s *Server) newHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
 	}
 }
 
+// Handler is the XKS API as a fasthttp handler, for embedding the API in
+// another server and for measuring it without sockets.
+func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
+
 // ServeTLS serves the XKS API on ln over TLS until Shutdown.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 	return s.api.Serve(tls.NewListener(ln, cfg))
