@@ -530,6 +530,10 @@ func (a *admin) clusterStatus(r *http.Request) (any, error) {
 	defer cancel()
 	nodes, _ := a.n.Statuses(ctx)
 	st := ClusterStatus{Nodes: nodes}
+	for _, m := range a.n.Members() {
+		st.Fleet = append(st.Fleet, FleetStatus{ID: m.ID, State: m.State, APIAddr: m.APIAddr, HSMStatus: m.HSMStatus,
+			Ready: m.Ready, AppliedIndex: m.AppliedIndex, KeysReady: m.KeysReady})
+	}
 	if addr, id := a.n.raft.LeaderWithID(); addr != "" {
 		st.Leader = &LeaderInfo{ID: string(id), ClusterAddr: string(addr)}
 		for _, n := range nodes {

@@ -97,8 +97,20 @@ type ChangeResult struct {
 // ClusterStatus is `cluster status`: the leader (null during an election)
 // and every voter as it reports itself.
 type ClusterStatus struct {
-	Leader *LeaderInfo  `json:"leader"`
-	Nodes  []NodeStatus `json:"nodes"`
+	Leader *LeaderInfo   `json:"leader"`
+	Nodes  []NodeStatus  `json:"nodes"`
+	Fleet  []FleetStatus `json:"fleet,omitempty"`
+}
+
+// FleetStatus is one gossip member as the answering node last heard of it.
+type FleetStatus struct {
+	ID           string `json:"id"`
+	State        string `json:"state"` // alive, dead or left
+	APIAddr      string `json:"apiAddress"`
+	HSMStatus    string `json:"hsmStatus"`
+	Ready        bool   `json:"ready"`
+	AppliedIndex uint64 `json:"appliedIndex"`
+	KeysReady    int    `json:"keysReady"`
 }
 
 // LeaderInfo names the leader and where its XKS API listens (host:port).

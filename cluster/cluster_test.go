@@ -91,6 +91,10 @@ type testCluster struct {
 	noSeed bool // a bootstrapping node starts empty (a restore target)
 	// skew moves every node's deletion clock forward (nanoseconds).
 	skew atomic.Int64
+	// gossipKey, when set, runs every node with gossip and bootstrap-expect
+	// instead of Bootstrap and Raft joins.
+	gossipKey []byte
+	expect    int
 }
 
 func (c *testCluster) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
@@ -103,20 +107,8 @@ const (
 
 func newTestCluster(t *testing.T, size int) *testCluster {
 	t.Helper()
-	cred := fsm.GenerateCredential()
-	c := &testCluster{t: t, ca: testpki.NewCA(t, "cluster CA"), apiCA: testpki.NewCA(t, "api CA"),
-		token: "admin-token-0123456789", secret: string(cred.Secret), akid: cred.AccessKeyID}
-	hc, err := xksclient.NewHTTPClient(c.apiCA.CAFile, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.http = hc
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			c.stop(n)
-			n.hsm.Close()
-		}
-	})
+	c := &testCluster{}
+	c.init(t)
 	for i := range size {
 		n := c.addNode(tokenLabels[i], i == 0, true)
 		if i == 0 {
@@ -134,6 +126,25 @@ func newTestCluster(t *testing.T, size int) *testCluster {
 		return true
 	})
 	return c
+}
+
+// init gives c its CAs, demo credential, admin token and client, and stops
+// every node and closes its HSM when the test ends.
+func (c *testCluster) init(t *testing.T) {
+	cred := fsm.GenerateCredential()
+	c.t, c.ca, c.apiCA = t, testpki.NewCA(t, "cluster CA"), testpki.NewCA(t, "api CA")
+	c.token, c.secret, c.akid = "admin-token-0123456789", string(cred.Secret), cred.AccessKeyID
+	hc, err := xksclient.NewHTTPClient(c.apiCA.CAFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.http = hc
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			c.stop(n)
+			n.hsm.Close()
+		}
+	})
 }
 
 // addNode starts a member on tokenLabel. The first bootstraps and seeds;
@@ -161,11 +172,20 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond,
 	}
 	for _, other := range c.nodes {
-		if other.node != nil {
+		if other.node != nil && c.gossipKey == nil {
 			n.cfg.Join = append(n.cfg.Join, other.node.ClusterAddr())
 		}
 	}
-	if bootstrap && !c.noSeed {
+	if c.gossipKey != nil {
+		n.cfg.Bootstrap, n.cfg.BootstrapExpect = false, c.expect
+		n.cfg.Gossip = &GossipConfig{BindAddr: "127.0.0.1:0", Keyring: [][]byte{c.gossipKey},
+			ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, GossipInterval: 50 * time.Millisecond,
+			SuspicionMult: 2, RejoinInterval: time.Second}
+		if len(c.nodes) > 0 && c.nodes[0].node != nil {
+			n.cfg.Gossip.Join = []string{c.nodes[0].node.GossipAddr()}
+		}
+	}
+	if (bootstrap || c.gossipKey != nil) && !c.noSeed {
 		n.cfg.Seed = &SeedSpec{
 			KeyStores: []SeedKeyStore{{Name: demoStore, URIPath: demoPath, Region: "us-east-1", GrantsMode: fsm.GrantsOpen,
 				KeyMode: fsm.KeyModeReplicated, Credentials: []SeedCredential{{AccessKeyID: c.akid, Secret: []byte(c.secret)}}}},
@@ -203,7 +223,15 @@ func (c *testCluster) start(n *testNode) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	n.api = xksapi.New(xksapi.Config{NodeID: n.id, Ready: n.node.ServingError}, n.views, n.hsm, log)
+	node := n.node
+	n.api = xksapi.New(xksapi.Config{NodeID: n.id, Ready: node.ServingError, Fleet: func() (int, []xksapi.FleetMember) {
+		size, others := node.Fleet()
+		out := make([]xksapi.FleetMember, len(others))
+		for i, m := range others {
+			out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.HSMStatus}
+		}
+		return size, out
+	}}, n.views, n.hsm, log)
 	n.apiAddr = ln.Addr().String()
 	go n.api.ServeTLS(ln, tlsCfg)
 }

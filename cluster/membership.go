@@ -91,6 +91,7 @@ func (n *Node) addVoterLocal(id, addr string) error {
 			}
 		}
 	}
+	n.removedAt.Delete(id)
 	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0).Error(); err != nil {
 		return err
 	}
@@ -106,10 +107,26 @@ func (n *Node) removeServerLocal(id string) error {
 		_, err := n.forward(ctx, "/v1/remove", joinRequest{ID: id})
 		return err
 	}
+	var addr raft.ServerAddress
+	if servers, err := n.Servers(); err == nil {
+		for _, s := range servers {
+			if s.ID == raft.ServerID(id) {
+				addr = s.Address
+			}
+		}
+	}
+	n.removedAt.Store(id, time.Now())
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 0).Error(); err != nil {
 		return err
 	}
 	n.log.Info().Str("node", id).Msg("removed a server")
+	// A removed follower never hears of it from Raft (the leader just stops
+	// replicating to it), so tell it: it leaves the fleet and stops serving.
+	if addr != "" && id != n.cfg.NodeID {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		n.rpc(ctx, string(addr), "/v1/removed", joinRequest{ID: id}, nil)
+		cancel()
+	}
 	return nil
 }
 

@@ -43,6 +43,15 @@ type Config struct {
 	StalenessLimit time.Duration
 	// Seed, when set, is applied once by the first leader of a fresh cluster.
 	Seed *SeedSpec
+	// Gossip, when set, runs the memberlist fleet: discovery, fleet health,
+	// and voters managed by the leader. Its NodeID is this node's.
+	Gossip *GossipConfig
+	// BootstrapExpect, with Gossip, forms a new cluster once this many
+	// members are alive (instead of Bootstrap on one chosen node).
+	BootstrapExpect int
+	// DeadTimeout, with Gossip, removes a voter that has been dead this long;
+	// 0 keeps dead voters until an operator removes them.
+	DeadTimeout time.Duration
 
 	// Now is the leader's clock for scheduled deletions; nil means time.Now.
 	Now func() time.Time
@@ -65,14 +74,17 @@ type Node struct {
 	rpcServer   *http.Server
 	adminServer *http.Server
 	rpcClient   *http.Client
+	gossip      *Gossip
 	stores      []interface{ Close() error }
 
 	viewIndex     atomic.Uint64
 	caughtUp      atomic.Bool
+	removed       atomic.Bool
 	stateDirty    chan struct{}
 	unsealed      sync.Map // access key id + sealed blob -> secret
 	presentLabels sync.Map // HSM labels known to be in the local HSM
 	destroyed     sync.Map // HSM labels of deleted keys already destroyed here
+	removedAt     sync.Map // node id -> when this leader removed it, so gossip does not re-add it
 	missing       atomic.Pointer[[]string]
 
 	stop chan struct{}
@@ -116,6 +128,7 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		n.Close()
 		return nil, err
 	}
+	n.markDirty() // publish a view even before the first command
 	n.wg.Add(4)
 	go n.deleteDueKeys()
 	go n.buildViews()
@@ -124,6 +137,20 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.join()
+	}
+	if cfg.Gossip != nil {
+		gc := *cfg.Gossip
+		gc.NodeID, gc.Log = cfg.NodeID, n.log
+		if n.gossip, err = StartGossip(gc, n.localMeta); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
+		n.wg.Add(1)
+		go n.watchFleet()
+		if cfg.BootstrapExpect > 0 {
+			n.wg.Add(1)
+			go n.bootstrapExpect()
+		}
 	}
 	return n, nil
 }
@@ -203,6 +230,26 @@ func (n *Node) ClusterAddr() string { return n.mux.advertise.String() }
 // IsLeader reports whether this node leads the cluster now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
+// markRemoved is the leader telling this node it is no longer a member: it
+// stops serving and leaves the gossip fleet, so that no leader adds it back.
+func (n *Node) markRemoved() {
+	if n.removed.Swap(true) {
+		return
+	}
+	n.log.Warn().Msg("removed from the cluster: serving nothing, leaving the gossip fleet")
+	if n.gossip != nil {
+		go n.gossip.Leave(5 * time.Second)
+	}
+}
+
+// GossipAddr is this node's gossip address, or "" without gossip.
+func (n *Node) GossipAddr() string {
+	if n.gossip == nil {
+		return ""
+	}
+	return n.gossip.Addr()
+}
+
 // Close leaves the data as it is (a restart resumes) and stops everything.
 func (n *Node) Close() error {
 	select {
@@ -212,6 +259,9 @@ func (n *Node) Close() error {
 		close(n.stop)
 	}
 	var errs []error
+	if n.gossip != nil {
+		n.gossip.Close()
+	}
 	if n.raft != nil {
 		errs = append(errs, n.raft.Shutdown().Error())
 	}
@@ -273,51 +323,47 @@ func (n *Node) seedWhileLeader() {
 }
 
 // catchUp marks the node caught up once its FSM and view have reached the
-// leader's commit index as of this start: a restarted node must not serve
+// leader's applied state as of this start: a restarted node must not serve
 // stale state (a key disabled while it was down) before then.
 func (n *Node) catchUp() {
 	defer n.wg.Done()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var target uint64
+	target, known := uint64(0), false
 	for !n.caughtUp.Load() {
 		select {
 		case <-n.stop:
 			return
 		case <-tick.C:
 		}
-		if target == 0 {
-			target = n.leaderCommitIndex()
+		if !known {
+			target, known = n.leaderFSMIndex()
 			continue
 		}
-		// Raft's own entries (no-ops, barriers, configurations) never reach
-		// the FSM, so Raft's applied index is the one to compare; the view
-		// must then reflect everything the FSM has.
-		if n.raft.AppliedIndex() >= target && n.viewIndex.Load() >= n.fsm.AppliedIndex() {
+		if n.fsm.AppliedIndex() >= target && n.viewIndex.Load() >= target && n.views.Load() != nil {
 			n.caughtUp.Store(true)
 			n.log.Info().Uint64("index", target).Msg("caught up with the leader")
 		}
 	}
 }
 
-// syncWithLeader waits until this node has applied what the leader had
-// committed when asked, so that an operator sees the same state through any
-// node: a key store created through one node exists for the next command
-// sent to another.
+// syncWithLeader waits until this node's FSM has applied what the leader's
+// had when asked, so that an operator sees the same state through any node:
+// a key store created through one node exists for the next command sent to
+// another.
 func (n *Node) syncWithLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	var target uint64
-	for target == 0 {
-		if target = n.leaderCommitIndex(); target == 0 {
-			select {
-			case <-ctx.Done():
-				return errors.New("no cluster leader: the state cannot be read or changed consistently now")
-			case <-time.After(50 * time.Millisecond):
-			}
+	target, known := n.leaderFSMIndex()
+	for !known {
+		select {
+		case <-ctx.Done():
+			return errors.New("no cluster leader: the state cannot be read or changed consistently now")
+		case <-time.After(50 * time.Millisecond):
 		}
+		target, known = n.leaderFSMIndex()
 	}
-	for n.raft.AppliedIndex() < target {
+	for n.fsm.AppliedIndex() < target {
 		select {
 		case <-ctx.Done():
 			return errors.New("this node is behind the cluster leader")
@@ -327,31 +373,31 @@ func (n *Node) syncWithLeader(ctx context.Context) error {
 	return nil
 }
 
-// leaderCommitIndex asks the leader for its commit index; 0 while unknown.
-func (n *Node) leaderCommitIndex() uint64 {
+// leaderFSMIndex is the index of the last command the leader's FSM has
+// applied, which covers every write the leader has acknowledged. Commands
+// are the only entries the FSM sees, so this is the number to compare with
+// this node's FSM; Raft's own indexes also count no-ops and configurations,
+// and Raft marks entries applied before the FSM has them. known is false
+// while no leader answers.
+func (n *Node) leaderFSMIndex() (index uint64, known bool) {
 	if n.IsLeader() {
+		// A new leader may still be applying what its predecessor committed.
 		if err := n.raft.Barrier(5 * time.Second).Error(); err != nil {
-			return 0
+			return 0, false
 		}
-		if ci := n.raft.CommitIndex(); ci > 0 {
-			return ci
-		}
-		return 1
+		return n.fsm.AppliedIndex(), true
 	}
 	addr, _ := n.raft.LeaderWithID()
 	if addr == "" {
-		return 0
+		return 0, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var st NodeStatus
 	if status, err := n.rpc(ctx, string(addr), "/v1/status", nil, &st); err != nil || status != http.StatusOK {
-		return 0
+		return 0, false
 	}
-	if st.CommitIndex == 0 {
-		return 1
-	}
-	return st.CommitIndex
+	return st.AppliedIndex, true
 }
 
 // ServingError says why this node must refuse crypto now, or nil: it has not
@@ -359,6 +405,9 @@ func (n *Node) leaderCommitIndex() uint64 {
 // longer than the staleness limit (so that a key disabled elsewhere cannot
 // live on in a partitioned site).
 func (n *Node) ServingError() error {
+	if n.removed.Load() {
+		return errors.New("removed from the cluster")
+	}
 	if !n.caughtUp.Load() {
 		return errors.New("catching up with the cluster leader")
 	}

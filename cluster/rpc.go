@@ -75,6 +75,10 @@ func (n *Node) rpcHandler() http.Handler {
 		writeApplyResult(w, 0, n.removeServerLocal(req.ID))
 	})
 	mux.HandleFunc("POST /v1/restore", n.restoreRPC)
+	mux.HandleFunc("POST /v1/removed", func(w http.ResponseWriter, r *http.Request) {
+		n.markRemoved()
+		writeJSON(w, http.StatusOK, applyResponse{})
+	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})

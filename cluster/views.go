@@ -36,6 +36,9 @@ func (n *Node) buildViews() {
 		}
 		n.views.Publish(view)
 		n.viewIndex.Store(st.Index())
+		if n.gossip != nil {
+			n.gossip.Refresh()
+		}
 		if len(missing) > 0 || len(errs) > 0 {
 			// The HSM may come back (a token re-inserted, the ceremony
 			// done): try again without waiting for the next change.

@@ -292,6 +292,13 @@ func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
 		EKMVendor: manufacturer,
 		Fleet:     []FleetMember{{ID: id, Model: model, Status: status}},
 	}
+	if s.cfg.Fleet != nil {
+		size, others := s.cfg.Fleet()
+		report.FleetSize = max(size, 1)
+		// The specification allows at most ten entries; this node's own,
+		// freshest, comes first.
+		report.Fleet = append(report.Fleet, others[:min(len(others), maxFleetDetails-1)]...)
+	}
 	buf := bytebufferpool.Get()
 	buf.B = appendHealthResponse(buf.B[:0], &report)
 	writeJSON(ctx, fasthttp.StatusOK, buf.B)
@@ -385,6 +392,9 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	ev.Float64("latency_ms", float64(time.Since(x.start).Microseconds())/1000).Msg("xks request")
 }
+
+// maxFleetDetails is the specification's cap on ekmFleetDetails entries.
+const maxFleetDetails = 10
 
 // Version is the proxy's version, reported in GetHealthStatus.
 var Version = "0.1.0"

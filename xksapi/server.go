@@ -37,6 +37,9 @@ type Config struct {
 	// Ready is an extra condition for /ready and for serving crypto (the
 	// cluster's staleness limit); nil means always ready.
 	Ready func() error
+	// Fleet reports the fleet size and the other live nodes' HSMs for
+	// GetHealthStatus; nil means this node alone.
+	Fleet func() (size int, others []FleetMember)
 	// ReadTimeout bounds receiving one request; 0 means 10s.
 	ReadTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections; 0 means 120s.

@@ -5,6 +5,8 @@
 package devenv
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +45,7 @@ type NodeState struct {
 	HealthListen string `json:"healthListen"`
 	ClusterBind  string `json:"clusterBind"`
 	AdminListen  string `json:"adminListen"`
+	GossipBind   string `json:"gossipBind"`
 	TokenLabel   string `json:"tokenLabel"`
 }
 
@@ -146,7 +149,7 @@ func (e *Env) loadOrCreateState(listen string, nodes int) error {
 	for i := range e.State.Nodes {
 		n := &e.State.Nodes[i]
 		n.Listen = net.JoinHostPort(host, strconv.Itoa(port+i))
-		for _, addr := range []*string{&n.HealthListen, &n.ClusterBind, &n.AdminListen} {
+		for _, addr := range []*string{&n.HealthListen, &n.ClusterBind, &n.AdminListen, &n.GossipBind} {
 			if p, err := portOf(*addr); err != nil || (p >= port && p <= port+9) || taken[*addr] {
 				if *addr, err = freePortOutside(port, port+9, taken); err != nil {
 					return err
@@ -170,6 +173,13 @@ func (e *Env) prepareSecrets() error {
 		secret := string(fsm.GenerateCredential().Secret)
 		secret = strings.NewReplacer("/", "", "+", "", "=", "").Replace(secret)
 		if err := writeFileAtomic(e.path("secrets", name), []byte(secret+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(e.path("secrets", "gossip-key")); errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, 32)
+		rand.Read(key)
+		if err := writeFileAtomic(e.path("secrets", "gossip-key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
@@ -269,12 +279,14 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 			KeyFile:        e.nodeDir(i, "cluster-key.pem"),
 			ImportKeysFile: e.path("secrets", "cluster-keys"),
 		},
-		Admin: node.AdminConfig{Listen: n.AdminListen, TokenFile: e.path("secrets", "admin-token")},
-		Log:   node.LogConfig{Level: "info", Format: "json"},
+		Admin:  node.AdminConfig{Listen: n.AdminListen, TokenFile: e.path("secrets", "admin-token")},
+		Gossip: node.GossipConfig{Bind: n.GossipBind, KeyringFile: e.path("secrets", "gossip-key")},
+		Log:    node.LogConfig{Level: "info", Format: "json"},
 	}
 	for j, other := range e.State.Nodes {
 		if j != i {
 			c.Cluster.Join = append(c.Cluster.Join, other.ClusterBind)
+			c.Gossip.Join = append(c.Gossip.Join, other.GossipBind)
 		}
 	}
 	if i == 0 {

@@ -3,6 +3,7 @@
 package node
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +25,7 @@ type Config struct {
 	API       APIConfig       `toml:"api"`
 	HSM       HSMConfig       `toml:"hsm"`
 	Cluster   ClusterConfig   `toml:"cluster"`
+	Gossip    GossipConfig    `toml:"gossip"`
 	Admin     AdminConfig     `toml:"admin"`
 	Log       LogConfig       `toml:"log"`
 	Bootstrap BootstrapConfig `toml:"bootstrap"`
@@ -44,6 +46,38 @@ type ClusterConfig struct {
 	// start if the HSM lacks the cluster keys. For development; production
 	// imports once with `xksproxy cluster-keys import` and destroys the file.
 	ImportKeysFile string `toml:"import_keys_file,omitempty"`
+}
+
+// GossipConfig turns on the memberlist fleet: discovery by --join, fleet
+// health in GetHealthStatus, and voters managed by the leader.
+type GossipConfig struct {
+	Bind            string        `toml:"bind,omitempty"`
+	Advertise       string        `toml:"advertise,omitempty"`
+	Join            []string      `toml:"join,omitempty"`
+	KeyringFile     string        `toml:"keyring_file,omitempty"`
+	BootstrapExpect int           `toml:"bootstrap_expect,omitempty"`
+	DeadTimeout     time.Duration `toml:"dead_timeout,omitempty"`
+}
+
+// Keyring reads the gossip keys: one base64 AES key (16, 24 or 32 bytes)
+// per line, the first being the one used to encrypt.
+func (g *GossipConfig) Keyring() ([][]byte, error) {
+	b, err := os.ReadFile(g.KeyringFile)
+	if err != nil {
+		return nil, fmt.Errorf("gossip.keyring_file: %w", err)
+	}
+	var keys [][]byte
+	for _, line := range strings.Fields(string(b)) {
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return nil, fmt.Errorf("gossip.keyring_file %s: every line must be a base64 AES key of 16, 24 or 32 bytes", g.KeyringFile)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("gossip.keyring_file %s holds no key", g.KeyringFile)
+	}
+	return keys, nil
 }
 
 // AdminConfig is the operator API's listener.
@@ -189,6 +223,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Admin.TokenFile == "" {
 		problems = append(problems, "admin.token_file is required")
+	}
+	if c.Gossip.Bind != "" && c.Gossip.KeyringFile == "" {
+		problems = append(problems, "gossip.keyring_file is required: gossip is always encrypted")
+	}
+	if c.Gossip.BootstrapExpect > 0 && c.Cluster.Bootstrap {
+		problems = append(problems, "use either cluster.bootstrap or gossip.bootstrap_expect, not both")
 	}
 	switch c.Log.Format {
 	case "json", "console":

@@ -109,17 +109,28 @@ func (n *Node) start(cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("api.listen: %w", err)
 	}
+	var gossip *cluster.GossipConfig
+	if cfg.Gossip.Bind != "" {
+		keyring, err := cfg.Gossip.Keyring()
+		if err != nil {
+			return err
+		}
+		gossip = &cluster.GossipConfig{BindAddr: cfg.Gossip.Bind, Advertise: cfg.Gossip.Advertise, Join: cfg.Gossip.Join, Keyring: keyring}
+	}
 	n.Cluster, err = cluster.Start(cluster.Config{
-		NodeID:         cfg.NodeID,
-		DataDir:        cfg.DataDir,
-		Bind:           cfg.Cluster.Bind,
-		Advertise:      cfg.Cluster.Advertise,
-		APIAddr:        n.apiLn.Addr().String(),
-		TLS:            cluster.TLSFiles{CAFile: cfg.Cluster.CAFile, CertFile: cfg.Cluster.CertFile, KeyFile: cfg.Cluster.KeyFile},
-		Bootstrap:      cfg.Cluster.Bootstrap,
-		Join:           cfg.Cluster.Join,
-		StalenessLimit: cfg.Cluster.StalenessLimit,
-		Seed:           seed,
+		NodeID:          cfg.NodeID,
+		DataDir:         cfg.DataDir,
+		Bind:            cfg.Cluster.Bind,
+		Advertise:       cfg.Cluster.Advertise,
+		APIAddr:         n.apiLn.Addr().String(),
+		TLS:             cluster.TLSFiles{CAFile: cfg.Cluster.CAFile, CertFile: cfg.Cluster.CertFile, KeyFile: cfg.Cluster.KeyFile},
+		Bootstrap:       cfg.Cluster.Bootstrap,
+		Join:            cfg.Cluster.Join,
+		StalenessLimit:  cfg.Cluster.StalenessLimit,
+		Seed:            seed,
+		Gossip:          gossip,
+		BootstrapExpect: cfg.Gossip.BootstrapExpect,
+		DeadTimeout:     cfg.Gossip.DeadTimeout,
 	}, n.HSM, n.Views, n.log)
 	if err != nil {
 		return err
@@ -144,6 +155,7 @@ func (n *Node) start(cfg *Config) error {
 		ReadTimeout: cfg.API.ReadTimeout,
 		IdleTimeout: cfg.API.IdleTimeout,
 		Ready:       n.Cluster.ServingError,
+		Fleet:       n.fleet,
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
 	if cfg.API.HealthListen != "" {
@@ -181,6 +193,16 @@ func ImportClusterKeys(h *hsm.HSM, path string) error {
 		return fmt.Errorf("importing the cluster keys: %w", err)
 	}
 	return nil
+}
+
+// fleet adapts the cluster's gossip view to GetHealthStatus.
+func (n *Node) fleet() (int, []xksapi.FleetMember) {
+	size, others := n.Cluster.Fleet()
+	out := make([]xksapi.FleetMember, len(others))
+	for i, m := range others {
+		out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.HSMStatus}
+	}
+	return size, out
 }
 
 // APIAddr is the bound address of the XKS listener.

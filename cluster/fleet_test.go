@@ -1,0 +1,120 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/bench/xksclient"
+)
+
+// newGossipCluster forms a cluster the way an operator would with gossip:
+// every node joins node 1's gossip address, nobody is told to bootstrap, and
+// the cluster forms once three members see each other.
+func newGossipCluster(t *testing.T, size int) *testCluster {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	c := &testCluster{gossipKey: key, expect: size}
+	c.init(t)
+	for i := range size {
+		c.addNode(tokenLabels[i], false, true)
+	}
+	c.waitFor("the gossip fleet to form a ready cluster", 30*time.Second, func() bool {
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		servers, err := l.node.Servers()
+		if err != nil || len(servers) != size {
+			return false
+		}
+		for _, n := range c.nodes {
+			if n.node.ServingError() != nil || n.client().RoundTrip(demoKey, md("Encrypt"), []byte("x"), nil) != nil {
+				return false
+			}
+		}
+		return true
+	})
+	return c
+}
+
+func health(t *testing.T, n *testNode) *xksclient.HealthResponse {
+	t.Helper()
+	h, err := n.client().Health(xksclient.RequestMetadata{KMSRequestID: "h", KMSOperation: "KmsHealthCheck"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
+	c := newGossipCluster(t, 3)
+	h := health(t, c.nodes[1])
+	if h.FleetSize != 3 || len(h.Fleet) != 3 {
+		t.Fatalf("health of a 3-node fleet: %+v", h)
+	}
+	for _, m := range h.Fleet {
+		if m.HealthStatus != "ACTIVE" || m.ID == "" || m.Model == "" {
+			t.Fatalf("fleet entry %+v", m)
+		}
+	}
+
+	// A node dies: the fleet shrinks, it stays a voter.
+	gone := c.nodes[2]
+	c.stop(gone)
+	c.waitFor("the fleet size to drop to 2", 15*time.Second, func() bool { return health(t, c.nodes[0]).FleetSize == 2 })
+	servers, err := c.leader().node.Servers()
+	if err != nil || len(servers) != 3 {
+		t.Fatalf("a dead node must stay a voter: %v %v", servers, err)
+	}
+	var st ClusterStatus
+	if err := c.nodes[0].admin.Do(http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	dead := false
+	for _, m := range st.Fleet {
+		dead = dead || m.ID == gone.id && m.State == MemberDead
+	}
+	if !dead {
+		t.Fatalf("cluster status does not show %s dead: %+v", gone.id, st.Fleet)
+	}
+
+	// It comes back through gossip alone.
+	gone.cfg.Gossip.Join = []string{c.nodes[0].node.GossipAddr()}
+	c.start(gone)
+	c.waitFor("the fleet size to return to 3", 20*time.Second, func() bool {
+		return health(t, c.nodes[0]).FleetSize == 3 && gone.node.ServingError() == nil
+	})
+
+	// An operator removes it while it runs: it leaves the fleet and the
+	// leader does not add it back.
+	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/cluster/remove", MembershipRequest{ID: gone.id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor("the removed node to leave the fleet", 15*time.Second, func() bool { return health(t, c.nodes[0]).FleetSize == 2 })
+	time.Sleep(3 * time.Second)
+	if servers, _ := c.leader().node.Servers(); len(servers) != 2 {
+		t.Fatalf("the removed node came back as a voter: %v", servers)
+	}
+}
+
+func TestGossipRefusesAWrongKey(t *testing.T) {
+	c := newGossipCluster(t, 3)
+	good := c.gossipKey
+	c.gossipKey = make([]byte, 32)
+	rand.Read(c.gossipKey)
+	stranger := c.addNode(tokenLabels[3], false, true)
+	c.gossipKey = good
+	time.Sleep(3 * time.Second)
+	if size, _ := c.nodes[0].node.Fleet(); size != 3 {
+		t.Fatalf("a node with the wrong gossip key joined the fleet: size %d", size)
+	}
+	if servers, _ := c.leader().node.Servers(); len(servers) != 3 {
+		t.Fatalf("a node with the wrong gossip key became a voter: %v", servers)
+	}
+	if stranger.node.ServingError() == nil {
+		t.Fatal("the stranger says it can serve")
+	}
+}
