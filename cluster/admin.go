@@ -234,8 +234,12 @@ func (a *admin) createKeyStore(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	keyMode := fsm.KeyModeReplicated
+	if req.KeyMode != "" {
+		keyMode = fsm.KeyMode(req.KeyMode)
+	}
 	ks := fsm.StoredKeyStore{Name: req.Name, URIPath: req.URIPath, Region: req.Region, Enabled: true,
-		QuotaRPS: uint32(req.QuotaRPS), GrantsMode: mode, KeyMode: fsm.KeyModeReplicated,
+		QuotaRPS: uint32(req.QuotaRPS), GrantsMode: mode, KeyMode: keyMode,
 		Credentials: []fsm.StoredCredential{sealed}}
 	if _, err := a.n.Apply(r.Context(), fsm.CreateKeyStore{At: time.Now().UTC(), KeyStore: ks}); err != nil {
 		return nil, err
@@ -380,6 +384,13 @@ func (a *admin) createKey(r *http.Request) (any, error) {
 	v, err := a.n.firstVersion(ks.KeyMode, ks.Name, req.ID, req.HSMLabel)
 	if err != nil {
 		return nil, badRequest("%v", err)
+	}
+	if ks.KeyMode == fsm.KeyModeShared {
+		// Adopting a label is safe only if every live node's HSM holds it:
+		// otherwise some node would fail every request for the key.
+		if missing := a.n.nodesLacking(r.Context(), v.HSMLabel); len(missing) > 0 {
+			return nil, &httpError{http.StatusConflict, fmt.Sprintf("HSM label %q is not visible on %s; import the key there first", v.HSMLabel, strings.Join(missing, ", "))}
+		}
 	}
 	key := fsm.Key{KeyStore: ks.Name, ID: req.ID, Usage: usage, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{v}}
 	index, err := a.n.Apply(r.Context(), fsm.CreateKey{At: time.Now().UTC(), Key: key})

@@ -133,6 +133,7 @@ type CreateKeyStoreRequest struct {
 	Region     string `json:"region"`
 	QuotaRPS   int    `json:"quotaRps"`
 	GrantsMode string `json:"grantsMode"` // "closed" (default) or "open"
+	KeyMode    string `json:"keyMode"`    // "replicated" (default) or "shared"
 }
 
 // CreateKeyStoreResponse is the new key store and its first credential.

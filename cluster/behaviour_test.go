@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -518,5 +519,54 @@ func TestScheduledDeletion(t *testing.T) {
 	var deleted KeyInfo
 	if err := admin.Do(http.MethodGet, path, nil, &deleted); err != nil || !deleted.Deleted {
 		t.Fatalf("key after deletion: %+v %v", deleted, err)
+	}
+}
+
+func TestSharedModeAdoptsOnlyALabelEveryNodeHolds(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var ks CreateKeyStoreResponse
+	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores", CreateKeyStoreRequest{Name: "netHSM", Region: "us-east-1",
+		GrantsMode: "open", KeyMode: "shared"}, &ks); err != nil {
+		t.Fatal(err)
+	}
+	// The same AES key in every token, as a network HSM or an HSM vendor's
+	// replication would have it: one wrapped blob unwrapped into each.
+	label := "shared-" + c.akid[:8]
+	wrapped, mechanism, err := c.nodes[0].hsm.GenerateWrappedKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func() error {
+		var k KeyInfo
+		return c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/netHSM/keys", CreateKeyRequest{ID: "k1", HSMLabel: label}, &k)
+	}
+	for i, n := range c.nodes {
+		if err := create(); err == nil || !strings.Contains(err.Error(), c.nodes[2].id) {
+			t.Fatalf("adopting a label %d of 3 nodes hold: %v", i, err)
+		}
+		if err := n.hsm.UnwrapKey(wrapped, mechanism, label); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := create(); err != nil {
+		t.Fatalf("adopting a label every node holds: %v", err)
+	}
+	creds := xksclient.Credentials{AccessKeyID: ks.Credential.AccessKeyID, Secret: ks.Credential.SecretAccessKey, Region: "us-east-1"}
+	clientOn := func(n *testNode) *xksclient.Client {
+		cl := n.clientWith(creds)
+		cl.URIPath = "/netHSM/kms/xks/v1"
+		return cl
+	}
+	var enc *xksclient.EncryptResponse
+	c.waitFor("the shared key on node1", 5*time.Second, func() bool {
+		enc, err = clientOn(c.nodes[0]).Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("shared")})
+		return err == nil
+	})
+	for _, n := range c.nodes {
+		c.waitFor("decrypt on "+n.id, 5*time.Second, func() bool {
+			got, err := clientOn(n).Decrypt("k1", &xksclient.DecryptRequest{RequestMetadata: md("Decrypt"), Ciphertext: enc.Ciphertext,
+				CiphertextMetadata: enc.CiphertextMetadata, IV: enc.IV, Tag: enc.Tag})
+			return err == nil && string(got) == "shared"
+		})
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"sort"
+	"sync"
 	"time"
 )
 
@@ -40,6 +43,51 @@ type joinRequest struct {
 type applyResponse struct {
 	Index uint64 `json:"index"`
 	Error string `json:"error,omitempty"`
+}
+
+type hasKeyResponse struct {
+	Present bool   `json:"present"`
+	Error   string `json:"error,omitempty"`
+}
+
+// nodesLacking asks every reachable voter whether its HSM holds label and
+// names those that do not (or cannot tell). Unreachable voters are not
+// live; they check for themselves when they return, and stay not-ready
+// while the label is missing.
+func (n *Node) nodesLacking(ctx context.Context, label string) []string {
+	servers, err := n.Servers()
+	if err != nil {
+		return []string{"the cluster configuration (" + err.Error() + ")"}
+	}
+	var mu sync.Mutex
+	var lacking []string
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var res hasKeyResponse
+			if string(s.ID) == n.cfg.NodeID {
+				ok, err := n.hsm.HasKey(label)
+				res.Present = ok && err == nil
+			} else {
+				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				status, err := n.rpc(rctx, string(s.Address), "/v1/haskey?label="+url.QueryEscape(label), nil, &res)
+				cancel()
+				if err != nil && status == 0 {
+					return
+				}
+			}
+			if !res.Present {
+				mu.Lock()
+				lacking = append(lacking, string(s.ID))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Strings(lacking)
+	return lacking
 }
 
 // errNotLeader tells a forwarding node to find the leader again.
@@ -75,6 +123,14 @@ func (n *Node) rpcHandler() http.Handler {
 		writeApplyResult(w, 0, n.removeServerLocal(req.ID))
 	})
 	mux.HandleFunc("POST /v1/restore", n.restoreRPC)
+	mux.HandleFunc("GET /v1/haskey", func(w http.ResponseWriter, r *http.Request) {
+		ok, err := n.hsm.HasKey(r.URL.Query().Get("label"))
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, hasKeyResponse{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, hasKeyResponse{Present: ok})
+	})
 	mux.HandleFunc("POST /v1/removed", func(w http.ResponseWriter, r *http.Request) {
 		n.markRemoved()
 		writeJSON(w, http.StatusOK, applyResponse{})

@@ -121,6 +121,7 @@ func keyStoreCommand(o *cliOptions) *cobra.Command {
 	create.Flags().StringVar(&req.Region, "region", "", "AWS region of the KMS key store (required)")
 	create.Flags().IntVar(&req.QuotaRPS, "quota", 0, "requests per second for the whole key store (0 = unlimited)")
 	create.Flags().StringVar(&req.GrantsMode, "grants", "closed", "closed: a key without a matching grant is refused; open: any authenticated caller")
+	create.Flags().StringVar(&req.KeyMode, "key-mode", "replicated", "replicated: key material generated and replicated by the cluster; shared: keys every HSM already holds, adopted by label")
 
 	list := &cobra.Command{
 		Use: "list", Short: "List key stores", Args: cobra.NoArgs,
