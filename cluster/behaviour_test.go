@@ -464,7 +464,8 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh.waitFor("the restored node to serve", 20*time.Second, func() bool {
-		return n.node.ServingError() == nil && n.views.Load().StoreByName(demoStore).Key([]byte("backed-up")) != nil
+		store := n.views.Load().StoreByName(demoStore)
+		return n.node.ServingError() == nil && store != nil && store.Key([]byte("backed-up")) != nil
 	})
 	if got, err := decryptOn(n, enc); err != nil || string(got) != "survives a disaster" {
 		t.Fatalf("decrypt after restore: %q %v", got, err)

@@ -63,6 +63,9 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if len(query) > 0 {
 		return fail(InvalidURIPathException, "the XKS API takes no query string")
 	}
+	if len(ctx.PostBody()) > s.cfg.Limits.MaxBodyFor() {
+		return fail(UnsupportedOperationException, "request body is larger than this proxy accepts")
+	}
 	view := s.views.Load()
 	if view == nil {
 		return fail(InternalException, "the proxy has not loaded its key stores yet")

@@ -48,6 +48,9 @@ type Config struct {
 	Now func() time.Time
 }
 
+// hardBodyLimit is the most fasthttp reads of a request body.
+const hardBodyLimit = 256 << 10
+
 // healthMaxAge is how old a cached deep health check may be before it no
 // longer counts (the specification allows one minute).
 const healthMaxAge = time.Minute
@@ -104,7 +107,11 @@ func (s *Server) newHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		// 503 that AWS KMS cannot interpret; set it out of reach and bound
 		// work with MaxInFlight instead, which answers JSON.
 		Concurrency:                  1 << 20,
-		MaxRequestBodySize:           s.cfg.Limits.MaxBodyFor(),
+		// A body somewhat over the limit is read and refused in the handler
+		// (bodyTooLarge), so the client gets the JSON answer on a live
+		// connection; only a body over this hard cap makes fasthttp
+		// answer before reading it and close the connection.
+		MaxRequestBodySize:           hardBodyLimit,
 		ReadBufferSize:               16 << 10,
 		ReadTimeout:                  s.cfg.ReadTimeout,
 		WriteTimeout:                 s.cfg.ReadTimeout,
