@@ -55,7 +55,7 @@ func TestKillSwitchReachesEveryNode(t *testing.T) {
 		t.Fatalf("disable confirmed on %d/%d nodes: %+v", res.Confirmed, res.Nodes, res.Acks)
 	}
 	for _, n := range c.nodes {
-		c.waitFor(n.id+" to refuse the disabled key", 5*time.Second, func() bool {
+		c.waitFor(n.id+" to refuse the disabled key", 15*time.Second, func() bool {
 			_, err := n.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")})
 			return isXKSError(err, "InvalidStateException")
 		})
@@ -95,7 +95,7 @@ func TestCredentialsReplicate(t *testing.T) {
 		t.Fatalf("console file: %+v", cred.KMSConsole)
 	}
 	for _, n := range c.nodes {
-		c.waitFor("the new credential to work on "+n.id, 5*time.Second, func() bool {
+		c.waitFor("the new credential to work on "+n.id, 15*time.Second, func() bool {
 			_, err := n.clientWith(creds).Metadata(demoKey, md("DescribeKey"))
 			return err == nil
 		})
@@ -115,7 +115,7 @@ func TestCredentialsReplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 	short := xksclient.Credentials{AccessKeyID: cred.AccessKeyID, Secret: cred.SecretAccessKey, Region: "us-east-1"}
-	c.waitFor("the expiring credential to work", 5*time.Second, func() bool {
+	c.waitFor("the expiring credential to work", 15*time.Second, func() bool {
 		_, err := c.nodes[1].clientWith(short).Metadata(demoKey, md("DescribeKey"))
 		return err == nil
 	})
@@ -147,7 +147,7 @@ func TestGrantsAreEnforcedEverywhere(t *testing.T) {
 		return cl
 	}
 	for _, n := range c.nodes {
-		c.waitFor("pay/k1 to exist on "+n.id, 5*time.Second, func() bool {
+		c.waitFor("pay/k1 to exist on "+n.id, 15*time.Second, func() bool {
 			_, err := clientOn(n).Metadata("k1", md("DescribeKey"))
 			return isXKSError(err, "AccessDeniedException")
 		})
@@ -273,7 +273,7 @@ func TestJoiningNodes(t *testing.T) {
 	c.ca = savedCA
 	// Give the stranger time for several join attempts; none may succeed.
 	time.Sleep(3 * time.Second)
-	servers, err := c.leader().node.Servers()
+	servers, err := c.waitLeader().node.Servers()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestPartitionedNodeStopsServingAndCatchesUp(t *testing.T) {
 	// Healed, the node catches up and serves the disabled state.
 	cut.node.mux.isolate(false)
 	c.waitFor("the healed node to serve again", 20*time.Second, func() bool { return cut.node.ServingError() == nil })
-	c.waitFor("the healed node to know the key is disabled", 5*time.Second, func() bool {
+	c.waitFor("the healed node to know the key is disabled", 15*time.Second, func() bool {
 		_, err := cut.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")})
 		return isXKSError(err, "InvalidStateException")
 	})
@@ -559,12 +559,12 @@ func TestSharedModeAdoptsOnlyALabelEveryNodeHolds(t *testing.T) {
 		return cl
 	}
 	var enc *xksclient.EncryptResponse
-	c.waitFor("the shared key on node1", 5*time.Second, func() bool {
+	c.waitFor("the shared key on node1", 15*time.Second, func() bool {
 		enc, err = clientOn(c.nodes[0]).Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("shared")})
 		return err == nil
 	})
 	for _, n := range c.nodes {
-		c.waitFor("decrypt on "+n.id, 5*time.Second, func() bool {
+		c.waitFor("decrypt on "+n.id, 15*time.Second, func() bool {
 			got, err := clientOn(n).Decrypt("k1", &xksclient.DecryptRequest{RequestMetadata: md("Decrypt"), Ciphertext: enc.Ciphertext,
 				CiphertextMetadata: enc.CiphertextMetadata, IV: enc.IV, Tag: enc.Tag})
 			return err == nil && string(got) == "shared"

@@ -285,6 +285,13 @@ func tail(s string, n int) string {
 	return s
 }
 
+// waitLeader waits through an election for the leader.
+func (c *testCluster) waitLeader() *testNode {
+	c.t.Helper()
+	c.waitFor("a leader", 20*time.Second, func() bool { return c.leader() != nil })
+	return c.leader()
+}
+
 func (c *testCluster) leader() *testNode {
 	for _, n := range c.nodes {
 		if n.node != nil && n.node.IsLeader() {

@@ -65,7 +65,7 @@ func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
 	gone := c.nodes[2]
 	c.stop(gone)
 	c.waitFor("the fleet size to drop to 2", 15*time.Second, func() bool { return health(t, c.nodes[0]).FleetSize == 2 })
-	servers, err := c.leader().node.Servers()
+	servers, err := c.waitLeader().node.Servers()
 	if err != nil || len(servers) != 3 {
 		t.Fatalf("a dead node must stay a voter: %v %v", servers, err)
 	}
@@ -95,7 +95,7 @@ func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
 	}
 	c.waitFor("the removed node to leave the fleet", 15*time.Second, func() bool { return health(t, c.nodes[0]).FleetSize == 2 })
 	time.Sleep(3 * time.Second)
-	if servers, _ := c.leader().node.Servers(); len(servers) != 2 {
+	if servers, _ := c.waitLeader().node.Servers(); len(servers) != 2 {
 		t.Fatalf("the removed node came back as a voter: %v", servers)
 	}
 }
@@ -111,7 +111,7 @@ func TestGossipRefusesAWrongKey(t *testing.T) {
 	if size, _ := c.nodes[0].node.Fleet(); size != 3 {
 		t.Fatalf("a node with the wrong gossip key joined the fleet: size %d", size)
 	}
-	if servers, _ := c.leader().node.Servers(); len(servers) != 3 {
+	if servers, _ := c.waitLeader().node.Servers(); len(servers) != 3 {
 		t.Fatalf("a node with the wrong gossip key became a voter: %v", servers)
 	}
 	if stranger.node.ServingError() == nil {

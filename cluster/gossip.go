@@ -299,8 +299,8 @@ func (g *Gossip) Addr() string { return g.addr }
 
 // Refresh re-announces this node's metadata (local() is asked again) without
 // waiting. Calls that arrive while an announcement is going out collapse into
-// one more, so calling it on every applied index costs at most one broadcast
-// per round of gossip.
+// one more, so it may be called on every applied index: there is never more
+// than one announcement spreading and one waiting.
 func (g *Gossip) Refresh() {
 	select {
 	case g.refresh <- struct{}{}:
@@ -389,14 +389,15 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	var err error
 	g.closeOnce.Do(func() {
 		deadline := time.Now().Add(timeout)
+		// memberlist waits forever on a zero timeout.
+		left := func() time.Duration { return max(time.Until(deadline), time.Millisecond) }
 		g.mu.Lock()
 		g.leaving = true
 		g.mu.Unlock()
 		// The intent first, as metadata, so that peers can tell the
 		// departure that follows from a crash.
-		err = g.ml.UpdateNode(timeout)
-		// memberlist waits forever on a zero timeout.
-		if leaveErr := g.ml.Leave(max(time.Until(deadline), time.Millisecond)); leaveErr != nil {
+		err = g.ml.UpdateNode(left())
+		if leaveErr := g.ml.Leave(left()); leaveErr != nil {
 			err = leaveErr
 		}
 		g.shutdown()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -45,12 +46,12 @@ func (n *gossipNode) setMeta(f func(*NodeMeta)) {
 	f(&n.meta)
 }
 
-func testGossipConfig(id string, key []byte, logs *lockedBuffer, join ...string) GossipConfig {
+func testGossipConfig(id string, keyring [][]byte, logs *lockedBuffer, join ...string) GossipConfig {
 	return GossipConfig{
 		NodeID:         id,
 		BindAddr:       "127.0.0.1:0",
 		Join:           join,
-		Keyring:        [][]byte{key},
+		Keyring:        keyring,
 		ProbeInterval:  100 * time.Millisecond,
 		ProbeTimeout:   50 * time.Millisecond,
 		GossipInterval: 20 * time.Millisecond,
@@ -62,11 +63,11 @@ func testGossipConfig(id string, key []byte, logs *lockedBuffer, join ...string)
 	}
 }
 
-func testNodeMeta(id string, index uint64) NodeMeta {
+func testNodeMeta(id string) NodeMeta {
 	labels := []string{id + "-a-v1", "demo-v1"}
 	return NodeMeta{
 		ID: id, APIAddr: id + ".example:8443", ClusterAddr: id + ".example:7000",
-		HSMStatus: "ACTIVE", HSMModel: "SoftHSM v2", AppliedIndex: index, Ready: true,
+		HSMStatus: "ACTIVE", HSMModel: "SoftHSM v2", AppliedIndex: 1, Ready: true,
 		KeysDigest: KeysDigestOf(labels), KeysReady: len(labels),
 	}
 }
@@ -75,8 +76,13 @@ func testNodeMeta(id string, index uint64) NodeMeta {
 // closed, crash-like, when the test ends.
 func startGossipNode(t *testing.T, id string, key []byte, join ...string) *gossipNode {
 	t.Helper()
-	n := &gossipNode{id: id, logs: &lockedBuffer{}, meta: testNodeMeta(id, 1)}
-	g, err := StartGossip(testGossipConfig(id, key, n.logs, join...), n.local)
+	return startGossipNodeRing(t, id, [][]byte{key}, join...)
+}
+
+func startGossipNodeRing(t *testing.T, id string, keyring [][]byte, join ...string) *gossipNode {
+	t.Helper()
+	n := &gossipNode{id: id, logs: &lockedBuffer{}, meta: testNodeMeta(id)}
+	g, err := StartGossip(testGossipConfig(id, keyring, n.logs, join...), n.local)
 	if err != nil {
 		t.Fatalf("starting %s: %v", id, err)
 	}
@@ -222,6 +228,31 @@ func TestGossipJoinEvents(t *testing.T) {
 	}
 }
 
+func TestGossipEventsNeverBlockAndDropTheOldest(t *testing.T) {
+	g := &Gossip{cfg: GossipConfig{NodeID: "self"}, log: zerolog.Nop(), members: map[string]Member{},
+		events: make(chan MemberEvent, eventBuffer)}
+	const sent = eventBuffer + 100
+	for i := range sent {
+		meta := mustEncodeMeta(t, NodeMeta{AppliedIndex: uint64(i)}, false)
+		// Nobody reads the channel: this would hang if memberlist could block.
+		delegate{g}.NotifyUpdate(&memberlist.Node{Name: "peer", Addr: net.IPv4(127, 0, 0, 1), Port: 7946, Meta: meta})
+	}
+	delegate{g}.NotifyJoin(&memberlist.Node{Name: "self", Meta: mustEncodeMeta(t, NodeMeta{}, false)})
+	if len(g.events) != eventBuffer || g.dropped != sent-eventBuffer {
+		t.Fatalf("%d events queued, %d dropped; want %d and %d", len(g.events), g.dropped, eventBuffer, sent-eventBuffer)
+	}
+	first := <-g.events
+	if want := uint64(sent - eventBuffer); first.Member.AppliedIndex != want || first.Kind != EventUpdate {
+		t.Errorf("oldest queued event %+v, want the update with index %d", first, want)
+	}
+	if m, ok := memberOf(g, "peer"); !ok || m.AppliedIndex != sent-1 || m.Addr != "127.0.0.1:7946" {
+		t.Errorf("member list has %+v, want the last update", m)
+	}
+	if _, ok := memberOf(g, "self"); !ok {
+		t.Error("the local node is missing from the member list")
+	}
+}
+
 func TestGossipLeave(t *testing.T) {
 	nodes := startGossipFleet(t, 3)
 	n1, n2 := nodes[0], nodes[1]
@@ -236,7 +267,13 @@ func TestGossipLeave(t *testing.T) {
 	}
 	waitEvent(t, n1, EventLeave, "g02")
 	// The leaver's channel is closed, so a consumer ranging over it ends.
-	for range n2.g.Events() {
+	drained := time.After(gossipDeadline)
+	for open := true; open; {
+		select {
+		case _, open = <-n2.g.Events():
+		case <-drained:
+			t.Fatal("the events channel is still open after Leave")
+		}
 	}
 	if err := n2.g.Close(); err != nil {
 		t.Errorf("close after leave: %v", err)
@@ -265,6 +302,15 @@ func TestGossipWrongKeyCannotJoin(t *testing.T) {
 		t.Errorf("the intruder got an event: %+v", ev)
 	default:
 	}
+}
+
+// Mid-rotation, nodes that hold both keys but encrypt with different ones
+// still understand each other: every key in the ring decrypts.
+func TestGossipKeyRotation(t *testing.T) {
+	n1 := startGossipNodeRing(t, "g01", [][]byte{gossipOtherKey, gossipKey})
+	n2 := startGossipNodeRing(t, "g02", [][]byte{gossipKey, gossipOtherKey}, n1.g.Addr())
+	gossipWait(t, "g02 hears g01", func() bool { return len(n2.g.Alive()) == 2 })
+	gossipWait(t, "g01 hears g02", func() bool { return len(n1.g.Alive()) == 2 })
 }
 
 func TestGossipMetaEncoding(t *testing.T) {
@@ -338,7 +384,7 @@ func mustEncodeMeta(t *testing.T, m NodeMeta, leaving bool) []byte {
 
 func TestGossipConfigRefusals(t *testing.T) {
 	logs := &lockedBuffer{}
-	ok := func() NodeMeta { return testNodeMeta("g01", 1) }
+	ok := func() NodeMeta { return testNodeMeta("g01") }
 	for name, tc := range map[string]struct {
 		change func(*GossipConfig)
 		local  func() NodeMeta
@@ -349,14 +395,14 @@ func TestGossipConfigRefusals(t *testing.T) {
 		"no node id":        {func(c *GossipConfig) { c.NodeID = "" }, ok},
 		"bad bind address":  {func(c *GossipConfig) { c.BindAddr = "127.0.0.1" }, ok},
 		"advertise, port 0": {func(c *GossipConfig) { c.Advertise = "10.0.0.1:7946" }, ok},
-		"other node's meta": {func(*GossipConfig) {}, func() NodeMeta { return testNodeMeta("g02", 1) }},
+		"other node's meta": {func(*GossipConfig) {}, func() NodeMeta { return testNodeMeta("g02") }},
 		"meta too big": {func(*GossipConfig) {}, func() NodeMeta {
-			m := testNodeMeta("g01", 1)
+			m := testNodeMeta("g01")
 			m.HSMModel = strings.Repeat("x", 600)
 			return m
 		}},
 	} {
-		cfg := testGossipConfig("g01", gossipKey, logs)
+		cfg := testGossipConfig("g01", [][]byte{gossipKey}, logs)
 		tc.change(&cfg)
 		if g, err := StartGossip(cfg, tc.local); err == nil {
 			g.Close()

@@ -128,6 +128,15 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		n.Close()
 		return nil, err
 	}
+	if cfg.Gossip != nil {
+		// Started before the goroutines that refresh it.
+		gc := *cfg.Gossip
+		gc.NodeID, gc.Log = cfg.NodeID, n.log
+		if n.gossip, err = StartGossip(gc, n.localMeta); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
+	}
 	n.markDirty() // publish a view even before the first command
 	n.wg.Add(4)
 	go n.deleteDueKeys()
@@ -138,13 +147,7 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		n.wg.Add(1)
 		go n.join()
 	}
-	if cfg.Gossip != nil {
-		gc := *cfg.Gossip
-		gc.NodeID, gc.Log = cfg.NodeID, n.log
-		if n.gossip, err = StartGossip(gc, n.localMeta); err != nil {
-			n.Close()
-			return nil, fmt.Errorf("gossip: %w", err)
-		}
+	if n.gossip != nil {
 		n.wg.Add(1)
 		go n.watchFleet()
 		if cfg.BootstrapExpect > 0 {
