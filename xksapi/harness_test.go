@@ -2,15 +2,8 @@ package xksapi_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +18,7 @@ import (
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
+	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/xksapi"
 )
 
@@ -100,7 +94,7 @@ type fixture struct {
 	logs   *syncBuffer
 	stores []fsm.KeyStore
 	keys   []fsm.Key
-	certs  *testPKI
+	certs  *testpki.CA
 }
 
 type fixtureOptions struct {
@@ -130,17 +124,18 @@ func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 	}
 	f.publish()
 
-	f.certs = newTestPKI(t)
-	tlsFiles := xksapi.TLSConfig{CertFile: f.certs.serverCert, KeyFile: f.certs.serverKey}
+	f.certs = testpki.NewCA(t, "test CA")
+	serverCert, serverKey := f.certs.Issue(t, "localhost")
+	tlsFiles := xksapi.TLSConfig{CertFile: serverCert, KeyFile: serverKey}
 	if opts.mtlsSubject != "" {
-		tlsFiles.ClientCAFile = f.certs.caFile
+		tlsFiles.ClientCAFile = f.certs.CAFile
 		tlsFiles.ClientSubjectCN = opts.mtlsSubject
 	}
 	tlsCfg, err := tlsFiles.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.caFile = f.certs.caFile
+	f.caFile = f.certs.CAFile
 	h := opts.hsm
 	if h == nil {
 		h = testHSM
@@ -257,97 +252,4 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// testPKI is a CA with a server certificate for 127.0.0.1/localhost and a way
-// to issue client certificates.
-type testPKI struct {
-	dir        string
-	caFile     string
-	ca         *x509.Certificate
-	caKey      *ecdsa.PrivateKey
-	serverCert string
-	serverKey  string
-}
-
-func newTestPKI(t testing.TB) *testPKI {
-	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	p.ca, p.caKey = p.issue(t, "test CA", nil, nil, "ca")
-	p.caFile = filepath.Join(p.dir, "ca.pem")
-	p.serverCert, p.serverKey = filepath.Join(p.dir, "server.pem"), filepath.Join(p.dir, "server-key.pem")
-	p.issue(t, "localhost", p.ca, p.caKey, "server")
-	return p
-}
-
-// issue makes a certificate signed by parent (self-signed CA when nil) and
-// writes name.pem and name-key.pem.
-func (p *testPKI) issue(t testing.TB, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	signer, signerKey := tmpl, key
-	if parent == nil {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage = x509.KeyUsageCertSign
-	} else {
-		signer, signerKey = parent, parentKey
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(p.dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(filepath.Join(p.dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-// clientCert issues a client certificate with cn from this CA (or from a
-// fresh, untrusted CA when foreign).
-func (p *testPKI) clientCert(t testing.TB, cn string, foreign bool) *tls.Certificate {
-	t.Helper()
-	ca, caKey := p.ca, p.caKey
-	if foreign {
-		ca, caKey = p.issue(t, "foreign CA", nil, nil, "foreign-ca")
-	}
-	name := fmt.Sprintf("client-%d", time.Now().UnixNano())
-	p.issue(t, cn, ca, caKey, name)
-	c, err := tls.LoadX509KeyPair(filepath.Join(p.dir, name+".pem"), filepath.Join(p.dir, name+"-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &c
-}
-
-func mustRoots(t testing.TB, caFile string) *x509.CertPool {
-	t.Helper()
-	b, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		t.Fatal("no CA in " + caFile)
-	}
-	return pool
 }

@@ -5,21 +5,22 @@ import (
 	"testing"
 
 	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/internal/testpki"
 )
 
 const kmsSubject = "cks.kms.us-east-1.amazonaws.com"
 
 func TestMutualTLS(t *testing.T) {
 	f := newFixture(t, fixtureOptions{mtlsSubject: kmsSubject})
-	good := f.certs.clientCert(t, kmsSubject, false)
+	good := f.certs.TLSCertificate(t, kmsSubject)
 	c := f.client("a", f.credsA[0], good)
 	if _, err := c.Metadata("k1", metadata("DescribeKey")); err != nil {
 		t.Fatalf("AWS KMS's certificate refused: %v", err)
 	}
 	refused := map[string]*tls.Certificate{
 		"no certificate":      nil,
-		"wrong subject":       f.certs.clientCert(t, "cks.kms.us-west-2.amazonaws.com", false),
-		"untrusted issuer CA": f.certs.clientCert(t, kmsSubject, true),
+		"wrong subject":       f.certs.TLSCertificate(t, "cks.kms.us-west-2.amazonaws.com"),
+		"untrusted issuer CA": testpki.NewCA(t, "foreign CA").TLSCertificate(t, kmsSubject),
 	}
 	for name, cert := range refused {
 		_, err := f.client("a", f.credsA[0], cert).Metadata("k1", metadata("DescribeKey"))
@@ -41,7 +42,7 @@ func TestTLSVersionsAndSuites(t *testing.T) {
 		}
 		return err
 	}
-	roots := mustRoots(t, f.caFile)
+	roots := f.certs.Roots()
 	if err := dial(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}); err != nil {
 		t.Fatalf("TLS 1.3: %v", err)
 	}
