@@ -35,17 +35,17 @@ func (nullHSM) EncryptGCM(_ string, _, pt, _ []byte) ([]byte, []byte, error) {
 	return make([]byte, len(pt)), make([]byte, 16), nil
 }
 
-func benchHandler(b *testing.B, h xksapi.HSM, log zerolog.Logger) {
-	f := newFixture(b, fixtureOptions{})
+// encryptOnce prepares one signed Encrypt and returns a function that runs
+// it through the handler without sockets, failing unless it answers 200.
+func encryptOnce(tb testing.TB, h xksapi.HSM, log zerolog.Logger) func() {
+	f := newFixture(tb, fixtureOptions{})
 	at := time.Now()
 	s := xksapi.New(xksapi.Config{Now: func() time.Time { return at }}, f.views, h, log)
-	path, header, body := signedEncrypt(b, f.credsA[0], at)
+	path, header, body := signedEncrypt(tb, f.credsA[0], at)
 	handler := s.Handler()
 	var ctx fasthttp.RequestCtx
 	ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}, nil)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
+	return func() {
 		ctx.Request.Reset()
 		ctx.Response.Reset()
 		ctx.Request.Header.SetMethod("POST")
@@ -56,8 +56,31 @@ func benchHandler(b *testing.B, h xksapi.HSM, log zerolog.Logger) {
 		ctx.Request.SetBody(body)
 		handler(&ctx)
 		if ctx.Response.StatusCode() != 200 {
-			b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+			tb.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 		}
+	}
+}
+
+func benchHandler(b *testing.B, h xksapi.HSM, log zerolog.Logger) {
+	run := encryptOnce(b, h, log)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		run()
+	}
+}
+
+// TestEncryptAllocations pins the proxy's own allocations per Encrypt
+// (routing, SigV4, JSON, authorization, response, log line): the decoded
+// binary fields, the IV, the metadata and the AAD buffer. A change that
+// adds garbage to the hot path fails here, not in a load test.
+func TestEncryptAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	run := encryptOnce(t, nullHSM{testHSM}, zerolog.New(io.Discard))
+	if got := testing.AllocsPerRun(200, run); got > 12 {
+		t.Fatalf("%.1f allocations per Encrypt, want at most 12", got)
 	}
 }
 

@@ -2,9 +2,7 @@ package xksapi
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 )
 
@@ -22,7 +20,7 @@ type RequestMetadata struct {
 }
 
 // request is the union of the four operations' bodies. Binary fields are
-// base64 in JSON; encoding/json decodes them into fresh slices, which also
+// base64 in JSON; decodeJSON decodes them into fresh slices, which also
 // gives the HSM call inputs that no longer alias the fasthttp request.
 type request struct {
 	RequestMetadata *RequestMetadata `json:"requestMetadata"`
@@ -66,7 +64,7 @@ const (
 // it cannot read, because the specification does not allow
 // ValidationException for GetHealthStatus.
 func decodeRequest(body []byte, op Operation, lim Limits, req *request) *apiError {
-	if err := json.Unmarshal(body, req); err != nil {
+	if err := decodeJSON(body, req); err != nil {
 		if op == OpHealth {
 			return nil
 		}
@@ -142,14 +140,14 @@ func decodeRequest(body []byte, op Operation, lim Limits, req *request) *apiErro
 
 // jsonProblem describes a decoding failure without echoing request content.
 func jsonProblem(err error) string {
-	var syntax *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
+	var syntax *jsonError
+	var typeErr *jsonTypeError
 	var b64 base64.CorruptInputError
 	switch {
 	case errors.As(err, &syntax):
-		return "syntax error at byte " + strconv.FormatInt(syntax.Offset, 10)
+		return syntax.Error()
 	case errors.As(err, &typeErr):
-		return fmt.Sprintf("field %s must be %s", typeErr.Field, typeErr.Type.Kind())
+		return typeErr.Error()
 	case errors.As(err, &b64):
 		return "a binary field is not valid base64 (byte " + strconv.FormatInt(int64(b64), 10) + ")"
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"time"
@@ -77,7 +76,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if err := s.authenticate(ctx, x, path, query); err != nil {
 		// Unauthenticated, but its kmsRequestId is what lets an operator
 		// find the failed call in CloudTrail; decoded only for the log.
-		json.Unmarshal(ctx.PostBody(), &x.req)
+		decodeJSON(ctx.PostBody(), &x.req)
 		return err
 	}
 	if n := s.inFlight.Add(1); n > int64(s.cfg.MaxInFlight) {

@@ -106,7 +106,7 @@ func (s *Server) newHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		// fasthttp refuses connections over Concurrency with a plain-text
 		// 503 that AWS KMS cannot interpret; set it out of reach and bound
 		// work with MaxInFlight instead, which answers JSON.
-		Concurrency:                  1 << 20,
+		Concurrency: 1 << 20,
 		// A body somewhat over the limit is read and refused in the handler
 		// (bodyTooLarge), so the client gets the JSON answer on a live
 		// connection; only a body over this hard cap makes fasthttp

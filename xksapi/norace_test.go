@@ -1,0 +1,5 @@
+//go:build !race
+
+package xksapi_test
+
+const raceEnabled = false
