@@ -20,7 +20,7 @@ run: deps build ## Start a single-node development proxy on SoftHSMv2 (DATA=dir 
 	$(BIN) dev --data $(DATA) --listen $(LISTEN)
 
 test: deps ## Run every test (real SoftHSMv2, real TLS and SigV4 on loopback)
-	$(GO) test -race -count=1 -timeout 14m ./...
+	$(GO) test -race -count=1 -p 1 -timeout 14m ./...
 
 check: ## gofmt, go vet, go.mod tidiness and the package import rules
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -292,7 +292,7 @@ func TestPartitionedNodeStopsServingAndCatchesUp(t *testing.T) {
 		cut = c.nodes[0]
 	}
 	cut.node.mux.isolate(true)
-	c.waitFor("the partitioned node to turn not ready", 10*time.Second, func() bool { return cut.node.ServingError() != nil })
+	c.waitFor("the partitioned node to turn not ready", 20*time.Second, func() bool { return cut.node.ServingError() != nil })
 	if _, err := cut.client().Metadata(demoKey, md("DescribeKey")); !isXKSError(err, "InternalException") {
 		t.Fatalf("a partitioned node still serves: %v", err)
 	}
@@ -329,7 +329,7 @@ func TestNodeCutOffFromEveryPeerStopsServing(t *testing.T) {
 	for _, n := range c.nodes[:2] {
 		c.stop(n)
 	}
-	c.waitFor("the isolated node to turn not ready", 10*time.Second, func() bool { return last.node.ServingError() != nil })
+	c.waitFor("the isolated node to turn not ready", 20*time.Second, func() bool { return last.node.ServingError() != nil })
 	if _, err := last.client().Metadata(demoKey, md("DescribeKey")); !isXKSError(err, "InternalException") {
 		t.Fatalf("an isolated node still serves: %v", err)
 	}
