@@ -1,0 +1,313 @@
+package report
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xksproxy/xksproxy/bench"
+	"github.com/xksproxy/xksproxy/bench/fakexks"
+)
+
+var (
+	realOnce sync.Once
+	realRes  *bench.Result
+	realErr  error
+)
+
+// realResult is one short real run against the fake proxy, with a hook and
+// CDIV, shared by the tests: every field filled the way a run fills it.
+func realResult(t *testing.T) *bench.Result {
+	t.Helper()
+	realOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "xksbench-report")
+		if err != nil {
+			realErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		srv, err := fakexks.Start(dir)
+		if err != nil {
+			realErr = err
+			return
+		}
+		defer srv.Close()
+		cfg := bench.DefaultConfig()
+		cfg.Target = bench.Target{Endpoints: []string{srv.URL}, URIPath: fakexks.URIPath, Region: fakexks.Region,
+			AccessKeyID: fakexks.AccessKeyID, Secret: bench.Secret(fakexks.Secret), CAFile: srv.CAFile, KeyIDs: []string{"k1"}}
+		cfg.Warmup, cfg.Duration, cfg.RatePerKey, cfg.CDIV = 200*time.Millisecond, 1500*time.Millisecond, 200, true
+		// A PASS however slow the shared machine: the reports are under
+		// test here, not the latency.
+		cfg.Budget = time.Minute
+		cfg.Hooks = []bench.Hook{{At: 500 * time.Millisecond, Command: "echo hook-ran"}}
+		r, err := bench.NewRunner(cfg)
+		if err != nil {
+			realErr = err
+			return
+		}
+		defer r.Close()
+		realRes, realErr = r.Run(context.Background())
+	})
+	if realErr != nil {
+		t.Fatal(realErr)
+	}
+	return realRes
+}
+
+// documentedFields are the result.json fields bench/README.md documents,
+// as paths ("[]" steps into the first element of an array). The test checks
+// that a real result has every one and that the README names each.
+var documentedFields = []string{
+	"schemaVersion", "tool", "kind", "startedAt", "finishedAt",
+	"host.hostname", "host.os", "host.arch", "host.cpus", "host.cpuModel", "host.goVersion", "host.gomaxprocs",
+	"target.endpoints", "target.uriPath", "target.keyStore", "target.region", "target.keyIds",
+	"config.ratePerKey", "config.keys", "config.keyIds", "config.keysShareIds", "config.mix", "config.plaintextBytes",
+	"config.aadBytes", "config.cdiv", "config.warmupSeconds", "config.durationSeconds", "config.maxRequests",
+	"config.connections", "config.spread", "config.maxInFlight", "config.timeoutSeconds", "config.budgetMs",
+	"config.maxErrorRate", "config.ringSize", "config.hooks[].atSeconds", "config.hooks[].command",
+	"verdict.result", "verdict.exitCode", "verdict.reasons", "verdict.notes",
+	"measured.warmupSeconds", "measured.durationSeconds", "measured.stoppedBy",
+	"totals.requested", "totals.offered", "totals.ok", "totals.errors", "totals.clientSaturated",
+	"totals.requestedRate", "totals.offeredRate", "totals.achievedRate", "totals.errorRate",
+	"totals.latencyMs.count", "totals.latencyMs.min", "totals.latencyMs.mean", "totals.latencyMs.p50",
+	"totals.latencyMs.p90", "totals.latencyMs.p99", "totals.latencyMs.p99_9", "totals.latencyMs.max",
+	"totals.percentileCurve[].percentile", "totals.percentileCurve[].ms", "totals.hdr",
+	"operations.encrypt.latencyMs.p99", "operations.decrypt.ok",
+	"keys[].key", "keys[].keyId", "keys[].offeredRate",
+	"generatorLagMs.p99",
+	"timeseries[].second", "timeseries[].op", "timeseries[].offered", "timeseries[].achieved", "timeseries[].errors",
+	"timeseries[].count", "timeseries[].p50Ms", "timeseries[].p99Ms", "timeseries[].maxMs",
+	"hooks[].atSeconds", "hooks[].command", "hooks[].ran", "hooks[].startedSeconds", "hooks[].endedSeconds",
+	"hooks[].exitCode", "hooks[].output",
+}
+
+// Fields that a passing run leaves out, checked on a synthetic result.
+var documentedOptionalFields = []string{
+	"errors[].op", "errors[].kind", "errors[].status", "errors[].name", "errors[].count", "errors[].sample",
+	"findMax.startRate", "findMax.factor", "findMax.stepSeconds", "findMax.maxRate", "findMax.refine",
+	"findMax.maxSustainableRatePerKey", "findMax.stopReason", "findMax.bestStep",
+	"findMax.steps[].ratePerKey", "findMax.steps[].verdict", "findMax.steps[].reasons", "findMax.steps[].offeredRate",
+	"findMax.steps[].achievedRate", "findMax.steps[].errors", "findMax.steps[].errorRate", "findMax.steps[].latencyMs",
+}
+
+func lookup(doc any, path string) bool {
+	for _, part := range strings.Split(path, ".") {
+		arr := strings.HasSuffix(part, "[]")
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return false
+		}
+		if doc, ok = m[strings.TrimSuffix(part, "[]")]; !ok {
+			return false
+		}
+		if arr {
+			a, ok := doc.([]any)
+			if !ok || len(a) == 0 {
+				return false
+			}
+			doc = a[0]
+		}
+	}
+	return true
+}
+
+func TestResultJSONRoundTripsWithTheDocumentedFields(t *testing.T) {
+	res := realResult(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "result.json")
+	if err := res.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := bench.ReadResult(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res, back) {
+		a, _ := json.Marshal(res)
+		b, _ := json.Marshal(back)
+		t.Fatalf("result.json does not round-trip:\n%s\n%s", a, b)
+	}
+
+	withExtras := *res
+	withExtras.Errors = []bench.ErrorCount{{Op: "encrypt", Kind: "http", Status: 429, Name: "ThrottlingException", Count: 3, Sample: "slow down"}}
+	withExtras.FindMax = &bench.FindMaxResult{StartRate: 100, Factor: 1.5, StepSeconds: 10, MaxRate: 1e5, Refine: 2,
+		MaxSustainableRate: 150, StopReason: "x", BestStep: 1,
+		Steps: []bench.StepInfo{{RatePerKey: 100, Verdict: "PASS", Reasons: []string{}}, {RatePerKey: 150, Verdict: "PASS", Reasons: []string{}}}}
+	if err := withExtras.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range append(documentedFields, documentedOptionalFields...) {
+		if !lookup(doc, f) {
+			t.Errorf("result.json lacks documented field %s", f)
+		}
+		last := f[strings.LastIndex(f, ".")+1:]
+		last = strings.TrimSuffix(last, "[]")
+		if !bytes.Contains(readme, []byte("`"+last+"`")) {
+			t.Errorf("bench/README.md does not document `%s` (%s)", last, f)
+		}
+	}
+	if bytes.Contains(data, []byte(fakexks.Secret)) {
+		t.Fatal("result.json holds the secret")
+	}
+
+	old := strings.Replace(string(data), `"schemaVersion": 1`, `"schemaVersion": 99`, 1)
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bench.ReadResult(path); err == nil {
+		t.Fatal("a result of an unknown schema version was read")
+	}
+}
+
+func TestWriteAll(t *testing.T) {
+	res := realResult(t)
+	dir := filepath.Join(t.TempDir(), "out")
+	if err := WriteAll(dir, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"result.json", "summary.txt", "timeseries.csv", "report.html"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(data, []byte(fakexks.Secret)) {
+			t.Errorf("%s holds the secret", name)
+		}
+	}
+
+	f, err := os.Open(filepath.Join(dir, "timeseries.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rows[0], CSVHeader) || len(rows) != len(res.Timeseries)+1 || rows[1][1] != "all" {
+		t.Errorf("CSV header %v, %d rows for %d points", rows[0], len(rows)-1, len(res.Timeseries))
+	}
+
+	summary, _ := os.ReadFile(filepath.Join(dir, "summary.txt"))
+	for _, want := range []string{"xksbench run: PASS", "requested/s", "encrypt", "decrypt", "errors: none",
+		"hook at 0.5s: echo hook-ran", "exit 0: hook-ran", "verdict: PASS", "generator lag"} {
+		if !strings.Contains(string(summary), want) {
+			t.Errorf("summary lacks %q:\n%s", want, summary)
+		}
+	}
+}
+
+func TestHTMLIsSelfContained(t *testing.T) {
+	res := realResult(t)
+	var b bytes.Buffer
+	if err := HTML(&b, res); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	// Three charts: latency over time, throughput, distribution.
+	if n := strings.Count(page, "<svg "); n != 3 || strings.Count(page, "</svg>") != 3 {
+		t.Errorf("%d charts", n)
+	}
+	for _, banned := range []string{"<script", " src=", "<link", "url(", "@import"} {
+		if strings.Contains(page, banned) {
+			t.Errorf("report fetches or runs something: contains %q", banned)
+		}
+	}
+	for _, want := range []string{`class="pill pass"`, `class="marker"`, "echo hook-ran", "budget 60.0s", "Latency distribution", "polyline"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
+func TestHTMLOfFindMax(t *testing.T) {
+	res := *realResult(t)
+	res.Kind = "find-max"
+	res.FindMax = &bench.FindMaxResult{StartRate: 100, Factor: 2, StepSeconds: 1, MaxRate: 1000, MaxSustainableRate: 200, BestStep: 1,
+		StopReason: "400/s per key exceeded the budget",
+		Steps: []bench.StepInfo{
+			{RatePerKey: 100, Verdict: "PASS", LatencyMs: bench.LatencySummary{P50: 1, P99: 2, Max: 3}},
+			{RatePerKey: 200, Verdict: "PASS", LatencyMs: bench.LatencySummary{P50: 1, P99: 5, Max: 9}},
+			{RatePerKey: 400, Verdict: "FAIL", Reasons: []string{"p99 300ms is over the 250ms budget"}, LatencyMs: bench.LatencySummary{P50: 100, P99: 300, Max: 900}},
+		}}
+	var b bytes.Buffer
+	if err := HTML(&b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), "<svg "); n != 4 || !strings.Contains(b.String(), "max sustainable 200/s") {
+		t.Errorf("find-max report has %d charts", n)
+	}
+	var s bytes.Buffer
+	if err := Summary(&s, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s.String(), "highest sustainable rate 200/s per key") || !strings.Contains(s.String(), "PASS *") {
+		t.Errorf("find-max summary:\n%s", s.String())
+	}
+}
+
+func TestCompare(t *testing.T) {
+	a := *realResult(t)
+	b := a
+	b.Verdict = bench.Verdict{Result: "FAIL"}
+	b.Totals.LatencyMs.P99 = a.Totals.LatencyMs.P99 * 2
+	b.Totals.Errors = 7
+	b.Errors = []bench.ErrorCount{{Op: "encrypt", Kind: "http", Status: 429, Name: "ThrottlingException", Count: 7}}
+	var out bytes.Buffer
+	if err := Compare(&out, "a.json", &a, "b.json", &b); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	lines := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && lines[f[0]] == "" {
+			lines[f[0]] = l
+		}
+	}
+	if !strings.Contains(lines["verdict"], "PASS") || !strings.Contains(lines["verdict"], "FAIL") {
+		t.Errorf("verdict row %q", lines["verdict"])
+	}
+	if !strings.HasSuffix(strings.TrimSpace(lines["p99"]), "+100.0%") {
+		t.Errorf("p99 row %q", lines["p99"])
+	}
+	if !strings.HasSuffix(strings.TrimSpace(lines["p50"]), "=") {
+		t.Errorf("p50 row %q", lines["p50"])
+	}
+	if !strings.HasSuffix(strings.TrimSpace(lines["errors"]), "+7") {
+		t.Errorf("errors row %q", lines["errors"])
+	}
+	if !strings.Contains(text, "encrypt HTTP 429 ThrottlingException") {
+		t.Errorf("no error table in:\n%s", text)
+	}
+}
+
+func TestDelta(t *testing.T) {
+	for _, c := range []struct {
+		a, b float64
+		want string
+	}{{1, 1, "="}, {2, 3, "+50.0%"}, {4, 1, "-75.0%"}, {0, 5, "+5"}} {
+		if got := delta(c.a, c.b); got != c.want {
+			t.Errorf("delta(%g, %g) = %s, want %s", c.a, c.b, got, c.want)
+		}
+	}
+}
