@@ -5,7 +5,7 @@ LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build run test check clean bench-ratio
+.PHONY: help deps deps-wrk build run test check clean bench bench-ratio
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -30,8 +30,12 @@ check: ## gofmt, go vet, go.mod tidiness and the package import rules
 	    echo "go.mod/go.sum were not tidy (now fixed; commit them)"; exit 1; fi
 	@scripts/check-imports.sh
 
+bench: deps ## Issue 6's four targets, short (20 s runs); reports under bench/results/ (needs wrk)
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
+	DURATION=20s scripts/bench-all.sh
+
 bench-ratio: deps ## Proxy vs bare fasthttp+SoftHSMv2 baseline under wrk; prints the ratio (needs wrk)
-	@command -v wrk >/dev/null || $(MAKE) --no-print-directory WRK=1 deps-wrk
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
 	scripts/bench-ratio.sh
 
 deps-wrk:

@@ -397,11 +397,12 @@ func (a *admin) createKey(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The key is answered once this node serves it, so that a script may
-	// use it at once against this node.
+	// The key is answered once every reachable node serves it (its
+	// material unwrapped into each HSM), so that a script may use it at
+	// once through any node.
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
 	defer cancel()
-	a.n.waitViewIndex(ctx, index)
+	a.n.WaitApplied(ctx, index)
 	if k := a.n.fsm.State().Key(ks.Name, req.ID); k != nil {
 		return keyInfo(k), nil
 	}

@@ -93,8 +93,9 @@ type testCluster struct {
 	skew atomic.Int64
 	// gossipKey, when set, runs every node with gossip and bootstrap-expect
 	// instead of Bootstrap and Raft joins.
-	gossipKey []byte
-	expect    int
+	gossipKey   []byte
+	expect      int
+	deadTimeout time.Duration
 }
 
 func (c *testCluster) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
@@ -177,7 +178,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		}
 	}
 	if c.gossipKey != nil {
-		n.cfg.Bootstrap, n.cfg.BootstrapExpect = false, c.expect
+		n.cfg.Bootstrap, n.cfg.BootstrapExpect, n.cfg.DeadTimeout = false, c.expect, c.deadTimeout
 		n.cfg.Gossip = &GossipConfig{BindAddr: "127.0.0.1:0", Keyring: [][]byte{c.gossipKey},
 			ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond, GossipInterval: 50 * time.Millisecond,
 			SuspicionMult: 2, RejoinInterval: time.Second}

@@ -13,10 +13,14 @@ import (
 // every node joins node 1's gossip address, nobody is told to bootstrap, and
 // the cluster forms once three members see each other.
 func newGossipCluster(t *testing.T, size int) *testCluster {
+	return newGossipClusterWith(t, size, 0)
+}
+
+func newGossipClusterWith(t *testing.T, size int, deadTimeout time.Duration) *testCluster {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
-	c := &testCluster{gossipKey: key, expect: size}
+	c := &testCluster{gossipKey: key, expect: size, deadTimeout: deadTimeout}
 	c.init(t)
 	for i := range size {
 		c.addNode(tokenLabels[i], false, true)
@@ -117,4 +121,21 @@ func TestGossipRefusesAWrongKey(t *testing.T) {
 	if stranger.node.ServingError() == nil {
 		t.Fatal("the stranger says it can serve")
 	}
+}
+
+func TestDeadTimeoutRemovesADeadVoter(t *testing.T) {
+	c := newGossipClusterWith(t, 3, 2*time.Second)
+	gone := c.nodes[2]
+	if gone.node.IsLeader() {
+		gone = c.nodes[1]
+	}
+	c.stop(gone)
+	c.waitFor("the dead node to be removed from the voters", 30*time.Second, func() bool {
+		l := c.leader()
+		if l == nil {
+			return false
+		}
+		servers, err := l.node.Servers()
+		return err == nil && len(servers) == 2
+	})
 }
