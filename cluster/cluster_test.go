@@ -1,14 +1,12 @@
 package cluster
 
 import (
-	"bytes"
 	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
+	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/xksapi"
 )
@@ -75,7 +74,7 @@ type testNode struct {
 	apiAddr string
 	admin   *AdminClient
 	cfg     Config
-	logs    *lockedBuffer
+	logs    *testlog.Buffer
 	c       *testCluster
 }
 
@@ -163,7 +162,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		}
 	}
 	certFile, keyFile := c.ca.Issue(c.t, tokenLabel)
-	n := &testNode{id: tokenLabel, dir: c.t.TempDir(), hsm: h, views: &fsm.ViewHolder{}, logs: &lockedBuffer{}, c: c}
+	n := &testNode{id: tokenLabel, dir: c.t.TempDir(), hsm: h, views: &fsm.ViewHolder{}, logs: &testlog.Buffer{}, c: c}
 	n.cfg = Config{
 		NodeID: tokenLabel, DataDir: n.dir, Bind: "127.0.0.1:0",
 		TLS:              TLSFiles{CAFile: c.ca.CAFile, CertFile: certFile, KeyFile: keyFile},
@@ -300,23 +299,6 @@ func (c *testCluster) leader() *testNode {
 		}
 	}
 	return nil
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func isXKSError(err error, name string) bool {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/rs/zerolog"
+
+	"github.com/xksproxy/xksproxy/internal/testlog"
 )
 
 // Real memberlist over loopback UDP and TCP, every node on its own port 0,
@@ -28,7 +30,7 @@ const gossipDeadline = 10 * time.Second
 type gossipNode struct {
 	id   string
 	g    *Gossip
-	logs *lockedBuffer
+	logs *testlog.Buffer
 
 	mu   sync.Mutex
 	meta NodeMeta
@@ -46,7 +48,7 @@ func (n *gossipNode) setMeta(f func(*NodeMeta)) {
 	f(&n.meta)
 }
 
-func testGossipConfig(id string, keyring [][]byte, logs *lockedBuffer, join ...string) GossipConfig {
+func testGossipConfig(id string, keyring [][]byte, logs *testlog.Buffer, join ...string) GossipConfig {
 	return GossipConfig{
 		NodeID:         id,
 		BindAddr:       "127.0.0.1:0",
@@ -81,7 +83,7 @@ func startGossipNode(t *testing.T, id string, key []byte, join ...string) *gossi
 
 func startGossipNodeRing(t *testing.T, id string, keyring [][]byte, join ...string) *gossipNode {
 	t.Helper()
-	n := &gossipNode{id: id, logs: &lockedBuffer{}, meta: testNodeMeta(id)}
+	n := &gossipNode{id: id, logs: &testlog.Buffer{}, meta: testNodeMeta(id)}
 	g, err := StartGossip(testGossipConfig(id, keyring, n.logs, join...), n.local)
 	if err != nil {
 		t.Fatalf("starting %s: %v", id, err)
@@ -383,7 +385,7 @@ func mustEncodeMeta(t *testing.T, m NodeMeta, leaving bool) []byte {
 }
 
 func TestGossipConfigRefusals(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	ok := func() NodeMeta { return testNodeMeta("g01") }
 	for name, tc := range map[string]struct {
 		change func(*GossipConfig)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
+	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/xksapi"
 )
@@ -91,7 +91,7 @@ type fixture struct {
 	caFile string
 	credsA []fsm.Credential
 	credB  fsm.Credential
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	stores []fsm.KeyStore
 	keys   []fsm.Key
 	certs  *testpki.CA
@@ -106,7 +106,7 @@ type fixtureOptions struct {
 
 func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 	t.Helper()
-	f := &fixture{t: t, views: &fsm.ViewHolder{}, logs: &syncBuffer{}}
+	f := &fixture{t: t, views: &fsm.ViewHolder{}, logs: &testlog.Buffer{}}
 	f.credsA = []fsm.Credential{fsm.GenerateCredential(), fsm.GenerateCredential()}
 	f.credB = fsm.GenerateCredential()
 	f.stores = []fsm.KeyStore{
@@ -235,21 +235,4 @@ func (f *fixture) rawRequest(method, path string, header map[string]string, body
 	var out bytes.Buffer
 	out.ReadFrom(resp.Body)
 	return resp.StatusCode, out.Bytes()
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -12,13 +11,13 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
+	"github.com/xksproxy/xksproxy/internal/testlog"
 )
 
 // buildBinary compiles xksproxy once per test run.
@@ -44,13 +43,13 @@ func freeLoopbackPort(t *testing.T) int {
 
 type process struct {
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *testlog.Buffer
+	stderr *testlog.Buffer
 }
 
 func start(t *testing.T, bin string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	p := &process{cmd: exec.Command(bin, args...), stdout: &testlog.Buffer{}, stderr: &testlog.Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	// Its own process group, so that cleanup also reaches the nodes dev
 	// started (they hold its output pipes open); WaitDelay bounds Wait.
@@ -248,21 +247,4 @@ func waitFor(t *testing.T, what string, cond func() bool, p *process) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
