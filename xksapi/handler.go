@@ -62,7 +62,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if len(query) > 0 {
 		return fail(InvalidURIPathException, "the XKS API takes no query string")
 	}
-	if len(ctx.PostBody()) > s.cfg.Limits.MaxBodyFor() {
+	if len(ctx.PostBody()) > s.maxBody {
 		return fail(UnsupportedOperationException, "request body is larger than this proxy accepts")
 	}
 	view := s.views.Load()
@@ -97,8 +97,10 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if r.op == OpHealth {
 		return s.serveHealthStatus(ctx)
 	}
-	if err := s.servingError(); err != nil {
-		return fail(InternalException, "this node cannot serve cryptographic requests now: "+err.Error())
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			return fail(InternalException, "this node cannot serve cryptographic requests now: "+err.Error())
+		}
 	}
 	key := x.store.Key(r.keyID)
 	if key == nil {
@@ -248,24 +250,19 @@ func hsmFailure(err error, key *fsm.Key, version uint32) *apiError {
 	return e
 }
 
-// servingError reports why this node must refuse crypto now, or nil. HSM
-// health is not part of it: a live call finds a sick HSM faster than the
-// cached check, and the check may lag a recovery.
-func (s *Server) servingError() error {
+// ready reports why a load balancer should not send this node traffic, or nil.
+func (s *Server) ready() error {
 	if s.views.Load() == nil {
 		return errors.New("key stores not loaded")
 	}
 	if s.cfg.Ready != nil {
-		return s.cfg.Ready()
+		if err := s.cfg.Ready(); err != nil {
+			return err
+		}
 	}
-	return nil
-}
-
-// ready reports why a load balancer should not send this node traffic, or nil.
-func (s *Server) ready() error {
-	if err := s.servingError(); err != nil {
-		return err
-	}
+	// HSM health counts for the load balancer, not for refusing a request:
+	// a live call finds a sick HSM faster than the cached check, which may
+	// also lag a recovery.
 	h := s.hsm.Health()
 	if h.Status == hsm.StatusUnavailable {
 		return errors.New("HSM unavailable")

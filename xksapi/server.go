@@ -64,6 +64,7 @@ type Server struct {
 	verifier *sigv4.Verifier
 	inFlight atomic.Int64
 	quotas   quotas
+	maxBody  int // cfg.Limits.MaxBodyFor(), computed once
 
 	api    *fasthttp.Server
 	health *fasthttp.Server
@@ -92,7 +93,7 @@ func New(cfg Config, views *fsm.ViewHolder, h HSM, log zerolog.Logger) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier()}
+	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier(), maxBody: cfg.Limits.MaxBodyFor()}
 	s.api = s.newHTTPServer(s.handle)
 	s.health = s.newHTTPServer(s.handleHealthPort)
 	return s
