@@ -321,6 +321,6 @@ func (h *HSM) destroy(s *session, label string) error {
 	if err := h.p11.DestroyObject(s.h, key); err != nil {
 		return err
 	}
-	h.dropDestroyed(label)
+	h.dropDestroyed(s, label)
 	return nil
 }

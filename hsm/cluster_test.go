@@ -35,24 +35,31 @@ func openCluster(t *testing.T, token string, material []byte) *HSM {
 // attributes reads attributes of the key labelled label.
 func attributes(t *testing.T, h *HSM, label string, types ...uint) []*pkcs11.Attribute {
 	t.Helper()
+	s := <-h.free
+	defer func() { h.free <- s }()
+	key, found, err := h.find(s, label)
+	if err != nil || !found {
+		t.Fatalf("token object %q: %v, %v", label, found, err)
+	}
+	return handleAttributes(t, h, s, key, types...)
+}
+
+func handleAttributes(t *testing.T, h *HSM, s *session, key pkcs11.ObjectHandle, types ...uint) []*pkcs11.Attribute {
+	t.Helper()
 	template := make([]*pkcs11.Attribute, len(types))
 	for i, typ := range types {
 		template[i] = pkcs11.NewAttribute(typ, nil)
 	}
-	s := <-h.free
-	defer func() { h.free <- s }()
-	key, err := h.keyHandle(s, label)
-	if err != nil {
-		t.Fatal(err)
-	}
 	attrs, err := h.shared.ctx.GetAttributeValue(s.h, key, template)
 	if err != nil {
-		t.Fatalf("attributes of %q: %v", label, err)
+		t.Fatalf("attributes of object %d: %v", key, err)
 	}
 	return attrs
 }
 
-// checkFlags compares boolean attributes of the key labelled label.
+// checkFlags compares boolean attributes of the token key labelled label,
+// and of the session copy the pool uses, which must differ only in being
+// a session object.
 func checkFlags(t *testing.T, h *HSM, label string, want map[uint]bool) {
 	t.Helper()
 	var types []uint
@@ -70,22 +77,39 @@ func checkFlags(t *testing.T, h *HSM, label string, want map[uint]bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, a := range handleAttributes(t, h, s, key, types...) {
+		wantCopy := want[a.Type]
+		if a.Type == pkcs11.CKA_TOKEN {
+			wantCopy = false
+		}
+		if got := a.Value[0] == 1; got != wantCopy {
+			t.Errorf("%q session copy: attribute 0x%x = %v, want %v", label, a.Type, got, wantCopy)
+		}
+	}
 	if _, err := h.shared.ctx.GetAttributeValue(s.h, key, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}); !isCode(err, pkcs11.CKR_ATTRIBUTE_SENSITIVE) {
 		t.Errorf("%q: reading CKA_VALUE: err = %v, want CKR_ATTRIBUTE_SENSITIVE", label, err)
 	}
 }
 
-// sessionKeys counts the secret keys on h's token that are session objects,
-// such as GenerateWrappedKey's temporary key.
-func sessionKeys(t *testing.T, h *HSM) int {
+// transportKeys counts the secret keys on h's token that are session
+// objects without a label, such as GenerateWrappedKey's temporary key (the
+// pool's copies of token keys carry their originals' labels).
+func transportKeys(t *testing.T, h *HSM) int {
 	t.Helper()
 	s := <-h.free
 	defer func() { h.free <- s }()
+	return len(sessionObjects(t, h, s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, "")}))
+}
+
+// sessionObjects lists the secret keys that are session objects and match
+// template.
+func sessionObjects(t *testing.T, h *HSM, s *session, template []*pkcs11.Attribute) []pkcs11.ObjectHandle {
+	t.Helper()
 	ctx := h.shared.ctx
-	if err := ctx.FindObjectsInit(s.h, []*pkcs11.Attribute{
+	if err := ctx.FindObjectsInit(s.h, append([]*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-	}); err != nil {
+	}, template...)); err != nil {
 		t.Fatal(err)
 	}
 	objs, _, err := ctx.FindObjects(s.h, 100)
@@ -95,7 +119,7 @@ func sessionKeys(t *testing.T, h *HSM) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(objs)
+	return objs
 }
 
 func noSecret(t *testing.T, err error, secret []byte) {
@@ -202,8 +226,8 @@ func TestWrapUnwrapAcrossHSMs(t *testing.T) {
 	if len(blob) != 40 || mech != WrapMechanismAESKeyWrap {
 		t.Fatalf("GenerateWrappedKey = %d bytes, %q", len(blob), mech)
 	}
-	if n := sessionKeys(t, a); n != 0 {
-		t.Errorf("%d session keys left after GenerateWrappedKey", n)
+	if n := transportKeys(t, a); n != 0 {
+		t.Errorf("%d transport keys left after GenerateWrappedKey", n)
 	}
 	if again, _, err := a.GenerateWrappedKey(); err != nil || bytes.Equal(again, blob) {
 		t.Errorf("second GenerateWrappedKey: same blob or %v", err)
@@ -231,8 +255,8 @@ func TestWrapUnwrapAcrossHSMs(t *testing.T) {
 	if ok, err := c.HasKey(label); ok || err != nil {
 		t.Errorf("key after a failed unwrap: %v, %v", ok, err)
 	}
-	if n := sessionKeys(t, c); n != 0 {
-		t.Errorf("%d session keys left after a failed unwrap", n)
+	if n := transportKeys(t, c); n != 0 {
+		t.Errorf("%d transport keys left after a failed unwrap", n)
 	}
 	if hl := c.CheckNow(); hl.Status != StatusActive {
 		t.Errorf("health after a failed unwrap = %+v", hl)

@@ -11,7 +11,7 @@ import (
 )
 
 // faultModule wraps the real SoftHSMv2 module to inject faults: a hook runs
-// before C_EncryptInit / C_DecryptInit / C_WrapKey and may block or fail
+// before C_EncryptInit / C_DecryptInit / C_WrapKey / C_CopyObject and may block or fail
 // the call. It also counts calls that show what a recovery did. Everything
 // else goes to the real module.
 type faultModule struct {
@@ -19,6 +19,7 @@ type faultModule struct {
 	encryptHook  atomic.Pointer[func() error]
 	decryptHook  atomic.Pointer[func() error]
 	wrapHook     atomic.Pointer[func() error]
+	copyHook     atomic.Pointer[func() error]
 	encryptInits atomic.Int64
 	initializes  atomic.Int64
 	opens        atomic.Int64
@@ -32,6 +33,7 @@ func (f *faultModule) wrap(m module) module {
 func (f *faultModule) onEncrypt(hook func() error) { f.encryptHook.Store(&hook) }
 func (f *faultModule) onDecrypt(hook func() error) { f.decryptHook.Store(&hook) }
 func (f *faultModule) onWrap(hook func() error)    { f.wrapHook.Store(&hook) }
+func (f *faultModule) onCopy(hook func() error)    { f.copyHook.Store(&hook) }
 
 func runHook(p *atomic.Pointer[func() error]) error {
 	if hook := p.Load(); hook != nil && *hook != nil {
@@ -55,6 +57,13 @@ func (f *faultModule) WrapKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, wr
 		return nil, err
 	}
 	return f.module.WrapKey(sh, m, wrappingkey, key)
+}
+
+func (f *faultModule) CopyObject(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	if err := runHook(&f.copyHook); err != nil {
+		return 0, err
+	}
+	return f.module.CopyObject(sh, o, temp)
 }
 
 func (f *faultModule) EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error {
@@ -215,8 +224,8 @@ func TestGenerateWrappedKeyCleansUpOnError(t *testing.T) {
 	if _, _, err := h.GenerateWrappedKey(); !isCode(err, pkcs11.CKR_KEY_NOT_WRAPPABLE) {
 		t.Fatalf("err = %v, want CKR_KEY_NOT_WRAPPABLE", err)
 	}
-	if n := sessionKeys(t, h); n != 0 {
-		t.Errorf("%d session keys left after a failed wrap", n)
+	if n := transportKeys(t, h); n != 0 {
+		t.Errorf("%d transport keys left after a failed wrap", n)
 	}
 	f.onWrap(nil)
 	if blob, _, err := h.GenerateWrappedKey(); err != nil || len(blob) != 40 {

@@ -125,7 +125,10 @@ func (h *HSM) check() Health {
 		}
 		return h.Health()
 	}
-	_, _, err := h.do(getCall(opProbe, h.cfg.HealthKeyLabel), probeWait)
+	_, _, err := h.do(getCall(opRevalidate, ""), probeWait)
+	if err == nil {
+		_, _, err = h.do(getCall(opProbe, h.cfg.HealthKeyLabel), probeWait)
+	}
 	switch {
 	case err == nil:
 		next := Health{Status: StatusActive, CheckedAt: time.Now()}

@@ -141,7 +141,7 @@ type HSM struct {
 	free     chan *session
 
 	keysMu sync.RWMutex
-	keys   map[string]pkcs11.ObjectHandle
+	keys   map[string]*cachedKey
 	// keysGen counts destroyed keys, so that a lookup that raced with
 	// DestroyKey does not cache the destroyed key's handle.
 	keysGen uint64
@@ -197,7 +197,7 @@ func open(cfg Config, wrap func(module) module) (*HSM, error) {
 		shared:      shared,
 		epoch:       time.Now(),
 		free:        make(chan *session, cfg.PoolSize),
-		keys:        map[string]pkcs11.ObjectHandle{},
+		keys:        map[string]*cachedKey{},
 		kick:        make(chan struct{}, 1),
 		closing:     make(chan struct{}),
 		monitorDone: make(chan struct{}),
@@ -236,7 +236,7 @@ func (h *HSM) connect() error {
 	if h.sessions == nil {
 		h.sessions = make([]*session, h.cfg.PoolSize)
 		for i := range h.sessions {
-			h.sessions[i] = newSession()
+			h.sessions[i] = newSession(i)
 		}
 	}
 	for i, s := range h.sessions {

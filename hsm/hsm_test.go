@@ -228,38 +228,9 @@ func TestGenerateKey(t *testing.T) {
 		t.Fatalf("second GenerateKey: err = %v", err)
 	}
 
-	ctx := h.p11.(*pkcs11.Ctx)
-	s := <-h.free
-	defer func() { h.free <- s }()
-	key, err := h.keyHandle(s, label)
-	if err != nil {
-		t.Fatal(err)
-	}
-	attrs, err := ctx.GetAttributeValue(s.h, key, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, nil),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []bool{true, true, true, false, true, true, false, false}
-	for i, w := range want {
-		if got := attrs[i].Value[0] == 1; got != w {
-			t.Errorf("attribute 0x%x = %v, want %v", attrs[i].Type, got, w)
-		}
-	}
-	if n := attrs[8].Value[0]; n != 32 {
+	checkFlags(t, h, label, encryptOnly)
+	if n := attributes(t, h, label, pkcs11.CKA_VALUE_LEN)[0].Value[0]; n != 32 {
 		t.Errorf("CKA_VALUE_LEN = %d, want 32", n)
-	}
-	if _, err := ctx.GetAttributeValue(s.h, key, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}); !isCode(err, pkcs11.CKR_ATTRIBUTE_SENSITIVE) {
-		t.Errorf("reading CKA_VALUE: err = %v, want CKR_ATTRIBUTE_SENSITIVE", err)
 	}
 }
 

@@ -49,7 +49,7 @@ func (h *HSM) exec(s *session, c *call) ([]byte, bool, error) {
 				return nil, false, h.fail(err)
 			}
 			relooked = true
-			h.forget(c.key())
+			h.forget(s, c.key())
 		case classDevice:
 			return nil, false, h.fail(err)
 		case classSuspect:
@@ -133,6 +133,8 @@ func (h *HSM) attempt(s *session, c *call) ([]byte, bool, error) {
 		return nil, false, h.unwrap(s, c.in, c.label)
 	case opDestroy:
 		return nil, false, h.destroy(s, c.label)
+	case opRevalidate:
+		return nil, false, h.revalidate(s)
 	}
 	err := h.roundTrip(s)
 	if err == nil {
@@ -223,6 +225,7 @@ func (h *HSM) roundTrip(s *session) error {
 // reopen replaces s's session after a session-level error and logs in
 // again when the token has logged us out.
 func (h *HSM) reopen(s *session, cause error) error {
+	h.dropSessionCopies(s)
 	// An invalid or closed handle is gone already, and its number may have
 	// been handed out again: closing it could close someone else's session.
 	if !isCode(cause, pkcs11.CKR_SESSION_HANDLE_INVALID) && !isCode(cause, pkcs11.CKR_SESSION_CLOSED) {
@@ -236,34 +239,6 @@ func (h *HSM) reopen(s *session, cause error) error {
 	}
 	s.h = sh
 	return h.login(sh)
-}
-
-// keyHandle returns the object handle of the AES key labelled label, from
-// the cache or the token. Token objects' handles are valid in every session
-// of the application, so one cache serves the pool.
-func (h *HSM) keyHandle(s *session, label string) (pkcs11.ObjectHandle, error) {
-	h.keysMu.RLock()
-	key, ok := h.keys[label]
-	gen := h.keysGen
-	h.keysMu.RUnlock()
-	if ok {
-		return key, nil
-	}
-	key, found, err := h.find(s, label)
-	if err != nil {
-		return 0, err
-	}
-	if !found {
-		return 0, h.notFound(label)
-	}
-	h.keysMu.Lock()
-	// A key destroyed since the search must not come back into the cache:
-	// some HSMs hand a destroyed object's handle to the next new object.
-	if h.keysGen == gen {
-		h.keys[label] = key
-	}
-	h.keysMu.Unlock()
-	return key, nil
 }
 
 // notFound tells a missing key from a missing token: SoftHSMv2 answers a
@@ -284,6 +259,8 @@ func (h *HSM) find(s *session, label string) (pkcs11.ObjectHandle, bool, error) 
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		// Not the pool's session-object copies (keycache.go).
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 	}
 	if err := h.p11.FindObjectsInit(s.h, template); err != nil {
 		return 0, false, err
@@ -350,33 +327,4 @@ func aesKeyAttributes(label string, wrapping bool) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP, wrapping),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, wrapping),
 	}
-}
-
-func (h *HSM) remember(label string, key pkcs11.ObjectHandle) {
-	h.keysMu.Lock()
-	h.keys[label] = key
-	h.keysMu.Unlock()
-}
-
-func (h *HSM) forget(label string) {
-	h.keysMu.Lock()
-	delete(h.keys, label)
-	h.keysMu.Unlock()
-}
-
-// dropDestroyed forgets the handle of a key that has just been destroyed,
-// and stops lookups already under way from caching it again.
-func (h *HSM) dropDestroyed(label string) {
-	h.keysMu.Lock()
-	delete(h.keys, label)
-	h.keysGen++
-	h.keysMu.Unlock()
-}
-
-// clearKeys drops every cached handle: handles do not survive
-// re-initialising the module.
-func (h *HSM) clearKeys() {
-	h.keysMu.Lock()
-	clear(h.keys)
-	h.keysMu.Unlock()
 }

@@ -20,12 +20,16 @@ type session struct {
 	// mech is a reusable one-element mechanism list, saving an allocation
 	// per operation.
 	mech []*pkcs11.Mechanism
+	// idx is the session's place in the pool, its slot in cachedKey.copies.
+	idx int
+	// key is the key handle the current operation uses (see forget).
+	key pkcs11.ObjectHandle
 }
 
-func newSession() *session {
+func newSession(idx int) *session {
 	// jobs never holds more than one call: only the holder of a free
 	// session sends, and the worker is idle while its session is free.
-	return &session{jobs: make(chan *call, 1), mech: make([]*pkcs11.Mechanism, 1)}
+	return &session{jobs: make(chan *call, 1), mech: make([]*pkcs11.Mechanism, 1), idx: idx}
 }
 
 type op uint8
@@ -43,6 +47,7 @@ const (
 	opSeal
 	opUnseal
 	opDestroy
+	opRevalidate
 )
 
 func (o op) String() string {
@@ -69,6 +74,8 @@ func (o op) String() string {
 		return "unseal"
 	case opDestroy:
 		return "destroy"
+	case opRevalidate:
+		return "revalidate keys"
 	}
 	return "probe"
 }

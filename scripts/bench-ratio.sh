@@ -2,8 +2,9 @@
 # Issue 6, target 2: the proxy's highest encrypt rate (one node, one process,
 # HTTPS + SigV4, 32-byte plaintext + 64-byte AAD, no CDIV) against a bare
 # fasthttp server doing only the same SoftHSMv2 AES-GCM call per request (same
-# TLS certificate, same token, same kind of key, same pool size), both driven
-# by wrk replaying a pre-signed request. Loopback only; bounded in time.
+# TLS certificate, same token, same pool size, same kind of key object: a
+# session copy of a token key), both driven by wrk replaying a pre-signed
+# request. Loopback only; bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${DURATION:-15s}

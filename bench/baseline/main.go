@@ -1,7 +1,8 @@
 // Command baseline is the yardstick for the proxy's hot path: a bare
 // fasthttp server over the same TLS that does nothing per request but one
-// SoftHSMv2 AES-GCM encrypt on a token key through a pool of sessions — the
-// floor cost of any XKS proxy on this HSM. `make bench-ratio` measures it
+// SoftHSMv2 AES-GCM encrypt through a pool of sessions, on a session-object
+// copy of a token key as the proxy uses (or on the token key itself, with
+// -key-object token) — the floor cost of any XKS proxy on this HSM. `make bench-ratio` measures it
 // and the proxy with the same load generator and prints the ratio.
 package main
 
@@ -29,13 +30,17 @@ func main() {
 	pinFile := flag.String("pin-file", "", "file holding the user PIN")
 	pool := flag.Int("pool", 2, "PKCS#11 sessions")
 	label := flag.String("label", "xksproxy-baseline", "AES-256 token key to use (created when missing)")
+	keyObject := flag.String("key-object", "session", "session: encrypt with a session-object copy of the token key, as the proxy does; token: with the token key itself")
 	flag.Parse()
 
 	pin, err := os.ReadFile(*pinFile)
 	if err != nil {
 		log.Fatal(err)
 	}
-	sessions, keyHandle, err := openPool(*module, *token, strings.TrimSpace(string(pin)), *label, *pool)
+	if *keyObject != "session" && *keyObject != "token" {
+		log.Fatalf("-key-object is session or token, not %q", *keyObject)
+	}
+	sessions, keyHandle, err := openPool(*module, *token, strings.TrimSpace(string(pin)), *label, *pool, *keyObject == "session")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -73,7 +78,7 @@ func main() {
 			ctx.SetBody(append(body, `"}`...))
 		},
 	}
-	fmt.Printf("baseline serving on https://%s with %d sessions\n", ln.Addr(), *pool)
+	fmt.Printf("baseline serving on https://%s with %d sessions, %s key object\n", ln.Addr(), *pool, *keyObject)
 	log.Fatal(srv.Serve(tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})))
 }
 
@@ -82,7 +87,7 @@ type session struct {
 	h   pkcs11.SessionHandle
 }
 
-func openPool(module, token, pin, label string, size int) (chan session, pkcs11.ObjectHandle, error) {
+func openPool(module, token, pin, label string, size int, sessionCopy bool) (chan session, pkcs11.ObjectHandle, error) {
 	p := pkcs11.New(module)
 	if p == nil {
 		return nil, 0, fmt.Errorf("cannot load %s", module)
@@ -119,22 +124,33 @@ func openPool(module, token, pin, label string, size int) (chan session, pkcs11.
 	}
 	s := <-pool
 	defer func() { pool <- s }()
+	key, err := tokenKey(p, s.h, label)
+	if err != nil || !sessionCopy {
+		return pool, key, err
+	}
+	copied, err := p.CopyObject(s.h, key, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)})
+	return pool, copied, err
+}
+
+// tokenKey finds the AES token key labelled label, generating it when missing.
+func tokenKey(p *pkcs11.Ctx, sh pkcs11.SessionHandle, label string) (pkcs11.ObjectHandle, error) {
 	template := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 	}
-	if err := p.FindObjectsInit(s.h, template); err != nil {
-		return nil, 0, err
+	if err := p.FindObjectsInit(sh, template); err != nil {
+		return 0, err
 	}
-	objs, _, err := p.FindObjects(s.h, 1)
-	p.FindObjectsFinal(s.h)
+	objs, _, err := p.FindObjects(sh, 1)
+	p.FindObjectsFinal(sh)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if len(objs) == 1 {
-		return pool, objs[0], nil
+		return objs[0], nil
 	}
-	key, err := p.GenerateKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+	return p.GenerateKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
@@ -144,5 +160,4 @@ func openPool(module, token, pin, label string, size int) (chan session, pkcs11.
 		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 	})
-	return pool, key, err
 }

@@ -1,0 +1,125 @@
+package hsm
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"slices"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+)
+
+// copiesOf lists the session-object copies of the key labelled label.
+func copiesOf(t *testing.T, h *HSM, label string) []pkcs11.ObjectHandle {
+	t.Helper()
+	s := <-h.free
+	defer func() { h.free <- s }()
+	return sessionObjects(t, h, s, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)})
+}
+
+// Operations run on per-session copies of the token key, one per session
+// at most; destroying the key destroys the copies with it, and the token
+// object stays the only thing a search by label finds.
+func TestSessionCopies(t *testing.T) {
+	h := openT(t, testConfig(testToken))
+	key := newKey(t, h)
+	if n := len(copiesOf(t, h, key)); n != 0 {
+		t.Fatalf("%d copies before first use", n)
+	}
+	iv := randomBytes(12)
+	ct, tag, err := h.EncryptGCM(key, iv, []byte("plain"), []byte("aad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 * h.cfg.PoolSize {
+		if got, err := h.DecryptGCM(key, iv, ct, tag, []byte("aad")); err != nil || string(got) != "plain" {
+			t.Fatalf("decrypt = %q, %v", got, err)
+		}
+	}
+	copies := copiesOf(t, h, key)
+	if len(copies) == 0 || len(copies) > h.cfg.PoolSize {
+		t.Fatalf("%d copies for a pool of %d", len(copies), h.cfg.PoolSize)
+	}
+	h.keysMu.RLock()
+	cached := h.keys[key]
+	h.keysMu.RUnlock()
+	for _, c := range copies {
+		if c == cached.token || !slices.Contains(cached.copies, c) {
+			t.Errorf("copy %d is not one the cache holds (%+v)", c, cached)
+		}
+	}
+	if ok, err := h.HasKey(key); !ok || err != nil {
+		t.Errorf("HasKey with copies around = %v, %v", ok, err)
+	}
+
+	if err := h.DestroyKey(key); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(copiesOf(t, h, key)); n != 0 {
+		t.Errorf("%d copies left after DestroyKey", n)
+	}
+	if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil); !errors.Is(err, ErrKeyNotFound) {
+		t.Errorf("encrypt after DestroyKey: err = %v, want ErrKeyNotFound", err)
+	}
+}
+
+// An HSM administrator destroys a key with the token's own tools, from
+// another process. The copies would keep working on their own; the next
+// deep check notices, and from then on the key is gone for the proxy too.
+func TestKeyDestroyedByAnotherProcess(t *testing.T) {
+	h := openT(t, testConfig(testToken))
+	key := newKey(t, h)
+	// Sequential calls take the sessions in turn: every session gets its
+	// copy, so that no call after the deletion needs to make one (making
+	// one from a deleted original fails, and that is noticed at once).
+	for range 2 * h.cfg.PoolSize {
+		if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(copiesOf(t, h, key)); n != h.cfg.PoolSize {
+		t.Fatalf("%d copies, want one per session (%d)", n, h.cfg.PoolSize)
+	}
+	cmd := exec.Command("pkcs11-tool", "--module", testModule, "--token-label", testToken,
+		"--login", "--pin", userPIN, "--delete-object", "--type", "secrkey", "--label", key)
+	cmd.Env = os.Environ()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pkcs11-tool --delete-object: %v\n%s", err, out)
+	}
+	if hl := h.CheckNow(); hl.Status != StatusActive {
+		t.Fatalf("health after an outside deletion = %+v", hl)
+	}
+	if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil); !errors.Is(err, ErrKeyNotFound) {
+		t.Errorf("encrypt after the deep check: err = %v, want ErrKeyNotFound", err)
+	}
+	if n := len(copiesOf(t, h, key)); n != 0 {
+		t.Errorf("%d copies of the deleted key left", n)
+	}
+}
+
+// An HSM whose policy forbids copying keys is used through its token
+// objects.
+func TestUncopyableKeysUseTokenObjects(t *testing.T) {
+	f := &faultModule{}
+	h := openWrapped(t, testConfig(testToken), f.wrap)
+	f.onCopy(func() error { return pkcs11.Error(pkcs11.CKR_ACTION_PROHIBITED) })
+	h.clearKeys()
+	key := newKey(t, h)
+	iv := randomBytes(12)
+	ct, tag, err := h.EncryptGCM(key, iv, []byte("plain"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.DecryptGCM(key, iv, ct, tag, nil)
+	if err != nil || !bytes.Equal(got, []byte("plain")) {
+		t.Fatalf("decrypt = %q, %v", got, err)
+	}
+	if n := len(copiesOf(t, h, key)); n != 0 {
+		t.Errorf("%d copies although copying is refused", n)
+	}
+	if hl := h.CheckNow(); hl.Status != StatusActive {
+		t.Errorf("health = %+v", hl)
+	}
+}
