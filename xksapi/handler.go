@@ -79,6 +79,11 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 		decodeJSON(ctx.PostBody(), &x.req)
 		return err
 	}
+	// GetHealthStatus is never shed: it is how AWS KMS tells a busy proxy
+	// from a dead one.
+	if r.op != OpHealth && shouldShed(s.cpuWaitNow(), s.cfg.OverloadWait) {
+		return fail(ThrottlingException, "the proxy is overloaded (requests would wait too long for a CPU); retry")
+	}
 	if n := s.inFlight.Add(1); n > int64(s.cfg.MaxInFlight) {
 		s.inFlight.Add(-1)
 		return fail(ThrottlingException, "the proxy is at its concurrency limit; retry")

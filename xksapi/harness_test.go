@@ -102,6 +102,10 @@ type fixtureOptions struct {
 	hsm         xksapi.HSM
 	now         func() time.Time
 	maxInFlight int
+	// overloadWait 0 turns load shedding off: these tests are about
+	// behaviour, and a busy CI machine must not turn their requests away.
+	overloadWait time.Duration
+	cpuWait      func() time.Duration
 }
 
 func newFixture(t testing.TB, opts fixtureOptions) *fixture {
@@ -141,7 +145,11 @@ func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 		h = testHSM
 	}
 	log := zerolog.New(f.logs)
-	f.server = xksapi.New(xksapi.Config{NodeID: "test-node", Now: opts.now, MaxInFlight: opts.maxInFlight}, f.views, h, log)
+	if opts.overloadWait == 0 {
+		opts.overloadWait = -1
+	}
+	f.server = xksapi.New(xksapi.Config{NodeID: "test-node", Now: opts.now, MaxInFlight: opts.maxInFlight,
+		OverloadWait: opts.overloadWait, CPUWait: opts.cpuWait}, f.views, h, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

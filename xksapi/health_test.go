@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,5 +233,26 @@ func TestHSMRecoversWithoutRestart(t *testing.T) {
 	h, err = c.Health(xksclient.RequestMetadata{KMSRequestID: "h", KMSOperation: "KmsHealthCheck"})
 	if err != nil || h.Fleet[0].HealthStatus != "ACTIVE" {
 		t.Fatalf("health after recovery: %+v %v", h, err)
+	}
+}
+
+// A node short of CPU turns crypto requests away with 429 at once, keeps
+// answering GetHealthStatus, and serves again as soon as the wait drops.
+func TestShedsOnCPUWait(t *testing.T) {
+	var wait atomic.Int64
+	f := newFixture(t, fixtureOptions{overloadWait: 100 * time.Millisecond, cpuWait: func() time.Duration { return time.Duration(wait.Load()) }})
+	c := f.clientA()
+	wait.Store(int64(time.Second))
+	_, err := c.Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: metadata("Encrypt"), Plaintext: []byte("p")})
+	wantXKSError(t, err, 429, "ThrottlingException")
+	if _, err := c.Health(metadata("")); err != nil {
+		t.Fatalf("GetHealthStatus while shedding: %v", err)
+	}
+	if !strings.Contains(f.logs.String(), "overloaded") {
+		t.Error("the shed request is not in the log")
+	}
+	wait.Store(int64(time.Millisecond))
+	if err := c.RoundTrip("k1", metadata("Encrypt"), []byte("after"), nil); err != nil {
+		t.Fatal(err)
 	}
 }

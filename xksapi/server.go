@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,13 @@ type Config struct {
 	// MaxInFlight is how many requests may be inside the handler at once
 	// before new ones get 429 ThrottlingException; 0 means 4096.
 	MaxInFlight int
+	// OverloadWait is the expected wait for a CPU (see cpuWait) at which
+	// requests are turned away with 429 ThrottlingException; shedding
+	// starts at half of it. 0 means 100ms; negative turns shedding off.
+	OverloadWait time.Duration
+	// CPUWait reports how long a runnable goroutine waits for a CPU; nil
+	// means the Go scheduler's own measure, sampled while serving.
+	CPUWait func() time.Duration
 	// NodeID names this node's HSM in GetHealthStatus; "" means the token serial.
 	NodeID string
 	// Ready is an extra condition for /ready and for serving crypto (the
@@ -65,6 +73,9 @@ type Server struct {
 	inFlight atomic.Int64
 	quotas   quotas
 	maxBody  int // cfg.Limits.MaxBodyFor(), computed once
+	// cpu samples the scheduler once ServeTLS starts; nil before.
+	cpu     atomic.Pointer[cpuWait]
+	cpuOnce sync.Once
 
 	api    *fasthttp.Server
 	health *fasthttp.Server
@@ -83,6 +94,9 @@ func New(cfg Config, views *fsm.ViewHolder, h HSM, log zerolog.Logger) *Server {
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
+	}
+	if cfg.OverloadWait == 0 {
+		cfg.OverloadWait = 100 * time.Millisecond
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 10 * time.Second
@@ -129,7 +143,21 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 
 // ServeTLS serves the XKS API on ln over TLS until Shutdown.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
+	if s.cfg.CPUWait == nil {
+		s.cpuOnce.Do(func() { s.cpu.Store(startCPUWait()) })
+	}
 	return s.api.Serve(tls.NewListener(ln, cfg))
+}
+
+// cpuWaitNow is the current CPU wait estimate; 0 while not serving.
+func (s *Server) cpuWaitNow() time.Duration {
+	if s.cfg.CPUWait != nil {
+		return s.cfg.CPUWait()
+	}
+	if c := s.cpu.Load(); c != nil {
+		return c.current()
+	}
+	return 0
 }
 
 // ServeHealth serves the plain-HTTP load-balancer port (/ping, /ready) on ln
@@ -140,7 +168,11 @@ func (s *Server) ServeHealth(ln net.Listener) error {
 
 // Shutdown stops both listeners and waits for requests in progress.
 func (s *Server) Shutdown() error {
-	return errors.Join(s.api.Shutdown(), s.health.Shutdown())
+	err := errors.Join(s.api.Shutdown(), s.health.Shutdown())
+	if c := s.cpu.Swap(nil); c != nil {
+		c.close()
+	}
+	return err
 }
 
 // handleMalformed answers what fasthttp could not parse, in the

@@ -94,6 +94,7 @@ type APIConfig struct {
 	MTLSClientCAFile    string        `toml:"mtls_client_ca_file"`
 	MTLSClientSubjectCN string        `toml:"mtls_client_subject_cn"`
 	MaxInFlight         int           `toml:"max_in_flight"`
+	OverloadWait        time.Duration `toml:"overload_wait"`
 	ReadTimeout         time.Duration `toml:"read_timeout"`
 	IdleTimeout         time.Duration `toml:"idle_timeout"`
 	MaxPlaintextBytes   int           `toml:"max_plaintext_bytes"`

@@ -149,13 +149,14 @@ func (n *Node) start(cfg *Config) error {
 		return err
 	}
 	n.API = xksapi.New(xksapi.Config{
-		Limits:      xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
-		MaxInFlight: cfg.API.MaxInFlight,
-		NodeID:      cfg.NodeID,
-		ReadTimeout: cfg.API.ReadTimeout,
-		IdleTimeout: cfg.API.IdleTimeout,
-		Ready:       n.Cluster.ServingError,
-		Fleet:       n.fleet,
+		Limits:       xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
+		MaxInFlight:  cfg.API.MaxInFlight,
+		OverloadWait: cfg.API.OverloadWait,
+		NodeID:       cfg.NodeID,
+		ReadTimeout:  cfg.API.ReadTimeout,
+		IdleTimeout:  cfg.API.IdleTimeout,
+		Ready:        n.Cluster.ServingError,
+		Fleet:        n.fleet,
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
 	if cfg.API.HealthListen != "" {

@@ -1,0 +1,109 @@
+package xksapi
+
+import (
+	"math"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestWindowQuantile(t *testing.T) {
+	buckets := []float64{0, 0.001, 0.002, 0.004, 0.008}
+	zero := []uint64{0, 0, 0, 0}
+	cases := []struct {
+		name         string
+		prev, counts []uint64
+		q, want      float64
+	}{
+		{"nothing happened", []uint64{50, 50, 50, 50}, []uint64{50, 50, 50, 50}, 0.9, 0},
+		{"too few events to say", zero, []uint64{0, 0, 0, 31}, 0.9, 0},
+		{"only the window counts", []uint64{1000, 0, 0, 0}, []uint64{1000, 10, 10, 80}, 0.9, 0.004},
+		{"median", zero, []uint64{40, 20, 20, 20}, 0.5, 0.001},
+		{"all in the top bucket", []uint64{7, 7, 7, 0}, []uint64{7, 7, 7, 32}, 0.9, 0.004},
+	}
+	for _, tc := range cases {
+		if got := windowQuantile(tc.prev, tc.counts, buckets, tc.q); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// The runtime's first bucket starts at minus infinity.
+	if got := windowQuantile([]uint64{0, 0}, []uint64{40, 0}, []float64{math.Inf(-1), 0.001, 0.002}, 0.5); got != 0 {
+		t.Errorf("a wait in the bucket from minus infinity: got %v, want 0", got)
+	}
+}
+
+func TestShouldShed(t *testing.T) {
+	const limit = 60 * time.Millisecond
+	const trials = 20000
+	share := func(cpu, limit time.Duration) float64 {
+		n := 0
+		for range trials {
+			if shouldShed(cpu, limit) {
+				n++
+			}
+		}
+		return float64(n) / trials
+	}
+	// The expected wait is handOffs (3) times the CPU wait.
+	for _, tc := range []struct {
+		cpu      time.Duration
+		lo, hi   float64
+		describe string
+	}{
+		{0, 0, 0, "idle"},
+		{10 * time.Millisecond, 0, 0, "expected wait at half the limit"},
+		{15 * time.Millisecond, 0.45, 0.55, "three quarters of the limit"},
+		{20 * time.Millisecond, 1, 1, "at the limit"},
+		{time.Second, 1, 1, "far over"},
+	} {
+		if got := share(tc.cpu, limit); got < tc.lo || got > tc.hi {
+			t.Errorf("%s (cpu wait %v): shed %.3f, want [%.2f, %.2f]", tc.describe, tc.cpu, got, tc.lo, tc.hi)
+		}
+	}
+	if share(time.Second, -1) != 0 {
+		t.Error("a negative limit must turn shedding off")
+	}
+}
+
+// The scheduler's wait rises when runnable goroutines outnumber the CPUs,
+// as they do on an overloaded server (many connections, each needing a
+// little CPU per request), and falls back once they are gone.
+func TestCPUWaitFollowsSaturation(t *testing.T) {
+	c := startCPUWait()
+	defer c.close()
+	var stop atomic.Bool
+	workers := 128 * runtime.GOMAXPROCS(0)
+	done := make(chan struct{}, workers)
+	for range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for !stop.Load() {
+				for start := time.Now(); time.Since(start) < 100*time.Microsecond; {
+				}
+				runtime.Gosched()
+			}
+		}()
+	}
+	var peak time.Duration
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && peak < 5*time.Millisecond {
+		time.Sleep(cpuWaitSample)
+		peak = max(peak, c.current())
+	}
+	stop.Store(true)
+	for range workers {
+		<-done
+	}
+	if peak < 5*time.Millisecond {
+		t.Fatalf("CPU wait with %d goroutines busy on %d CPUs peaked at %v", workers, runtime.GOMAXPROCS(0), peak)
+	}
+	t.Logf("saturated: %v", peak)
+	deadline = time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && c.current() >= time.Millisecond {
+		time.Sleep(cpuWaitSample)
+	}
+	if w := c.current(); w >= time.Millisecond {
+		t.Fatalf("CPU wait stayed at %v after the load stopped", w)
+	}
+}
