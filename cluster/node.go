@@ -86,6 +86,7 @@ type Node struct {
 	destroyed     sync.Map // HSM labels of deleted keys already destroyed here
 	removedAt     sync.Map // node id -> when this leader removed it, so gossip does not re-add it
 	missing       atomic.Pointer[[]string]
+	started       time.Time
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -119,7 +120,7 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), hsm: h, views: views,
-		stateDirty: make(chan struct{}, 1), stop: make(chan struct{})}
+		stateDirty: make(chan struct{}, 1), stop: make(chan struct{}), started: time.Now()}
 	empty := []string{}
 	n.missing.Store(&empty)
 	n.fsm = fsm.New(func(*fsm.State) { n.markDirty() })
@@ -232,6 +233,30 @@ func (n *Node) ClusterAddr() string { return n.mux.advertise.String() }
 
 // IsLeader reports whether this node leads the cluster now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// LeaderID is the id of the node this one takes for the leader, or "" while
+// it knows none (during an election).
+func (n *Node) LeaderID() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// AppliedIndex is the index of the last command this node's FSM applied.
+func (n *Node) AppliedIndex() uint64 { return n.fsm.AppliedIndex() }
+
+// LeaderContactAge is how long this node has gone without hearing from the
+// leader: 0 on the leader, the time since Start while it has heard from
+// none. Past the staleness limit, ServingError refuses crypto.
+func (n *Node) LeaderContactAge() time.Duration {
+	if n.IsLeader() {
+		return 0
+	}
+	last := n.raft.LastContact()
+	if last.IsZero() {
+		last = n.started
+	}
+	return time.Since(last)
+}
 
 // markRemoved is the leader telling this node it is no longer a member: it
 // stops serving and leaves the gossip fleet, so that no leader adds it back.

@@ -99,8 +99,8 @@ func TestTimeout(t *testing.T) {
 	if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("slow"), nil); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("blocked call: err = %v, want ErrTimeout", err)
 	}
-	if n := h.stuck.Load(); n != 1 {
-		t.Errorf("stuck = %d, want 1", n)
+	if st := h.Stats(); st.Stuck != 1 || st.Timeouts != 1 || st.InUse < 1 {
+		t.Errorf("stats with a call stuck = %+v, want 1 stuck, 1 timeout, a session in use", st)
 	}
 	// The other session still works, but the HSM is not fully healthy.
 	if hl := h.CheckNow(); hl.Status != StatusDegraded {
@@ -109,8 +109,12 @@ func TestTimeout(t *testing.T) {
 
 	close(release)
 	waitFor(t, "the stuck call to finish and free its session", 10*time.Second, func() bool {
-		return h.stuck.Load() == 0 && len(h.free) == h.cfg.PoolSize
+		st := h.Stats()
+		return st.Stuck == 0 && st.InUse == 0
 	})
+	if st := h.Stats(); st.Timeouts == 0 {
+		t.Errorf("stats once the call finished = %+v, want the timeout still counted", st)
+	}
 	h.cfg.CallTimeout = 10 * time.Second
 	if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("fast"), nil); err != nil {
 		t.Fatalf("after release: %v", err)

@@ -152,10 +152,11 @@ type HSM struct {
 	healthMu sync.Mutex // serialises writers of st
 	st       atomic.Pointer[state]
 	token    atomic.Pointer[tokenInfo]
-	lastPass atomic.Int64 // time since epoch of the last passing probe; 0 = none
-	stuck    atomic.Int64 // calls that outlived CallTimeout and are still running
-	waiting  atomic.Int64 // callers queued for a session
-	callNS   atomic.Int64 // moving average of one HSM call, in nanoseconds
+	lastPass atomic.Int64  // time since epoch of the last passing probe; 0 = none
+	stuck    atomic.Int64  // calls that outlived CallTimeout and are still running
+	timeouts atomic.Uint64 // calls that outlived CallTimeout, ever
+	waiting  atomic.Int64  // callers queued for a session
+	callNS   atomic.Int64  // moving average of one HSM call, in nanoseconds
 
 	checkMu     sync.Mutex // one deep check or recovery at a time
 	kick        chan struct{}

@@ -267,6 +267,9 @@ func TestBusy(t *testing.T) {
 	h := openT(t, cfg)
 	key := newKey(t, h)
 	held := []*session{<-h.free, <-h.free}
+	if st := h.Stats(); st.PoolSize != 2 || st.InUse != 2 || st.Waiting != 0 || st.ExpectedWait <= 0 {
+		t.Errorf("stats with every session held = %+v", st)
+	}
 	_, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil)
 	for _, s := range held {
 		h.free <- s

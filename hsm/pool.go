@@ -195,6 +195,7 @@ func (h *HSM) do(c *call, wait time.Duration) ([]byte, bool, error) {
 		h.stuck.Add(1)
 		if c.state.CompareAndSwap(callPending, callAbandoned) {
 			// From here on the worker owns c.
+			h.timeouts.Add(1)
 			return nil, false, ErrTimeout
 		}
 		// The worker finished as the deadline passed: take its answer.
@@ -250,4 +251,41 @@ func (h *HSM) observeCall(d time.Duration) {
 // average call time.
 func (h *HSM) ExpectedWait(queued int64) time.Duration {
 	return time.Duration(queued * h.callNS.Load() / int64(h.cfg.PoolSize))
+}
+
+// Stats is a snapshot of the pool for monitoring.
+type Stats struct {
+	// PoolSize is the number of sessions.
+	PoolSize int
+	// InUse is how many sessions are not free: running a call, or held by
+	// recovery or Close.
+	InUse int
+	// Waiting is how many callers are queued for a session.
+	Waiting int
+	// ExpectedWait is how long a caller arriving now would expect to wait
+	// for a session (see ExpectedWait): 0 while one is free.
+	ExpectedWait time.Duration
+	// CallAverage is the moving average of one HSM call.
+	CallAverage time.Duration
+	// Stuck is how many calls have outlived CallTimeout and still run.
+	Stuck int
+	// Timeouts counts the calls that outlived CallTimeout since Open.
+	Timeouts uint64
+}
+
+// Stats reads the pool's counters; it never calls the HSM and takes no lock.
+// The fields are read one by one, so under load they may disagree slightly.
+func (h *HSM) Stats() Stats {
+	st := Stats{
+		PoolSize:    h.cfg.PoolSize,
+		InUse:       h.cfg.PoolSize - len(h.free),
+		Waiting:     int(h.waiting.Load()),
+		CallAverage: time.Duration(h.callNS.Load()),
+		Stuck:       int(h.stuck.Load()),
+		Timeouts:    h.timeouts.Load(),
+	}
+	if st.InUse >= st.PoolSize {
+		st.ExpectedWait = h.ExpectedWait(int64(st.Waiting) + 1)
+	}
+	return st
 }

@@ -52,13 +52,19 @@ type apiError struct {
 	name    ErrorName
 	message string
 	detail  string
-	status  int // overrides name.Status(); only 405 Method Not Allowed needs it
+	status  int        // overrides name.Status(); only 405 Method Not Allowed needs it
+	shed    shedReason // the limit behind a ThrottlingException, for metrics
 }
 
 func (e *apiError) Error() string { return string(e.name) + ": " + e.message }
 
 func fail(name ErrorName, message string) *apiError {
 	return &apiError{name: name, message: message}
+}
+
+// throttle is a ThrottlingException that names the limit it comes from.
+func throttle(reason shedReason, message string) *apiError {
+	return &apiError{name: ThrottlingException, message: message, shed: reason}
 }
 
 // maxErrorMessage keeps errorMessage under the specification's 512 characters.

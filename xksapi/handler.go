@@ -20,6 +20,7 @@ import (
 // exchange carries one request through the pipeline and into its log line.
 type exchange struct {
 	start  time.Time
+	took   time.Duration
 	route  route
 	store  *fsm.StoreView
 	req    request
@@ -45,6 +46,8 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetStatusCode(x.result.status)
 		}
 	}
+	x.took = time.Since(x.start)
+	s.metrics.observe(x.route.op, x.result, x.took)
 	s.logExchange(ctx, &x)
 }
 
@@ -82,11 +85,11 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	// GetHealthStatus is never shed: it is how AWS KMS tells a busy proxy
 	// from a dead one.
 	if r.op != OpHealth && shouldShed(s.cpuWaitNow(), s.cfg.OverloadWait) {
-		return fail(ThrottlingException, "the proxy is overloaded (requests would wait too long for a CPU); retry")
+		return throttle(shedCPU, "the proxy is overloaded (requests would wait too long for a CPU); retry")
 	}
 	if n := s.inFlight.Add(1); n > int64(s.cfg.MaxInFlight) {
 		s.inFlight.Add(-1)
-		return fail(ThrottlingException, "the proxy is at its concurrency limit; retry")
+		return throttle(shedInFlight, "the proxy is at its concurrency limit; retry")
 	}
 	defer s.inFlight.Add(-1)
 
@@ -94,7 +97,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 		return fail(InvalidStateException, "key store "+x.store.Name+" is disabled")
 	}
 	if !s.quotas.allow(&x.store.KeyStore) {
-		return fail(ThrottlingException, "key store "+x.store.Name+" is over its request quota")
+		return throttle(shedQuota, "key store "+x.store.Name+" is over its request quota")
 	}
 	if err := decodeRequest(ctx.PostBody(), r.op, s.cfg.Limits, &x.req); err != nil {
 		return err
@@ -242,7 +245,7 @@ func hsmFailure(err error, key *fsm.Key, version uint32) *apiError {
 	case errors.Is(err, hsm.ErrInvalidCiphertext):
 		e.name, e.message = InvalidCiphertextException, "ciphertext, IV, tag, AAD or ciphertextMetadata do not authenticate"
 	case errors.Is(err, hsm.ErrBusy):
-		e.name, e.message = ThrottlingException, "the HSM is busy; retry"
+		e.name, e.message, e.shed = ThrottlingException, "the HSM is busy; retry", shedHSMBusy
 	case errors.Is(err, hsm.ErrTimeout):
 		e.name, e.message = DependencyTimeoutException, "the HSM did not answer in time"
 	case errors.Is(err, hsm.ErrKeyNotFound):
@@ -338,11 +341,28 @@ func (s *Server) serveProbe(ctx *fasthttp.RequestCtx, path []byte) bool {
 	return true
 }
 
-// handleHealthPort serves the plain-HTTP listener: probes and nothing else.
+// handleHealthPort serves the plain-HTTP listener: probes and metrics,
+// nothing that carries a secret.
 func (s *Server) handleHealthPort(ctx *fasthttp.RequestCtx) {
-	if !s.serveProbe(ctx, ctx.Request.Header.RequestURI()) {
-		writeError(ctx, InvalidURIPathException, "this port serves only GET /ping and GET /ready")
+	uri := ctx.Request.Header.RequestURI()
+	if string(uri) == "/metrics" {
+		s.serveMetrics(ctx)
+		return
 	}
+	if !s.serveProbe(ctx, uri) {
+		writeError(ctx, InvalidURIPathException, "this port serves only GET /ping, GET /ready and GET /metrics")
+	}
+}
+
+// serveMetrics answers a Prometheus scrape.
+func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		writeError(ctx, UnsupportedOperationException, "metrics accept only GET")
+		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+		return
+	}
+	s.scrape(ctx)
 }
 
 // logExchange writes the one line per request: who, which key, what, the
@@ -394,7 +414,7 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 	} else {
 		ev = ev.Str("outcome", "ok")
 	}
-	ev.Float64("latency_ms", float64(time.Since(x.start).Microseconds())/1000).Msg("xks request")
+	ev.Float64("latency_ms", float64(x.took.Microseconds())/1000).Msg("xks request")
 }
 
 // maxFleetDetails is the specification's cap on ekmFleetDetails entries.

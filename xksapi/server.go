@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
@@ -54,6 +55,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Now is the clock for SigV4 and credential expiry; nil means time.Now.
 	Now func() time.Time
+	// Metrics receives the data plane's metrics and is what GET /metrics
+	// on the health port serves, so a node adds its own collectors to it;
+	// nil means a registry of the server's own. One registry serves one
+	// Server.
+	Metrics *prometheus.Registry
 }
 
 // hardBodyLimit is the most fasthttp reads of a request body.
@@ -76,6 +82,8 @@ type Server struct {
 	// cpu samples the scheduler once ServeTLS starts; nil before.
 	cpu     atomic.Pointer[cpuWait]
 	cpuOnce sync.Once
+	metrics *requestMetrics
+	scrape  fasthttp.RequestHandler
 
 	api    *fasthttp.Server
 	health *fasthttp.Server
@@ -107,7 +115,12 @@ func New(cfg Config, views *fsm.ViewHolder, h HSM, log zerolog.Logger) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
 	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier(), maxBody: cfg.Limits.MaxBodyFor()}
+	s.metrics = newMetrics(cfg.Metrics, s)
+	s.scrape = metricsHandler(cfg.Metrics, log)
 	s.api = s.newHTTPServer(s.handle)
 	s.health = s.newHTTPServer(s.handleHealthPort)
 	return s
@@ -160,8 +173,9 @@ func (s *Server) cpuWaitNow() time.Duration {
 	return 0
 }
 
-// ServeHealth serves the plain-HTTP load-balancer port (/ping, /ready) on ln
-// until Shutdown. It carries no XKS API and no secrets.
+// ServeHealth serves the plain-HTTP load-balancer port (/ping, /ready) and
+// the Prometheus metrics (/metrics) on ln until Shutdown. It carries no XKS
+// API and no secrets.
 func (s *Server) ServeHealth(ln net.Listener) error {
 	return s.health.Serve(ln)
 }

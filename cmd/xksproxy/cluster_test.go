@@ -13,6 +13,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/internal/testmetrics"
 )
 
 // cli runs the xksproxy CLI with node i's admin.env exported.
@@ -113,6 +114,20 @@ func TestThreeProcessCluster(t *testing.T) {
 	}
 	if leader < 0 {
 		t.Fatalf("leader %+v is none of %v", st.Leader, client.Endpoints)
+	}
+	// Every node's metrics name the same leader and count the whole fleet.
+	for i, ep := range client.HealthEndpoints {
+		waitFor(t, "node "+strconv.Itoa(i+1)+" to see the fleet of 3", func() bool {
+			_, m := testmetrics.Scrape(t, ep+"/metrics")
+			return m.Value(t, "xksproxy_cluster_fleet_members") == 3
+		}, p)
+		_, m := testmetrics.Scrape(t, ep+"/metrics")
+		if got := m.Value(t, "xksproxy_cluster_is_leader"); got != 0 && i != leader || got != 1 && i == leader {
+			t.Errorf("node %d: is_leader %v, leader is node %d", i+1, got, leader+1)
+		}
+		if m.Value(t, "xksproxy_cluster_leader_known") != 1 || m.Value(t, "xksproxy_cluster_leader_contact_age_seconds") > 5 {
+			t.Errorf("node %d does not hear from the leader", i+1)
+		}
 	}
 	survivor := (leader + 1) % 3
 	if err := syscall.Kill(readPID(t, dir, leader), syscall.SIGKILL); err != nil {

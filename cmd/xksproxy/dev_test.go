@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
 	"github.com/xksproxy/xksproxy/internal/testlog"
+	"github.com/xksproxy/xksproxy/internal/testmetrics"
 )
 
 // buildBinary compiles xksproxy once per test run.
@@ -132,6 +134,35 @@ func TestDevQuickStart(t *testing.T) {
 	}
 	if resp, err := http.Get(client.HealthEndpoints[0] + "/ready"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/ready on the health port: %v %v", resp, err)
+	}
+	// The health port's metrics: the encrypts just made (dev's own check,
+	// the printed curl, this client), the HSM pool, the one-node cluster
+	// this node leads, the runtime, and nothing secret.
+	body, m := testmetrics.Scrape(t, client.HealthEndpoints[0]+"/metrics")
+	if got := m.Value(t, "xksproxy_requests_total", "operation", "encrypt", "outcome", "ok"); got < 3 {
+		t.Errorf("%v successful encrypts counted, want at least 3", got)
+	}
+	if got := m.Value(t, "xksproxy_request_duration_seconds", "operation", "encrypt"); got < 3 {
+		t.Errorf("%v encrypt durations observed, want at least 3", got)
+	}
+	for _, name := range []string{"xksproxy_hsm_sessions", "xksproxy_cluster_applied_index", "go_goroutines", "process_resident_memory_bytes"} {
+		if m.Value(t, name) <= 0 {
+			t.Errorf("%s is not positive", name)
+		}
+	}
+	for name, want := range map[string]float64{"xksproxy_ready": 1, "xksproxy_cluster_is_leader": 1, "xksproxy_cluster_leader_known": 1,
+		"xksproxy_cluster_leader_contact_age_seconds": 0, "xksproxy_cluster_fleet_members": 1, "xksproxy_hsm_stuck_calls": 0} {
+		if got := m.Value(t, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if m.Value(t, "xksproxy_hsm_status", "status", "ACTIVE") != 1 || m.Value(t, "xksproxy_hsm_status", "status", "UNAVAILABLE") != 0 {
+		t.Error("xksproxy_hsm_status does not say ACTIVE")
+	}
+	for _, secret := range []string{client.SecretAccessKey, client.AccessKeyID, "survives restarts", base64.StdEncoding.EncodeToString([]byte("survives restarts"))} {
+		if strings.Contains(body, secret) {
+			t.Fatalf("the metrics contain %q", secret)
+		}
 	}
 	p.stop(t)
 	if strings.Contains(p.stderr.String(), client.SecretAccessKey) {

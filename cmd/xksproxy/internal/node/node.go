@@ -157,6 +157,7 @@ func (n *Node) start(cfg *Config) error {
 		IdleTimeout:  cfg.API.IdleTimeout,
 		Ready:        n.Cluster.ServingError,
 		Fleet:        n.fleet,
+		Metrics:      newRegistry(n.HSM, n.Cluster),
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
 	if cfg.API.HealthListen != "" {

@@ -1,0 +1,89 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/hsm"
+)
+
+// newRegistry holds the node's metrics besides the data plane's own (which
+// xksapi adds): the Go runtime, the process, the HSM pool and the cluster.
+// All of them are read at scrape time from counters the packages keep
+// anyway, so they cost the request path nothing.
+func newRegistry(h *hsm.HSM, c *cluster.Node) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) { collectHSM(ch, h) }),
+		prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) { collectCluster(ch, c) }),
+	)
+	return reg
+}
+
+var (
+	hsmSessions = prometheus.NewDesc("xksproxy_hsm_sessions",
+		"PKCS#11 sessions in the pool (hsm.pool_size).", nil, nil)
+	hsmSessionsInUse = prometheus.NewDesc("xksproxy_hsm_sessions_in_use",
+		"Pool sessions running an HSM call or held by recovery.", nil, nil)
+	hsmWaiting = prometheus.NewDesc("xksproxy_hsm_waiting_callers",
+		"Callers queued for a free HSM session.", nil, nil)
+	hsmExpectedWait = prometheus.NewDesc("xksproxy_hsm_expected_wait_seconds",
+		"Expected wait for a session of a caller arriving now; beyond hsm.wait_timeout callers get 429 at once.", nil, nil)
+	hsmCallAverage = prometheus.NewDesc("xksproxy_hsm_call_average_seconds",
+		"Moving average of one HSM call, the basis of the expected wait.", nil, nil)
+	hsmStuck = prometheus.NewDesc("xksproxy_hsm_stuck_calls",
+		"HSM calls that outlived hsm.call_timeout and are still running.", nil, nil)
+	hsmTimeouts = prometheus.NewDesc("xksproxy_hsm_call_timeouts_total",
+		"HSM calls that outlived hsm.call_timeout (their callers got 503).", nil, nil)
+	hsmStatus = prometheus.NewDesc("xksproxy_hsm_status",
+		"The HSM's health as GetHealthStatus reports it: 1 for the current status, 0 for the others.", []string{"status"}, nil)
+
+	clusterLeader = prometheus.NewDesc("xksproxy_cluster_is_leader",
+		"1 when this node is the Raft leader.", nil, nil)
+	clusterLeaderKnown = prometheus.NewDesc("xksproxy_cluster_leader_known",
+		"1 when this node knows a leader (0 during an election).", nil, nil)
+	clusterApplied = prometheus.NewDesc("xksproxy_cluster_applied_index",
+		"Raft index of the last command this node's state machine applied.", nil, nil)
+	clusterContactAge = prometheus.NewDesc("xksproxy_cluster_leader_contact_age_seconds",
+		"Time since this node last heard from the leader (0 on the leader); past cluster.staleness_limit it refuses crypto.", nil, nil)
+	clusterFleet = prometheus.NewDesc("xksproxy_cluster_fleet_members",
+		"Live members of the gossip fleet, this node included (1 without gossip).", nil, nil)
+)
+
+func collectHSM(ch chan<- prometheus.Metric, h *hsm.HSM) {
+	st := h.Stats()
+	gauge(ch, hsmSessions, float64(st.PoolSize))
+	gauge(ch, hsmSessionsInUse, float64(st.InUse))
+	gauge(ch, hsmWaiting, float64(st.Waiting))
+	gauge(ch, hsmExpectedWait, st.ExpectedWait.Seconds())
+	gauge(ch, hsmCallAverage, st.CallAverage.Seconds())
+	gauge(ch, hsmStuck, float64(st.Stuck))
+	ch <- prometheus.MustNewConstMetric(hsmTimeouts, prometheus.CounterValue, float64(st.Timeouts))
+	current := h.Health().Status
+	for _, s := range []hsm.Status{hsm.StatusActive, hsm.StatusDegraded, hsm.StatusUnavailable} {
+		ch <- prometheus.MustNewConstMetric(hsmStatus, prometheus.GaugeValue, flag(s == current), s.String())
+	}
+}
+
+func collectCluster(ch chan<- prometheus.Metric, c *cluster.Node) {
+	fleet, _ := c.Fleet()
+	gauge(ch, clusterLeader, flag(c.IsLeader()))
+	gauge(ch, clusterLeaderKnown, flag(c.LeaderID() != ""))
+	gauge(ch, clusterApplied, float64(c.AppliedIndex()))
+	gauge(ch, clusterContactAge, c.LeaderContactAge().Seconds())
+	gauge(ch, clusterFleet, float64(fleet))
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+}
+
+func flag(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,142 @@
+package xksapi
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// requestBuckets spread the histogram over AWS KMS's 250 ms budget: fine
+// steps where healthy requests land (a software HSM answers in tens of
+// microseconds, a network HSM in milliseconds), and bounds at the HSM's
+// default wait (50 ms) and call (150 ms) deadlines and at the budget itself.
+var requestBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .15, .25, .5, 1}
+
+// shedReason says which limit refused a request with ThrottlingException.
+type shedReason uint8
+
+const (
+	notShed      shedReason = iota
+	shedCPU                 // the expected wait for a CPU passed overload_wait
+	shedInFlight            // max_in_flight requests were already in progress
+	shedQuota               // the key store is over its request quota
+	shedHSMBusy             // no HSM session would have been free in time
+	numShedReasons
+)
+
+var shedLabels = [numShedReasons]string{shedCPU: "cpu", shedInFlight: "in_flight", shedQuota: "quota", shedHSMBusy: "hsm_busy"}
+
+// opLabels name the operations in metrics; OpUnknown is a request that
+// never routed to one.
+var opLabels = [...]string{OpUnknown: "none", OpMetadata: "metadata", OpEncrypt: "encrypt", OpDecrypt: "decrypt", OpHealth: "health"}
+
+// errorNames are the outcomes besides "ok", each at its index+1 in
+// requestMetrics.requests.
+var errorNames = [...]ErrorName{
+	ValidationException, InvalidStateException, InvalidCiphertextException, InvalidKeyUsageException,
+	AuthenticationFailedException, AccessDeniedException, KeyNotFoundException, InvalidURIPathException,
+	ThrottlingException, UnsupportedOperationException, DependencyTimeoutException, InternalException,
+}
+
+// requestMetrics are the data plane's Prometheus metrics. Their labels come
+// only from the enums above, never from the request, and every combination
+// is resolved once in newMetrics: counting a request is an array index and
+// an atomic add, with no lookup and no allocation.
+type requestMetrics struct {
+	requests [len(opLabels)][len(errorNames) + 1]prometheus.Counter
+	duration [len(opLabels)]prometheus.Observer
+	shed     [numShedReasons]prometheus.Counter
+}
+
+// newMetrics registers the data plane's metrics on reg.
+func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xksproxy_requests_total",
+		Help: "XKS API requests answered, by operation (none: not an API path) and outcome (ok or the errorName).",
+	}, []string{"operation", "outcome"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "xksproxy_request_duration_seconds",
+		Help:    "Time from receiving an XKS API request to its answer, by operation.",
+		Buckets: requestBuckets,
+	}, []string{"operation"})
+	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xksproxy_requests_shed_total",
+		Help: "XKS API requests refused with ThrottlingException, by the limit that refused them.",
+	}, []string{"reason"})
+	m := &requestMetrics{}
+	for op, opLabel := range opLabels {
+		m.requests[op][0] = requests.WithLabelValues(opLabel, "ok")
+		for i, name := range errorNames {
+			m.requests[op][i+1] = requests.WithLabelValues(opLabel, string(name))
+		}
+		m.duration[op] = duration.WithLabelValues(opLabel)
+	}
+	for r := shedCPU; r < numShedReasons; r++ {
+		m.shed[r] = shed.WithLabelValues(shedLabels[r])
+	}
+	reg.MustRegister(requests, duration, shed,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "xksproxy_requests_in_flight",
+			Help: "Authenticated XKS API requests in progress; beyond api.max_in_flight new ones are shed.",
+		}, func() float64 { return float64(s.inFlight.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "xksproxy_cpu_wait_seconds",
+			Help: "Estimated wait of a runnable goroutine for a CPU (90th percentile over 50 ms); crypto requests are shed when three times this passes half of api.overload_wait.",
+		}, func() float64 { return s.cpuWaitNow().Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "xksproxy_ready",
+			Help: "1 when this node can serve crypto now (what /ready reports), else 0.",
+		}, func() float64 {
+			if s.ready() != nil {
+				return 0
+			}
+			return 1
+		}),
+	)
+	return m
+}
+
+// observe counts one answered request.
+func (m *requestMetrics) observe(op Operation, result *apiError, took time.Duration) {
+	m.requests[op][outcomeIndex(result)].Inc()
+	m.duration[op].Observe(took.Seconds())
+	if result != nil && result.shed != notShed {
+		m.shed[result.shed].Inc()
+	}
+}
+
+// outcomeIndex is result's place in requestMetrics.requests: 0 for success.
+func outcomeIndex(result *apiError) int {
+	if result == nil {
+		return 0
+	}
+	for i, name := range errorNames {
+		if name == result.name {
+			return i + 1
+		}
+	}
+	// Status() answers 500 for a name it does not know; count it as
+	// InternalException, the last of errorNames.
+	return len(errorNames)
+}
+
+// metricsHandler serves reg in the Prometheus exposition format.
+func metricsHandler(reg prometheus.Gatherer, log zerolog.Logger) fasthttp.RequestHandler {
+	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		// One collector failing must not blind the whole scrape.
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      promLogger{log},
+	}))
+}
+
+type promLogger struct{ log zerolog.Logger }
+
+func (l promLogger) Println(v ...any) {
+	l.log.Warn().Msg(strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+}
