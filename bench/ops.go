@@ -2,13 +2,13 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/xksproxy/xksproxy/bench/xksclient"
 )
@@ -52,119 +52,101 @@ func (r *ring) pick() (sample, bool) {
 	return r.items[rand.IntN(len(r.items))], true
 }
 
-// keyState is one logical key: its external key id, its ciphertexts and its
-// place in the mix.
+// keyState is one logical key: its external key id, its ciphertexts, its
+// place in the mix, and what every request on it starts with.
 type keyState struct {
 	name, id string
 	ring     *ring
 	picker   opPicker
+	paths    [numOps]string // URI path of each operation
+	heads    [numOps][]byte // start of each operation's body, see requestHead
 }
 
 // kmsOperation is the requestMetadata.kmsOperation AWS KMS sends for each
 // of our operations.
 var kmsOperation = [numOps]string{"Encrypt", "Decrypt", "DescribeKey", "KmsHealthCheck"}
 
-func randomBytes(n int) []byte {
-	if n == 0 {
-		return nil
-	}
-	b := make([]byte, (n+7)/8*8)
+// randomBytes returns fresh random plaintext and AAD of n and m bytes (nil
+// when m is 0), in one allocation.
+func randomBytes(n, m int) (pt, aad []byte) {
+	b := make([]byte, (n+m+7)/8*8)
 	for i := 0; i < len(b); i += 8 {
 		binary.LittleEndian.PutUint64(b[i:], rand.Uint64())
 	}
-	return b[:n]
+	if m > 0 {
+		aad = b[n : n+m : n+m]
+	}
+	return b[:n:n], aad
 }
 
-// caller sends the operations of one run configuration.
+// caller prepares the operations of one run configuration and checks
+// their answers.
 type caller struct {
-	creds        xksclient.Credentials
+	signer       *xksclient.Signer
 	uriPath      string
 	principal    string
 	keyARNPrefix string // the kmsKeyArn sent is this plus the key id
 	plaintextN   int
 	aadN         int
 	cdiv         bool
+	bodies       sync.Pool // *[]byte request bodies
 }
 
-func (c *caller) metadata(op Op, keyID, requestID string) xksclient.RequestMetadata {
-	md := xksclient.RequestMetadata{KMSOperation: kmsOperation[op], KMSRequestID: requestID}
-	if op != OpHealth {
-		md.AWSPrincipalARN = c.principal
+func newCaller(cfg Config) *caller {
+	t := cfg.Target
+	return &caller{
+		signer:    xksclient.NewSigner(xksclient.Credentials{AccessKeyID: t.AccessKeyID, Secret: t.Secret.Reveal(), Region: t.Region}),
+		uriPath:   t.URIPath,
+		principal: cfg.Principal, keyARNPrefix: "arn:aws:kms:" + t.Region + ":" + account(cfg.Principal) + ":key/",
+		plaintextN: cfg.PlaintextBytes, aadN: cfg.AADBytes, cdiv: cfg.CDIV,
+		bodies: sync.Pool{New: func() any { return new([]byte) }},
 	}
-	if op == OpEncrypt || op == OpDecrypt {
-		md.KMSKeyARN = c.keyARNPrefix + keyID
-	}
-	return md
 }
 
-// execute sends one operation on key ks to ep and checks the answer.
-func (c *caller) execute(ctx context.Context, ep *endpoint, ks *keyState, op Op, requestID string) failure {
-	md := c.metadata(op, ks.id, requestID)
-	keyPath := c.uriPath + "/keys/" + ks.id + "/"
+// newKey is the state of a logical key on key id id.
+func (c *caller) newKey(name, id string, ringSize int, mix Mix) *keyState {
+	ks := &keyState{name: name, id: id, ring: newRing(ringSize), picker: opPicker{mix: mix}}
+	for _, op := range Ops() {
+		ks.paths[op] = c.uriPath + "/keys/" + id + "/" + op.String()
+		ks.heads[op] = requestHead(op, c.principal, c.keyARNPrefix+id)
+	}
+	// GetHealthStatus is the key store's, not a key's.
+	ks.paths[OpHealth] = c.uriPath + "/health"
+	return ks
+}
+
+// prepare makes x the request of operation op on key ks to ep, signed now;
+// a decrypt before any encrypt of the key succeeded fails at once.
+func (c *caller) prepare(x *exchange, ep *endpoint, ks *keyState, op Op, id requestID) failure {
+	x.ks, x.op = ks, op
+	bp := c.bodies.Get().(*[]byte)
+	defer c.bodies.Put(bp)
+	body := appendMetadata((*bp)[:0], ks.heads[op], id)
 	switch op {
 	case OpEncrypt:
-		pt, aad := randomBytes(c.plaintextN), randomBytes(c.aadN)
-		req := xksclient.EncryptRequest{RequestMetadata: md, Plaintext: pt, AAD: aad, Algorithm: "AES_GCM"}
-		if c.cdiv {
-			req.CDIVAlgorithm = "SHA_256"
-		}
-		var enc xksclient.EncryptResponse
-		if f := c.call(ctx, ep, keyPath+"encrypt", req, &enc); !f.ok() {
-			return f
-		}
-		if f := checkEncrypt(&enc, pt, aad, c.cdiv); !f.ok() {
-			return f
-		}
-		ks.ring.put(sample{plaintext: pt, aad: aad, enc: enc})
+		x.pt, x.aad = randomBytes(c.plaintextN, c.aadN)
+		body = appendEncryptBody(body, x.pt, x.aad, c.cdiv)
 	case OpDecrypt:
 		s, ok := ks.ring.pick()
 		if !ok {
 			return failure{kind: kindClient, name: errNoCiphertext, message: "no encrypt of this key had succeeded yet"}
 		}
-		req := xksclient.DecryptRequest{RequestMetadata: md, Ciphertext: s.enc.Ciphertext, CiphertextMetadata: s.enc.CiphertextMetadata,
-			Algorithm: "AES_GCM", AAD: s.aad, IV: s.enc.IV, Tag: s.enc.Tag}
-		var out struct {
-			Plaintext []byte `json:"plaintext"`
-		}
-		if f := c.call(ctx, ep, keyPath+"decrypt", req, &out); !f.ok() {
-			return f
-		}
-		if !bytes.Equal(out.Plaintext, s.plaintext) {
-			// Never the bytes themselves: they are plaintext.
-			return failure{kind: kindClient, name: errWrongPlaintext,
-				message: fmt.Sprintf("decrypt answered %d bytes that are not the %d bytes encrypted", len(out.Plaintext), len(s.plaintext))}
-		}
-	case OpMetadata:
-		var out xksclient.MetadataResponse
-		if f := c.call(ctx, ep, keyPath+"metadata", struct {
-			RequestMetadata xksclient.RequestMetadata `json:"requestMetadata"`
-		}{md}, &out); !f.ok() {
-			return f
-		}
-		if out.KeySpec != "AES_256" || (out.KeyStatus != "ENABLED" && out.KeyStatus != "DISABLED") {
-			return failure{kind: kindClient, name: errBadResponse, message: clip(fmt.Sprintf("metadata keySpec %q keyStatus %q", out.KeySpec, out.KeyStatus))}
-		}
-	case OpHealth:
-		var out xksclient.HealthResponse
-		if f := c.call(ctx, ep, c.uriPath+"/health", struct {
-			RequestMetadata xksclient.RequestMetadata `json:"requestMetadata"`
-		}{md}, &out); !f.ok() {
-			return f
-		}
-		if out.FleetSize < 1 || len(out.Fleet) < 1 || len(out.Fleet) > 10 {
-			return failure{kind: kindClient, name: errBadResponse, message: fmt.Sprintf("health xksProxyFleetSize %d with %d ekmFleetDetails", out.FleetSize, len(out.Fleet))}
-		}
+		x.sample = s
+		body = appendDecryptBody(body, &s)
+	default:
+		body = append(body, '}')
 	}
+	*bp = body
+	path := ks.paths[op]
+	amzDate, auth := c.signer.Sign(ep.host, path, body, time.Now())
+	x.request = requests.Get().(*[]byte)
+	*x.request = appendRequest((*x.request)[:0], ep.host, path, body, amzDate, auth)
 	return failure{}
 }
 
-// call posts in as JSON and decodes a 200 answer into out.
-func (c *caller) call(ctx context.Context, ep *endpoint, path string, in, out any) failure {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return failure{kind: kindClient, name: "encode", message: clip(err.Error())}
-	}
-	status, data, err := ep.post(ctx, c.creds, path, body)
+// check judges the outcome of x: the transport error, or the proxy's
+// status and answer.
+func (c *caller) check(x *exchange, status int, data []byte, err error) failure {
 	if err != nil {
 		return classifyTransport(err)
 	}
@@ -178,7 +160,49 @@ func (c *caller) call(ctx context.Context, ep *endpoint, path string, in, out an
 		}
 		return failure{kind: kindHTTP, status: status, name: clip(e.Name), message: clip(e.Message)}
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	switch x.op {
+	case OpEncrypt:
+		var enc xksclient.EncryptResponse
+		if f := decode(data, &enc); !f.ok() {
+			return f
+		}
+		if f := checkEncrypt(&enc, x.pt, x.aad, c.cdiv); !f.ok() {
+			return f
+		}
+		x.ks.ring.put(sample{plaintext: x.pt, aad: x.aad, enc: enc})
+	case OpDecrypt:
+		var out decryptResponse
+		if f := decode(data, &out); !f.ok() {
+			return f
+		}
+		if pt := x.sample.plaintext; !bytes.Equal(out.Plaintext, pt) {
+			// Never the bytes themselves: they are plaintext.
+			return failure{kind: kindClient, name: errWrongPlaintext,
+				message: fmt.Sprintf("decrypt answered %d bytes that are not the %d bytes encrypted", len(out.Plaintext), len(pt))}
+		}
+	case OpMetadata:
+		var out xksclient.MetadataResponse
+		if f := decode(data, &out); !f.ok() {
+			return f
+		}
+		if out.KeySpec != "AES_256" || (out.KeyStatus != "ENABLED" && out.KeyStatus != "DISABLED") {
+			return failure{kind: kindClient, name: errBadResponse, message: clip(fmt.Sprintf("metadata keySpec %q keyStatus %q", out.KeySpec, out.KeyStatus))}
+		}
+	case OpHealth:
+		var out xksclient.HealthResponse
+		if f := decode(data, &out); !f.ok() {
+			return f
+		}
+		if out.FleetSize < 1 || len(out.Fleet) < 1 || len(out.Fleet) > 10 {
+			return failure{kind: kindClient, name: errBadResponse, message: fmt.Sprintf("health xksProxyFleetSize %d with %d ekmFleetDetails", out.FleetSize, len(out.Fleet))}
+		}
+	}
+	return failure{}
+}
+
+// decode decodes a 200 answer into out.
+func decode(data []byte, out any) failure {
+	if err := decodeAnswer(data, out); err != nil {
 		return failure{kind: kindClient, name: errBadResponse, message: clip(err.Error())}
 	}
 	return failure{}

@@ -21,8 +21,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 )
 
 // Spread says how a key's requests are spread over the endpoints.
@@ -162,21 +160,15 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if _, err := rand.Read(id); err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, endpoints: eps, clock: realClock{}, runID: hex.EncodeToString(id), hookGrace: hookGrace}
+	r := &Runner{cfg: cfg, endpoints: eps, caller: newCaller(cfg), clock: realClock{}, runID: hex.EncodeToString(id), hookGrace: hookGrace}
 	ids := cfg.Target.KeyIDs
 	for k := 0; k < cfg.Keys; k++ {
-		ks := &keyState{id: ids[k%len(ids)], ring: newRing(cfg.RingSize), picker: opPicker{mix: cfg.Mix}}
-		ks.name = ks.id
+		id := ids[k%len(ids)]
+		name := id
 		if cfg.Keys > len(ids) {
-			ks.name = fmt.Sprintf("%s#%d", ks.id, k/len(ids)+1)
+			name = fmt.Sprintf("%s#%d", id, k/len(ids)+1)
 		}
-		r.keys = append(r.keys, ks)
-	}
-	r.caller = &caller{
-		creds:     xksclient.Credentials{AccessKeyID: cfg.Target.AccessKeyID, Secret: cfg.Target.Secret.Reveal(), Region: cfg.Target.Region},
-		uriPath:   cfg.Target.URIPath,
-		principal: cfg.Principal, keyARNPrefix: "arn:aws:kms:" + cfg.Target.Region + ":" + account(cfg.Principal) + ":key/",
-		plaintextN: cfg.PlaintextBytes, aadN: cfg.AADBytes, cdiv: cfg.CDIV,
+		r.keys = append(r.keys, r.caller.newKey(name, id, cfg.RingSize, cfg.Mix))
 	}
 	return r, nil
 }
@@ -189,10 +181,24 @@ func account(arn string) string {
 	return "111122223333"
 }
 
-// Close drops the idle connections.
+// Close closes the connections.
 func (r *Runner) Close() {
 	for _, ep := range r.endpoints {
-		ep.transport.CloseIdleConnections()
+		ep.close()
+	}
+}
+
+// cutOff ends every request in flight at once, as cancelled.
+func (r *Runner) cutOff() {
+	for _, ep := range r.endpoints {
+		ep.cutOff()
+	}
+}
+
+// restore undoes cutOff once no request is in flight.
+func (r *Runner) restore() {
+	for _, ep := range r.endpoints {
+		ep.restore()
 	}
 }
 
@@ -215,6 +221,10 @@ const primeCount = 4
 // that a wrong credential or key id fails at once with a clear message
 // rather than as a run of errors, and fills each key's ciphertext ring.
 func (r *Runner) prime(ctx context.Context) error {
+	// An interrupt ends the preflight at once; the run that would follow
+	// ends as interrupted.
+	stop := context.AfterFunc(ctx, r.cutOff)
+	defer stop()
 	mix := r.cfg.Mix
 	for k, ks := range r.keys {
 		ep := r.endpointFor(k, 0)
@@ -233,10 +243,9 @@ func (r *Runner) prime(ctx context.Context) error {
 		if mix[OpHealth] > 0 && k == 0 {
 			ops = append(ops, OpHealth)
 		}
+		prefix := fmt.Sprintf("xksbench-%s-preflight-%d-", r.runID, k)
 		for j, op := range ops {
-			cctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-			f := r.caller.execute(cctx, ep, ks, op, fmt.Sprintf("xksbench-%s-preflight-%d-%d", r.runID, k, j))
-			cancel()
+			f := r.roundTrip(ep, ks, op, requestID{prefix, int64(j)})
 			if !f.ok() {
 				err := fmt.Errorf("preflight %s on key %s via %s: %s", op, ks.id, ep.base, describe(f))
 				if f.wrong() {
@@ -247,6 +256,19 @@ func (r *Runner) prime(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// roundTrip sends one operation and waits for its outcome.
+func (r *Runner) roundTrip(ep *endpoint, ks *keyState, op Op, id requestID) failure {
+	outcome := make(chan failure, 1)
+	x := &exchange{deadline: time.Now().Add(r.cfg.Timeout), done: func(x *exchange, status int, body []byte, err error) {
+		outcome <- r.caller.check(x, status, body, err)
+	}}
+	if f := r.caller.prepare(x, ep, ks, op, id); !f.ok() {
+		return f
+	}
+	ep.do(x)
+	return <-outcome
 }
 
 func describe(f failure) string {
@@ -269,14 +291,14 @@ type pendingReq struct {
 // run is the state of one Run.
 type run struct {
 	r           *Runner
-	id          string
+	idPrefix    []string // per key, the request ids' prefix
 	rec         *recorder
-	reqCtx      context.Context
 	inflight    atomic.Int64
 	dispatchedN atomic.Int64
 	cap         int64
 	wg          sync.WaitGroup // requests in flight
 	watermark   atomic.Int64   // unix ns: every request due before it has been dispatched
+	complete    func(x *exchange, status int, body []byte, err error)
 
 	backlogMu sync.Mutex
 	backlog   []pendingReq // client-saturated requests waiting for their end
@@ -310,10 +332,11 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 	start := clock.Now().Add(startLead)
 	measureStart := start.Add(cfg.Warmup)
 	measureEnd := measureStart.Add(duration)
-	reqCtx, cancelRequests := context.WithCancel(context.Background())
-	defer cancelRequests()
-	rn := &run{r: r, id: r.runID + "-" + strconv.Itoa(r.runs), rec: newRecorder(len(r.keys), measureStart, measureEnd),
-		reqCtx: reqCtx, cap: cfg.MaxRequests}
+	rn := &run{r: r, rec: newRecorder(len(r.keys), measureStart, measureEnd), cap: cfg.MaxRequests}
+	rn.complete = rn.finish
+	for k := range r.keys {
+		rn.idPrefix = append(rn.idPrefix, "xksbench-"+r.runID+"-"+strconv.Itoa(r.runs)+"-"+strconv.Itoa(k)+"-")
+	}
 	rn.watermark.Store(start.UnixNano())
 	if r.onMeasureStart != nil {
 		r.onMeasureStart(measureStart)
@@ -347,7 +370,13 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 	stoppedAt := clock.Now()
 
 	// Every request has its own timeout, so the drain ends by then; an
-	// interrupt cuts it short.
+	// interrupt cuts it short. Requests cut off end as cancelled, and the
+	// connections they leave closed are dropped before the next run.
+	cut := false
+	cancelRequests := func() {
+		cut = true
+		r.cutOff()
+	}
 	drained := make(chan struct{})
 	go func() { rn.wg.Wait(); close(drained) }()
 	grace := cfg.Timeout + time.Second
@@ -365,6 +394,9 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 			cancelRequests()
 		}
 		<-drained
+	}
+	if cut {
+		r.restore()
 	}
 	rn.flushBacklog(clock.Now())
 	stopProgress()
@@ -423,25 +455,33 @@ func (rn *run) dispatch(k int, i int64, due time.Time) bool {
 		}
 		return true
 	}
-	ep := rn.r.endpointFor(k, i)
+	// Sent now, by this goroutine: its answer is read by the connection's.
 	rn.wg.Add(1)
-	go rn.send(k, i, op, due, ep)
+	now := rn.r.clock.Now()
+	rn.rec.sent(k, op, due, now)
+	x := &exchange{deadline: now.Add(rn.r.cfg.Timeout), done: rn.complete, key: k, due: due}
+	ep := rn.r.endpointFor(k, i)
+	if f := rn.r.caller.prepare(x, ep, rn.r.keys[k], op, requestID{rn.idPrefix[k], i}); !f.ok() {
+		rn.end(x, f)
+		return true
+	}
+	ep.do(x)
 	return true
 }
 
-func (rn *run) send(k int, i int64, op Op, due time.Time, ep *endpoint) {
-	defer rn.wg.Done()
-	clock := rn.r.clock
-	rn.rec.sent(k, op, due, clock.Now())
-	ctx, cancel := context.WithTimeout(rn.reqCtx, rn.r.cfg.Timeout)
-	f := rn.r.caller.execute(ctx, ep, rn.r.keys[k], op, "xksbench-"+rn.id+"-"+strconv.Itoa(k)+"-"+strconv.FormatInt(i, 10))
-	cancel()
-	end := clock.Now()
-	rn.rec.done(k, op, due, end, f)
+// finish checks the outcome of x and records it.
+func (rn *run) finish(x *exchange, status int, body []byte, err error) {
+	rn.end(x, rn.r.caller.check(x, status, body, err))
+}
+
+func (rn *run) end(x *exchange, f failure) {
+	end := rn.r.clock.Now()
+	rn.rec.done(x.key, x.op, x.due, end, f)
 	rn.inflight.Add(-1)
 	if rn.backlogN.Load() > 0 {
 		rn.flushBacklog(end)
 	}
+	rn.wg.Done()
 }
 
 // flushBacklog ends the client-saturated requests at time at: capacity has

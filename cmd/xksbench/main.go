@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -125,6 +126,13 @@ func runAndReport(cfg bench.Config, o *options, measure func(context.Context, *b
 		return err
 	}
 	defer r.Close()
+	if o.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	// The first Ctrl-C ends the run early (reports are still written, the
 	// verdict INVALID); the next one kills the bench as usual.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -149,6 +157,25 @@ func runAndReport(cfg bench.Config, o *options, measure func(context.Context, *b
 		return exitError{res.Verdict.ExitCode}
 	}
 	return nil
+}
+
+// startCPUProfile profiles the bench process into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "xksbench: writing the CPU profile:", err)
+		}
+	}, nil
 }
 
 func compareCommand() *cobra.Command {

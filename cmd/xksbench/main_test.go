@@ -133,8 +133,13 @@ func TestCommandLineEndToEnd(t *testing.T) {
 	t.Setenv(bench.SecretEnv, "")
 	outA, outB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	short := []string{"--client", client, "--rate", "100", "--warmup", "200ms", "--duration", "1s", "--quiet", "--budget", "1m"}
-	if code := execute(append([]string{"run", "--out", outA, "--cdiv", "on", "--at", "300ms=true"}, short...)); code != 0 {
+	profile := filepath.Join(t.TempDir(), "cpu.pprof")
+	if code := execute(append([]string{"run", "--out", outA, "--cdiv", "on", "--at", "300ms=true", "--cpuprofile", profile}, short...)); code != 0 {
 		t.Fatalf("run exited %d", code)
+	}
+	// A pprof profile is a gzipped protocol buffer.
+	if b, err := os.ReadFile(profile); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("CPU profile: %d bytes, %v", len(b), err)
 	}
 	for _, f := range []string{"result.json", "summary.txt", "timeseries.csv", "report.html"} {
 		if _, err := os.Stat(filepath.Join(outA, f)); err != nil {

@@ -26,6 +26,7 @@ type options struct {
 	maxRequests               int64
 	connections, maxInFlight  int
 	spread, principal, out    string
+	cpuProfile                string
 	maxErrorRate              float64
 	ringSize                  int
 	quiet                     bool
@@ -73,6 +74,7 @@ func (o *options) bind(cmd *cobra.Command, run bool) {
 	f.StringVar(&o.principal, "principal", o.principal, "requestMetadata.awsPrincipalArn sent")
 	f.StringVar(&o.out, "out", "", "directory for the reports (default bench/results/<timestamp>)")
 	f.BoolVar(&o.quiet, "quiet", false, "no live progress line on stderr")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile (pprof) to this file, to see what generating the load costs")
 }
 
 // config builds the bench configuration: client.json first, flags over it.
