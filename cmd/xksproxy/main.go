@@ -61,10 +61,11 @@ func serveCommand() *cobra.Command {
 
 // serve runs a node until SIGINT or SIGTERM, then drains it.
 func serve(cfg *node.Config) error {
-	log, err := node.NewLogger(cfg.Log, os.Stderr)
+	log, logs, err := node.NewLogger(cfg.Log, os.Stderr)
 	if err != nil {
 		return err
 	}
+	defer logs.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(cfg, log)

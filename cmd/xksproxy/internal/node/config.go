@@ -115,8 +115,9 @@ type HSMConfig struct {
 }
 
 type LogConfig struct {
-	Level  string `toml:"level"`
-	Format string `toml:"format"`
+	Level         string        `toml:"level"`
+	Format        string        `toml:"format"`
+	FlushInterval time.Duration `toml:"flush_interval"`
 }
 
 // BootstrapConfig seeds key stores and keys when the node starts.
@@ -185,6 +186,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
+	}
+	if c.Log.FlushInterval == 0 {
+		c.Log.FlushInterval = 100 * time.Millisecond
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "json"

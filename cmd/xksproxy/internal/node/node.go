@@ -31,17 +31,28 @@ type Node struct {
 	errc      chan error
 }
 
-// NewLogger builds the process logger from the [log] section.
-func NewLogger(c LogConfig, w io.Writer) (zerolog.Logger, error) {
+// NewLogger builds the process logger from the [log] section, writing to w
+// in batches unless flush_interval is negative. Close the returned closer
+// last: it writes what is waiting.
+func NewLogger(c LogConfig, w io.Writer) (zerolog.Logger, io.Closer, error) {
 	level, err := zerolog.ParseLevel(c.Level)
 	if err != nil {
-		return zerolog.Nop(), fmt.Errorf("log.level: %w", err)
+		return zerolog.Nop(), nil, fmt.Errorf("log.level: %w", err)
+	}
+	var closer io.Closer = nopCloser{}
+	if c.FlushInterval > 0 {
+		b := newBatchWriter(w, c.FlushInterval)
+		w, closer = b, b
 	}
 	if c.Format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closer, nil
 }
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
 
 // OpenHSM sets the module's environment, reads the PIN and opens the token.
 func OpenHSM(cfg *Config) (*hsm.HSM, error) {
