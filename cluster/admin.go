@@ -162,6 +162,7 @@ func (a *admin) routes() http.Handler {
 	a.handle(mux, "POST /v1/snapshot", a.restoreSnapshot)
 	a.handle(mux, "POST /v1/cluster/join", a.join)
 	a.handle(mux, "POST /v1/cluster/remove", a.remove)
+	a.debugRoutes(mux)
 	return mux
 }
 
