@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		}, func() float64 { return float64(s.inFlight.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_cpu_wait_seconds",
-			Help: "Estimated wait of a runnable goroutine for a CPU (90th percentile over 50 ms); crypto requests are shed when three times this passes half of api.overload_wait.",
+			Help: "Estimated wait for a CPU of a request arriving now (probed first wait plus the scheduler's 90th percentile over 50 ms at each later hand-off); crypto requests are shed when it passes half of api.overload_wait.",
 		}, func() float64 { return s.cpuWaitNow().Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_ready",

@@ -1,28 +1,45 @@
 package xksapi
 
 import (
+	"encoding/binary"
+	"io"
 	"math/rand/v2"
+	"os"
 	"runtime/metrics"
 	"slices"
 	"sync/atomic"
 	"time"
 )
 
-// cpuWait estimates how long a runnable goroutine of this process waits for
-// a CPU, from the Go scheduler's own histogram of exactly that
-// (/sched/latencies:seconds), sampled in the background.
+// cpuWait estimates how long a request arriving now would wait for a CPU
+// before it is answered, measured in the background in two parts.
 //
 // It is the part of a request's wait that the HSM pool cannot see. When the
 // node runs out of CPU (TLS, HTTP, SigV4 and the HSM library all share it),
 // requests do not queue for HSM sessions: their connections' goroutines
-// queue for the CPU, and every hand-off in a request's life (readable
-// connection, HSM session, HSM answer) waits once more. Shedding on that
-// wait, like the HSM pool sheds on its expected wait, bounds the answer time
-// of what is accepted; the number of busy connections does not enter into it.
+// queue for the CPU. A request waits first for its connection to be seen
+// readable and its goroutine to run, then once more at each later hand-off
+// (HSM session, HSM answer):
+//
+//   - the first wait is probed: every sample, a timestamp goes through a
+//     pipe to a goroutine blocked reading it, which is woken by the same
+//     netpoller as a connection. On a saturated node the netpoller is only
+//     consulted every ~10 ms, and then every woken goroutine queues behind
+//     the others; the scheduler's own measure misses the first part;
+//   - the later ones come from the Go scheduler's histogram of the time
+//     runnable goroutines wait to run (/sched/latencies:seconds).
+//
+// Shedding on that wait, like the HSM pool sheds on its expected wait,
+// bounds the answer time of what is accepted; the number of busy
+// connections does not enter into it.
 type cpuWait struct {
 	ns   atomic.Int64 // the estimate, in nanoseconds
 	stop chan struct{}
 	done chan struct{}
+
+	probeR, probeW *os.File
+	probeSent      atomic.Int64 // when the probe in flight was written (UnixNano); 0 when none is
+	probeDelay     atomic.Int64 // how long the last probe took to be read, in nanoseconds
 }
 
 // cpuWaitSample is how often the estimate is refreshed, and cpuWaitWindow
@@ -51,12 +68,46 @@ func startCPUWait() *cpuWait {
 	c := &cpuWait{stop: make(chan struct{}), done: make(chan struct{})}
 	sample := []metrics.Sample{{Name: schedLatencies}}
 	metrics.Read(sample)
-	if sample[0].Value.Kind() != metrics.KindFloat64Histogram {
+	r, w, err := os.Pipe()
+	if sample[0].Value.Kind() != metrics.KindFloat64Histogram || err != nil {
 		close(c.done)
 		return c
 	}
+	c.probeR, c.probeW = r, w
+	go c.readProbes()
 	go c.run(sample)
 	return c
+}
+
+// readProbes records how long each probe took from its write to this
+// goroutine running.
+func (c *cpuWait) readProbes() {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(c.probeR, b[:]); err != nil {
+			return
+		}
+		c.probeDelay.Store(max(0, time.Now().UnixNano()-int64(binary.LittleEndian.Uint64(b[:]))))
+		c.probeSent.Store(0)
+	}
+}
+
+// probe sends a probe unless one is still in flight, and returns the wait
+// of the latest: the last one read, or the one in flight if it has waited
+// longer.
+func (c *cpuWait) probe() time.Duration {
+	now := time.Now().UnixNano()
+	wait := c.probeDelay.Load()
+	if sent := c.probeSent.Load(); sent != 0 {
+		return time.Duration(max(wait, now-sent))
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(now))
+	c.probeSent.Store(now)
+	if _, err := c.probeW.Write(b[:]); err != nil {
+		c.probeSent.Store(0)
+	}
+	return time.Duration(wait)
 }
 
 // run keeps the last cpuWaitWindows readings of the cumulative histogram and
@@ -80,8 +131,9 @@ func (c *cpuWait) run(sample []metrics.Sample) {
 		metrics.Read(sample)
 		counts := sample[0].Value.Float64Histogram().Counts
 		// ring[next] is the oldest reading; it is replaced by this one.
-		c.ns.Store(int64(windowQuantile(ring[next], counts, buckets, cpuWaitQuantile) * float64(time.Second)))
+		sched := time.Duration(windowQuantile(ring[next], counts, buckets, cpuWaitQuantile) * float64(time.Second))
 		ring[next] = append(ring[next][:0], counts...)
+		c.ns.Store(int64(expectedWait(c.probe(), sched)))
 	}
 }
 
@@ -113,19 +165,29 @@ func (c *cpuWait) current() time.Duration { return time.Duration(c.ns.Load()) }
 func (c *cpuWait) close() {
 	close(c.stop)
 	<-c.done
+	if c.probeW != nil {
+		c.probeW.Close()
+		c.probeR.Close()
+	}
 }
 
-// handOffs is how many times a request waits for a CPU between arriving and
-// being answered: its connection becoming readable, the HSM session it
-// queued for, and the HSM's answer.
-const handOffs = 3
+// laterHandOffs is how many more times a request waits for a CPU after its
+// connection was seen readable: for the HSM session it queued for, and for
+// the HSM's answer.
+const laterHandOffs = 2
 
-// shouldShed decides whether a request is turned away now. Its expected
-// wait is the CPU wait at every hand-off; shedding starts (at random, so the
-// load falls smoothly rather than in steps) when that passes half of limit
-// and is certain at limit.
-func shouldShed(cpu, limit time.Duration) bool {
-	wait := handOffs * cpu
+// expectedWait is a request's wait for a CPU: the first, probed, wait and
+// the scheduler's wait at each later hand-off. A probe that comes back at
+// once on an idle node still counts the scheduler's part, and vice versa.
+func expectedWait(probe, sched time.Duration) time.Duration {
+	return max(probe, sched) + laterHandOffs*sched
+}
+
+// shouldShed decides whether a request is turned away now, given its
+// expected wait: shedding starts (at random, so the load falls smoothly
+// rather than in steps) when that passes half of limit and is certain at
+// limit.
+func shouldShed(wait, limit time.Duration) bool {
 	switch {
 	case limit <= 0 || wait <= limit/2:
 		return false

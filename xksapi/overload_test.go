@@ -2,6 +2,7 @@ package xksapi
 
 import (
 	"math"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -36,33 +37,73 @@ func TestWindowQuantile(t *testing.T) {
 func TestShouldShed(t *testing.T) {
 	const limit = 60 * time.Millisecond
 	const trials = 20000
-	share := func(cpu, limit time.Duration) float64 {
+	share := func(wait, limit time.Duration) float64 {
 		n := 0
 		for range trials {
-			if shouldShed(cpu, limit) {
+			if shouldShed(wait, limit) {
 				n++
 			}
 		}
 		return float64(n) / trials
 	}
-	// The expected wait is handOffs (3) times the CPU wait.
 	for _, tc := range []struct {
-		cpu      time.Duration
+		wait     time.Duration
 		lo, hi   float64
 		describe string
 	}{
 		{0, 0, 0, "idle"},
-		{10 * time.Millisecond, 0, 0, "expected wait at half the limit"},
-		{15 * time.Millisecond, 0.45, 0.55, "three quarters of the limit"},
-		{20 * time.Millisecond, 1, 1, "at the limit"},
+		{30 * time.Millisecond, 0, 0, "expected wait at half the limit"},
+		{45 * time.Millisecond, 0.45, 0.55, "three quarters of the limit"},
+		{60 * time.Millisecond, 1, 1, "at the limit"},
 		{time.Second, 1, 1, "far over"},
 	} {
-		if got := share(tc.cpu, limit); got < tc.lo || got > tc.hi {
-			t.Errorf("%s (cpu wait %v): shed %.3f, want [%.2f, %.2f]", tc.describe, tc.cpu, got, tc.lo, tc.hi)
+		if got := share(tc.wait, limit); got < tc.lo || got > tc.hi {
+			t.Errorf("%s (expected wait %v): shed %.3f, want [%.2f, %.2f]", tc.describe, tc.wait, got, tc.lo, tc.hi)
 		}
 	}
 	if share(time.Second, -1) != 0 {
 		t.Error("a negative limit must turn shedding off")
+	}
+}
+
+func TestExpectedWait(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct{ probe, sched, want time.Duration }{
+		{0, 0, 0},
+		{30 * ms, 1 * ms, 32 * ms}, // connections wait to be seen readable
+		{0, 4 * ms, 12 * ms},       // no probe back yet: the scheduler's wait at every hand-off
+		{5 * ms, 10 * ms, 30 * ms},
+	} {
+		if got := expectedWait(tc.probe, tc.sched); got != tc.want {
+			t.Errorf("expectedWait(%v, %v) = %v, want %v", tc.probe, tc.sched, got, tc.want)
+		}
+	}
+}
+
+// A probe counts from its write: while it waits to be read its age is the
+// wait, and once read, the time it took.
+func TestProbeMeasuresTheWaitToBeRead(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cpuWait{probeR: r, probeW: w}
+	defer r.Close()
+	defer w.Close()
+	if got := c.probe(); got != 0 {
+		t.Fatalf("first probe = %v, want 0", got)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if got := c.probe(); got < 30*time.Millisecond {
+		t.Fatalf("a probe unread for 30ms reports %v", got)
+	}
+	go c.readProbes()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.probeSent.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if d := time.Duration(c.probeDelay.Load()); d < 30*time.Millisecond {
+		t.Fatalf("the probe read after 30ms took %v", d)
 	}
 }
 

@@ -38,8 +38,8 @@ type Config struct {
 	// requests are turned away with 429 ThrottlingException; shedding
 	// starts at half of it. 0 means 100ms; negative turns shedding off.
 	OverloadWait time.Duration
-	// CPUWait reports how long a runnable goroutine waits for a CPU; nil
-	// means the Go scheduler's own measure, sampled while serving.
+	// CPUWait reports how long a request arriving now would wait for a CPU
+	// (see cpuWait); nil means the node's own measure, taken while serving.
 	CPUWait func() time.Duration
 	// NodeID names this node's HSM in GetHealthStatus; "" means the token serial.
 	NodeID string
