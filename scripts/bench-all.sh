@@ -59,7 +59,7 @@ fi
 kill -- -"${pids[0]}"; sleep 2
 
 echo "== target 2: proxy vs bare fasthttp + SoftHSMv2 under wrk"
-OUT="$out/t2-ratio" DURATION=15s scripts/bench-ratio.sh | tail -4
+OUT="$out/t2-ratio" DURATION=15s scripts/bench-ratio.sh | tail -5
 
 echo "== target 3: three nodes, three keys at 1800/s each for $duration, round robin, budget 10ms"
 start_dev "$work/three" 48443 3
