@@ -148,6 +148,13 @@ type HSM struct {
 	// genMu makes the exists-check and the creation or destruction of a
 	// labelled key one step.
 	genMu sync.Mutex
+	// revalidated is the label the last deep check re-read last, and
+	// revalidateBatch how many one check re-reads (see revalidate). A
+	// check's revalidation may outlive its deadline and overlap the next:
+	// revalidateMu keeps them apart.
+	revalidateMu    sync.Mutex
+	revalidated     string
+	revalidateBatch int
 
 	healthMu sync.Mutex // serialises writers of st
 	st       atomic.Pointer[state]
@@ -193,15 +200,16 @@ func open(cfg Config, wrap func(module) module) (*HSM, error) {
 		mod = wrap(mod)
 	}
 	h := &HSM{
-		cfg:         cfg,
-		p11:         mod,
-		shared:      shared,
-		epoch:       time.Now(),
-		free:        make(chan *session, cfg.PoolSize),
-		keys:        map[string]*cachedKey{},
-		kick:        make(chan struct{}, 1),
-		closing:     make(chan struct{}),
-		monitorDone: make(chan struct{}),
+		cfg:             cfg,
+		p11:             mod,
+		shared:          shared,
+		epoch:           time.Now(),
+		free:            make(chan *session, cfg.PoolSize),
+		keys:            map[string]*cachedKey{},
+		revalidateBatch: revalidateBatch,
+		kick:            make(chan struct{}, 1),
+		closing:         make(chan struct{}),
+		monitorDone:     make(chan struct{}),
 	}
 	if err := shared.join(h); err != nil {
 		return nil, err

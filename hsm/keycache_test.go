@@ -3,6 +3,7 @@ package hsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -121,5 +122,56 @@ func TestUncopyableKeysUseTokenObjects(t *testing.T) {
 	}
 	if hl := h.CheckNow(); hl.Status != StatusActive {
 		t.Errorf("health = %+v", hl)
+	}
+}
+
+// Revalidation re-reads a bounded number of keys per deep check, picking up
+// where the last one stopped, so every key is covered however many there
+// are.
+func TestRevalidationCoversEveryKeyInBatches(t *testing.T) {
+	h := openT(t, testConfig(testToken))
+	h.revalidateBatch = 1
+	var labels []string
+	for i := range 3 {
+		label := fmt.Sprintf("%s-%d", t.Name(), i)
+		if err := h.GenerateKey(label); err != nil && !errors.Is(err, ErrKeyExists) {
+			t.Fatal(err)
+		}
+		labels = append(labels, label)
+	}
+	for _, label := range labels {
+		for range 2 * h.cfg.PoolSize {
+			if _, _, err := h.EncryptGCM(label, randomBytes(12), []byte("p"), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cmd := exec.Command("pkcs11-tool", "--module", testModule, "--token-label", testToken,
+		"--login", "--pin", userPIN, "--delete-object", "--type", "secrkey", "--label", labels[1])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pkcs11-tool --delete-object: %v\n%s", err, out)
+	}
+	// Four cached keys (the health key too), one per check.
+	checks := 0
+	for ; checks < 4 && len(copiesOf(t, h, labels[1])) > 0; checks++ {
+		if hl := h.CheckNow(); hl.Status != StatusActive {
+			t.Fatalf("health = %+v", hl)
+		}
+	}
+	if n := len(copiesOf(t, h, labels[1])); n != 0 {
+		t.Fatalf("%d copies of the deleted key left after %d checks", n, checks)
+	}
+	// Labels sort as -0, -1, -2, then the health key: the first check
+	// re-reads -0 alone, the second -1.
+	if checks != 2 {
+		t.Errorf("noticed after %d checks, want 2 (one key per check, in label order)", checks)
+	}
+	if _, _, err := h.EncryptGCM(labels[1], randomBytes(12), []byte("p"), nil); !errors.Is(err, ErrKeyNotFound) {
+		t.Errorf("encrypt with the deleted key: err = %v, want ErrKeyNotFound", err)
+	}
+	for _, label := range []string{labels[0], labels[2]} {
+		if _, _, err := h.EncryptGCM(label, randomBytes(12), []byte("p"), nil); err != nil {
+			t.Errorf("encrypt with %s: %v", label, err)
+		}
 	}
 }
