@@ -17,7 +17,7 @@ build: ## Build bin/xksproxy
 	$(GO) build -o $(BIN) ./cmd/xksproxy
 
 run: deps build ## Start a single-node development proxy on SoftHSMv2 (DATA=dir LISTEN=addr)
-	$(BIN) dev --data $(DATA) --listen $(LISTEN)
+	$(BIN) dev --exit-with-parent --data $(DATA) --listen $(LISTEN)
 
 test: deps ## Run every test (real SoftHSMv2, real TLS and SigV4 on loopback)
 	$(GO) test -race -count=1 -p 1 -timeout 14m ./...

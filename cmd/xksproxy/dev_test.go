@@ -279,3 +279,33 @@ func waitFor(t *testing.T, what string, cond func() bool, p *process) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// `make run` killed by a signal does not pass it on: with --exit-with-parent
+// dev notices that its parent is gone and stops its nodes.
+func TestDevExitsWithItsParent(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	listen := "127.0.0.1:" + strconv.Itoa(freeLoopbackPort(t))
+	// The shell stands in for make: dev's parent, killed without a word.
+	p := start(t, "/bin/sh", "-c", bin+" dev --exit-with-parent --data "+dir+" --listen "+listen+" & wait")
+	readClientFile(t, dir, p)
+	pidFile, err := os.ReadFile(filepath.Join(dir, "node1", "pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := strconv.Atoi(strings.TrimSpace(string(pidFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Kill()
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(node, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("node process %d still runs 30s after dev's parent died\n%s", node, p.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(p.stderr.String(), "the parent process exited") {
+		t.Errorf("dev did not say why it stopped:\n%s", p.stderr.String())
+	}
+}

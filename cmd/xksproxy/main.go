@@ -87,6 +87,7 @@ func serve(cfg *node.Config) error {
 func devCommand() *cobra.Command {
 	var dir, listen string
 	var nodes int
+	var exitWithParent bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a development cluster on SoftHSMv2 with a demo key store and key",
@@ -100,16 +101,17 @@ the port of --listen plus N-1; other ports are chosen once and saved. Running
 it again on the same DIR reuses everything. It never restarts a node that dies;
 SIGINT or SIGTERM stops them all.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(dir, listen, nodes)
+			return runDev(dir, listen, nodes, exitWithParent)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "data", ".xksproxy-dev", "directory for tokens, certificates, credentials, Raft data and client files")
 	cmd.Flags().StringVar(&listen, "listen", "", "node 1's XKS API address (default "+devenv.DefaultListen+", or the one saved in DIR)")
 	cmd.Flags().IntVar(&nodes, "nodes", 1, "number of nodes (1-9)")
+	cmd.Flags().BoolVar(&exitWithParent, "exit-with-parent", false, "stop the nodes and exit when the parent process exits (make run uses it: make killed by a signal does not pass it on)")
 	return cmd
 }
 
-func runDev(dir, listen string, nodes int) error {
+func runDev(dir, listen string, nodes int, exitWithParent bool) error {
 	env, err := devenv.Prepare(dir, listen, nodes)
 	if err != nil {
 		return err
@@ -123,6 +125,11 @@ func runDev(dir, listen string, nodes int) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if exitWithParent {
+		var cancel context.CancelFunc
+		ctx, cancel = untilOrphaned(ctx)
+		defer cancel()
+	}
 	sup, err := env.Start(bin, os.Stderr)
 	if err != nil {
 		return err
@@ -157,6 +164,30 @@ func runDev(dir, listen string, nodes int) error {
 			fmt.Fprintf(os.Stderr, "xksproxy dev: %s exited; not restarting it\n", env.State.Nodes[i].ID)
 		}
 	}
+}
+
+// untilOrphaned ends ctx once this process's parent has exited (the
+// process then belongs to another parent).
+func untilOrphaned(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	parent := os.Getppid()
+	go func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if os.Getppid() != parent {
+					fmt.Fprintln(os.Stderr, "xksproxy dev: the parent process exited")
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
 }
 
 func clusterKeysCommand() *cobra.Command {
