@@ -76,11 +76,7 @@ func badRequest(format string, a ...any) error {
 type handlerFunc func(r *http.Request) (any, error)
 
 func (a *admin) handle(mux *http.ServeMux, pattern string, h handlerFunc) {
-	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if !a.authorized(r) {
-			writeJSON(w, http.StatusUnauthorized, APIError{Error: "admin API: missing or wrong bearer token"})
-			return
-		}
+	mux.Handle(pattern, a.authenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var out any
 		err := a.n.syncWithLeader(r.Context())
@@ -97,7 +93,7 @@ func (a *admin) handle(mux *http.ServeMux, pattern string, h handlerFunc) {
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
-	})
+	})))
 }
 
 func errorStatus(err error) int {
@@ -117,6 +113,17 @@ func errorStatus(err error) int {
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
+}
+
+// authenticated lets through only requests that authorized accepts.
+func (a *admin) authenticated(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(r) {
+			writeJSON(w, http.StatusUnauthorized, APIError{Error: "admin API: missing or wrong bearer token"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (a *admin) authorized(r *http.Request) bool {
@@ -158,7 +165,7 @@ func (a *admin) routes() http.Handler {
 	a.handle(mux, "POST /v1/keystores/{ks}/grants", a.addGrant)
 	a.handle(mux, "DELETE /v1/keystores/{ks}/grants/{id}", a.removeGrant)
 	a.handle(mux, "GET /v1/cluster/status", a.clusterStatus)
-	mux.HandleFunc("GET /v1/snapshot", a.saveSnapshot)
+	mux.Handle("GET /v1/snapshot", a.authenticated(http.HandlerFunc(a.saveSnapshot)))
 	a.handle(mux, "POST /v1/snapshot", a.restoreSnapshot)
 	a.handle(mux, "POST /v1/cluster/join", a.join)
 	a.handle(mux, "POST /v1/cluster/remove", a.remove)
@@ -561,10 +568,6 @@ func (a *admin) clusterStatus(r *http.Request) (any, error) {
 // saveSnapshot streams the state as the FSM persists it, after catching up
 // with the leader so that the backup holds every committed change.
 func (a *admin) saveSnapshot(w http.ResponseWriter, r *http.Request) {
-	if !a.authorized(r) {
-		writeJSON(w, http.StatusUnauthorized, APIError{Error: "admin API: missing or wrong bearer token"})
-		return
-	}
 	// ?stale=1 takes this node's state as it is: the way out when the
 	// cluster has lost its quorum and no leader can confirm anything.
 	if r.URL.Query().Get("stale") != "1" {

@@ -17,13 +17,3 @@ func (a *admin) debugRoutes(mux *http.ServeMux) {
 		mux.Handle("GET /v1/debug/pprof/"+name, a.authenticated(pprof.Handler(name)))
 	}
 }
-
-func (a *admin) authenticated(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.authorized(r) {
-			writeJSON(w, http.StatusUnauthorized, APIError{Error: "admin API: missing or wrong bearer token"})
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
