@@ -27,6 +27,9 @@ type exchange struct {
 	akid   []byte
 	rule   string
 	result *apiError
+	// admitted: the request passed load shedding, so its time in the
+	// handler counts in the CPU wait estimate.
+	admitted bool
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
@@ -47,6 +50,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	x.took = time.Since(x.start)
+	if x.admitted {
+		s.handlerTimes.observe(x.took)
+	}
 	s.metrics.observe(x.route.op, x.result, x.took)
 	s.logExchange(ctx, &x)
 }
@@ -92,6 +98,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 		return throttle(shedInFlight, "the proxy is at its concurrency limit; retry")
 	}
 	defer s.inFlight.Add(-1)
+	x.admitted = true
 
 	if !x.store.Enabled {
 		return fail(InvalidStateException, "key store "+x.store.Name+" is disabled")

@@ -3,6 +3,7 @@ package xksapi
 import (
 	"encoding/binary"
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"os"
 	"runtime/metrics"
@@ -11,31 +12,37 @@ import (
 	"time"
 )
 
-// cpuWait estimates how long a request arriving now would wait for a CPU
-// before it is answered, measured in the background in two parts.
+// cpuWait estimates how long a request arriving now would spend in the
+// node before it is answered, measured in the background in two parts.
 //
-// It is the part of a request's wait that the HSM pool cannot see. When the
-// node runs out of CPU (TLS, HTTP, SigV4 and the HSM library all share it),
-// requests do not queue for HSM sessions: their connections' goroutines
-// queue for the CPU. A request waits first for its connection to be seen
-// readable and its goroutine to run, then once more at each later hand-off
-// (HSM session, HSM answer):
+// When the node runs out of CPU (TLS, HTTP, SigV4 and the HSM library all
+// share it), requests do not queue for HSM sessions: their connections'
+// goroutines queue for the CPU. A request waits first for its connection to
+// be seen readable and its goroutine to run, then inside the handler at
+// each hand-off (HSM session, HSM answer):
 //
 //   - the first wait is probed: every sample, a timestamp goes through a
 //     pipe to a goroutine blocked reading it, which is woken by the same
 //     netpoller as a connection. On a saturated node the netpoller is only
 //     consulted every ~10 ms, and then every woken goroutine queues behind
-//     the others; the scheduler's own measure misses the first part;
-//   - the later ones come from the Go scheduler's histogram of the time
-//     runnable goroutines wait to run (/sched/latencies:seconds).
+//     the others. The Go scheduler's histogram of the time runnable
+//     goroutines wait to run (/sched/latencies:seconds) is its floor;
+//   - the rest is measured: the 90th percentile of the time the requests
+//     admitted in the window spent in the handler, waits included.
 //
-// Shedding on that wait, like the HSM pool sheds on its expected wait,
+// An earlier version modelled the second part as two more scheduler waits;
+// on a node under a CPU quota that read twice the latency clients saw and
+// shed requests at 60% of capacity. Measuring the handler instead follows
+// what requests actually take, whatever the cause.
+//
+// Shedding on that estimate, like the HSM pool sheds on its expected wait,
 // bounds the answer time of what is accepted; the number of busy
 // connections does not enter into it.
 type cpuWait struct {
-	ns   atomic.Int64 // the estimate, in nanoseconds
-	stop chan struct{}
-	done chan struct{}
+	ns       atomic.Int64 // the estimate, in nanoseconds
+	handlers *handlerTimes
+	stop     chan struct{}
+	done     chan struct{}
 
 	probeR, probeW *os.File
 	probeSent      atomic.Int64 // when the probe in flight was written (UnixNano); 0 when none is
@@ -62,10 +69,15 @@ const cpuWaitQuantile = 0.9
 // idle node, however late one of them ran.
 const cpuWaitMinEvents = 32
 
+// handlerMinEvents is the fewest admitted requests a window needs before
+// their times count: below 320 requests/s a node is not overloaded, and a
+// few slow ones are not a trend.
+const handlerMinEvents = 16
+
 const schedLatencies = "/sched/latencies:seconds"
 
-func startCPUWait() *cpuWait {
-	c := &cpuWait{stop: make(chan struct{}), done: make(chan struct{})}
+func startCPUWait(handlers *handlerTimes) *cpuWait {
+	c := &cpuWait{handlers: handlers, stop: make(chan struct{}), done: make(chan struct{})}
 	sample := []metrics.Sample{{Name: schedLatencies}}
 	metrics.Read(sample)
 	r, w, err := os.Pipe()
@@ -110,15 +122,16 @@ func (c *cpuWait) probe() time.Duration {
 	return time.Duration(wait)
 }
 
-// run keeps the last cpuWaitWindows readings of the cumulative histogram and
-// estimates from the difference between the newest and the oldest.
+// run keeps the last cpuWaitWindows readings of both cumulative histograms
+// and estimates from the difference between the newest and the oldest.
 func (c *cpuWait) run(sample []metrics.Sample) {
 	defer close(c.done)
 	h := sample[0].Value.Float64Histogram()
 	buckets := h.Buckets
-	var ring [cpuWaitWindows][]uint64
-	for i := range ring {
-		ring[i] = slices.Clone(h.Counts)
+	var sched, handled [cpuWaitWindows][]uint64
+	for i := range sched {
+		sched[i] = slices.Clone(h.Counts)
+		handled[i] = c.handlers.read(nil)
 	}
 	t := time.NewTicker(cpuWaitSample)
 	defer t.Stop()
@@ -130,10 +143,14 @@ func (c *cpuWait) run(sample []metrics.Sample) {
 		}
 		metrics.Read(sample)
 		counts := sample[0].Value.Float64Histogram().Counts
-		// ring[next] is the oldest reading; it is replaced by this one.
-		sched := time.Duration(windowQuantile(ring[next], counts, buckets, cpuWaitQuantile) * float64(time.Second))
-		ring[next] = append(ring[next][:0], counts...)
-		c.ns.Store(int64(expectedWait(c.probe(), sched)))
+		handlerCounts := c.handlers.read(nil)
+		// sched[next] and handled[next] are the oldest readings; this one
+		// replaces them.
+		schedWait := time.Duration(windowQuantile(sched[next], counts, buckets, cpuWaitQuantile, cpuWaitMinEvents) * float64(time.Second))
+		inHandler := time.Duration(windowQuantile(handled[next], handlerCounts, handlerTimeBounds, cpuWaitQuantile, handlerMinEvents) * float64(time.Second))
+		sched[next] = append(sched[next][:0], counts...)
+		handled[next] = handlerCounts
+		c.ns.Store(int64(expectedWait(c.probe(), schedWait, inHandler)))
 	}
 }
 
@@ -141,12 +158,12 @@ func (c *cpuWait) run(sample []metrics.Sample) {
 // between two readings of a cumulative histogram (counts[i] lies between
 // buckets[i] and buckets[i+1]); 0 when fewer than cpuWaitMinEvents
 // happened. It answers a bucket's lower bound: the wait is at least that.
-func windowQuantile(prev, counts []uint64, buckets []float64, q float64) float64 {
+func windowQuantile(prev, counts []uint64, buckets []float64, q float64, minEvents uint64) float64 {
 	var total uint64
 	for i := range counts {
 		total += counts[i] - prev[i]
 	}
-	if total < cpuWaitMinEvents {
+	if total < minEvents {
 		return 0
 	}
 	want := uint64(q * float64(total))
@@ -171,17 +188,58 @@ func (c *cpuWait) close() {
 	}
 }
 
-// laterHandOffs is how many more times a request waits for a CPU after its
-// connection was seen readable: for the HSM session it queued for, and for
-// the HSM's answer.
-const laterHandOffs = 2
-
-// expectedWait is a request's wait for a CPU: the first, probed, wait and
-// the scheduler's wait at each later hand-off. A probe that comes back at
-// once on an idle node still counts the scheduler's part, and vice versa.
-func expectedWait(probe, sched time.Duration) time.Duration {
-	return max(probe, sched) + laterHandOffs*sched
+// expectedWait is the time in the node of a request arriving now: its wait
+// to be read (the probe, or the scheduler's wait if the probe came back at
+// once) and then what admitted requests took in the handler.
+func expectedWait(probe, sched, inHandler time.Duration) time.Duration {
+	return max(probe, sched) + inHandler
 }
+
+// handlerTimes counts how long admitted requests spent in the handler,
+// cumulatively, in buckets a quarter of an octave wide, without a lock: one
+// atomic add per request. The sampler reads windows of it as it does the
+// scheduler's histogram.
+type handlerTimes struct {
+	counts [handlerTimeBuckets]atomic.Uint64
+}
+
+// handlerTimeBuckets reaches 2^29 µs, about nine minutes.
+const handlerTimeBuckets = 4 * 28
+
+func (h *handlerTimes) observe(d time.Duration) { h.counts[handlerTimeBucket(d)].Add(1) }
+
+// read appends the current counts to dst.
+func (h *handlerTimes) read(dst []uint64) []uint64 {
+	for i := range h.counts {
+		dst = append(dst, h.counts[i].Load())
+	}
+	return dst
+}
+
+// handlerTimeBucket: 0–3 µs have a bucket each; above, the leading bit of
+// the microseconds picks the octave and the two bits after it the quarter.
+func handlerTimeBucket(d time.Duration) int {
+	us := uint64(max(d, 0) / time.Microsecond)
+	if us < 4 {
+		return int(us)
+	}
+	e := bits.Len64(us) - 1
+	return min(4*(e-1)+int(us>>(e-2)&3), handlerTimeBuckets-1)
+}
+
+// handlerTimeBounds are the buckets' lower bounds in seconds, and the upper
+// bound of the last, as windowQuantile takes them.
+var handlerTimeBounds = func() []float64 {
+	b := make([]float64, handlerTimeBuckets+1)
+	for i := range b {
+		us := i
+		if i >= 4 {
+			us = (4 + i%4) << (i/4 - 1)
+		}
+		b[i] = float64(us) / 1e6
+	}
+	return b
+}()
 
 // shouldShed decides whether a request is turned away now, given its
 // expected wait: shedding starts (at random, so the load falls smoothly

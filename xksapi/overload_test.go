@@ -24,12 +24,12 @@ func TestWindowQuantile(t *testing.T) {
 		{"all in the top bucket", []uint64{7, 7, 7, 0}, []uint64{7, 7, 7, 32}, 0.9, 0.004},
 	}
 	for _, tc := range cases {
-		if got := windowQuantile(tc.prev, tc.counts, buckets, tc.q); got != tc.want {
+		if got := windowQuantile(tc.prev, tc.counts, buckets, tc.q, cpuWaitMinEvents); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	// The runtime's first bucket starts at minus infinity.
-	if got := windowQuantile([]uint64{0, 0}, []uint64{40, 0}, []float64{math.Inf(-1), 0.001, 0.002}, 0.5); got != 0 {
+	if got := windowQuantile([]uint64{0, 0}, []uint64{40, 0}, []float64{math.Inf(-1), 0.001, 0.002}, 0.5, cpuWaitMinEvents); got != 0 {
 		t.Errorf("a wait in the bucket from minus infinity: got %v, want 0", got)
 	}
 }
@@ -68,15 +68,71 @@ func TestShouldShed(t *testing.T) {
 
 func TestExpectedWait(t *testing.T) {
 	ms := time.Millisecond
-	for _, tc := range []struct{ probe, sched, want time.Duration }{
-		{0, 0, 0},
-		{30 * ms, 1 * ms, 32 * ms}, // connections wait to be seen readable
-		{0, 4 * ms, 12 * ms},       // no probe back yet: the scheduler's wait at every hand-off
-		{5 * ms, 10 * ms, 30 * ms},
+	for _, tc := range []struct{ probe, sched, inHandler, want time.Duration }{
+		{0, 0, 0, 0},
+		{30 * ms, 1 * ms, 2 * ms, 32 * ms}, // connections wait to be seen readable
+		{0, 4 * ms, 0, 4 * ms},             // no probe back yet: the scheduler's wait
+		{5 * ms, 10 * ms, 20 * ms, 30 * ms},
 	} {
-		if got := expectedWait(tc.probe, tc.sched); got != tc.want {
-			t.Errorf("expectedWait(%v, %v) = %v, want %v", tc.probe, tc.sched, got, tc.want)
+		if got := expectedWait(tc.probe, tc.sched, tc.inHandler); got != tc.want {
+			t.Errorf("expectedWait(%v, %v, %v) = %v, want %v", tc.probe, tc.sched, tc.inHandler, got, tc.want)
 		}
+	}
+}
+
+// Every duration falls in the bucket whose bounds hold it, and the buckets
+// are a quarter of an octave wide at most (a microsecond below 4µs).
+func TestHandlerTimeBuckets(t *testing.T) {
+	for _, us := range []int64{0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 100, 999, 1000, 12345, 250000, 1 << 28, 1<<29 - 1} {
+		d := time.Duration(us) * time.Microsecond
+		i := handlerTimeBucket(d)
+		lo, hi := handlerTimeBounds[i], handlerTimeBounds[i+1]
+		if s := d.Seconds(); s < lo || s >= hi {
+			t.Errorf("%dµs went to bucket %d, [%v, %v) s", us, i, lo, hi)
+		}
+		if lo >= 4e-6 && hi/lo > 1.26 {
+			t.Errorf("bucket %d is [%v, %v) s: wider than a quarter octave", i, lo, hi)
+		}
+	}
+	if got := handlerTimeBucket(time.Hour); got != handlerTimeBuckets-1 {
+		t.Errorf("an hour went to bucket %d, want the last, %d", got, handlerTimeBuckets-1)
+	}
+	if got := handlerTimeBucket(-time.Second); got != 0 {
+		t.Errorf("a negative time went to bucket %d, want 0", got)
+	}
+}
+
+// When admitted requests take long in the handler, the estimate says so
+// within a window, and forgets it once they stop.
+func TestCPUWaitFollowsHandlerTimes(t *testing.T) {
+	var h handlerTimes
+	c := startCPUWait(&h)
+	defer c.close()
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				h.observe(40 * time.Millisecond)
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.current() < 32*time.Millisecond && time.Now().Before(deadline) {
+		time.Sleep(cpuWaitSample)
+	}
+	close(stop)
+	if w := c.current(); w < 32*time.Millisecond {
+		t.Fatalf("requests taking 40ms in the handler: estimate %v", w)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for c.current() >= 32*time.Millisecond && time.Now().Before(deadline) {
+		time.Sleep(cpuWaitSample)
+	}
+	if w := c.current(); w >= 32*time.Millisecond {
+		t.Fatalf("the estimate stayed at %v after the slow requests stopped", w)
 	}
 }
 
@@ -111,7 +167,7 @@ func TestProbeMeasuresTheWaitToBeRead(t *testing.T) {
 // as they do on an overloaded server (many connections, each needing a
 // little CPU per request), and falls back once they are gone.
 func TestCPUWaitFollowsSaturation(t *testing.T) {
-	c := startCPUWait()
+	c := startCPUWait(new(handlerTimes))
 	defer c.close()
 	var stop atomic.Bool
 	workers := 128 * runtime.GOMAXPROCS(0)

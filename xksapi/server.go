@@ -80,10 +80,13 @@ type Server struct {
 	quotas   quotas
 	maxBody  int // cfg.Limits.MaxBodyFor(), computed once
 	// cpu samples the scheduler once ServeTLS starts; nil before.
-	cpu     atomic.Pointer[cpuWait]
-	cpuOnce sync.Once
-	metrics *requestMetrics
-	scrape  fasthttp.RequestHandler
+	cpu atomic.Pointer[cpuWait]
+	// handlerTimes feeds the CPU wait estimate: how long admitted requests
+	// took in the handler.
+	handlerTimes handlerTimes
+	cpuOnce      sync.Once
+	metrics      *requestMetrics
+	scrape       fasthttp.RequestHandler
 
 	api    *fasthttp.Server
 	health *fasthttp.Server
@@ -157,7 +160,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
 // ServeTLS serves the XKS API on ln over TLS until Shutdown.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 	if s.cfg.CPUWait == nil {
-		s.cpuOnce.Do(func() { s.cpu.Store(startCPUWait()) })
+		s.cpuOnce.Do(func() { s.cpu.Store(startCPUWait(&s.handlerTimes)) })
 	}
 	return s.api.Serve(tls.NewListener(ln, cfg))
 }
