@@ -234,17 +234,23 @@ func (h *HSM) worker(s *session) {
 	}
 }
 
-// observeCall folds one call's duration into the moving average (weight
-// 1/8: it follows a change of load within tens of calls). Concurrent
-// updates may lose one another; the average stays an average.
+// observeCall folds one call's duration into the moving average. Its
+// weight, 1/callAverageWeight, follows a change of load within a few tens
+// of calls, while one call stalled by a CPU quota or a preemption (a few
+// milliseconds where calls take tens of microseconds) moves it little: at
+// 1/8, such stalls on a node under a CPU limit shed requests with queues
+// that were draining in time. Concurrent updates may lose one another; the
+// average stays an average.
 func (h *HSM) observeCall(d time.Duration) {
 	old := h.callNS.Load()
 	if old == 0 {
 		h.callNS.Store(int64(d))
 		return
 	}
-	h.callNS.Store(old + (int64(d)-old)/8)
+	h.callNS.Store(old + (int64(d)-old)/callAverageWeight)
 }
+
+const callAverageWeight = 32
 
 // ExpectedWait estimates how long a caller with queued callers ahead of it
 // (itself included) waits for a session: they drain at PoolSize calls per
