@@ -27,14 +27,21 @@ pids+=($!)
 for _ in $(seq 1 120); do [ -f "$dir/data/client.json" ] && break; sleep 0.5; done
 "$dir/wrkreplay" --client "$dir/data/client.json" >"$dir/replay.lua"
 
-measure() { # name url
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+measure() { # name url pid: prints "requests/s µs-of-CPU-per-request" of that process
+  local before after
+  before=$(cpu_ticks "$3")
   wrk -t2 -c"$conns" -d"$duration" --latency -s "$dir/replay.lua" "$2" | tee "$out/$1.wrk.txt" >/dev/null
-  awk '/^Requests\/sec/ {print $2}' "$out/$1.wrk.txt"
+  after=$(cpu_ticks "$3")
+  awk -v b="$before" -v a="$after" -v hz="$(getconf CLK_TCK)" -v d="${duration%s}" '/^Requests\/sec/ {
+    printf "%s %.1f\n", $2, (a - b) / hz * 1e6 / ($2 * d) }' "$out/$1.wrk.txt"
 }
 SOFTHSM2_CONF="$dir/data/node1/softhsm2.conf" setsid "$dir/baseline" -listen "127.0.0.1:$((port + 20))" \
   -cert "$dir/data/tls/server.pem" -key "$dir/data/tls/server-key.pem" \
   -token xksproxy-dev-node1 -pin-file "$dir/data/secrets/hsm-pin" -pool 2 >"$dir/baseline.log" 2>&1 &
-pids+=($!)
+baseline_pid=$!
+pids+=("$baseline_pid")
 sleep 2
 proxy_url="https://127.0.0.1:$port" baseline_url="https://127.0.0.1:$((port + 20))"
 # Warm both up (TLS sessions, HSM copies, caches).
@@ -47,11 +54,11 @@ grep -q '"status":200' "$dir/proxy.log" || { echo "the proxy answered no request
 # report the median round.
 ratios=()
 for r in $(seq 1 "$rounds"); do
-  proxy=$(measure "proxy-$r" "$proxy_url")
-  baseline=$(measure "baseline-$r" "$baseline_url")
+  read -r proxy proxy_cpu < <(measure "proxy-$r" "$proxy_url" "$(cat "$dir/data/node1/pid")")
+  read -r baseline baseline_cpu < <(measure "baseline-$r" "$baseline_url" "$baseline_pid")
   ratio=$(awk -v p="$proxy" -v b="$baseline" 'BEGIN {printf "%.2f", p / b}')
   ratios+=("$ratio")
-  echo "round $r: proxy $proxy req/s, baseline $baseline req/s, ratio $ratio" | tee -a "$out/ratio.txt"
+  echo "round $r: proxy $proxy req/s ($proxy_cpu µs CPU/request), baseline $baseline req/s ($baseline_cpu µs CPU/request), ratio $ratio" | tee -a "$out/ratio.txt"
 done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 {
