@@ -49,6 +49,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetStatusCode(x.result.status)
 		}
 	}
+	if x.result != nil && x.req.RequestMetadata == nil {
+		// Refused before its body was decoded (unauthenticated, shed,
+		// disabled): its kmsRequestId and principal are what let an
+		// operator find the call in CloudTrail.
+		decodeMetadata(ctx.PostBody(), &x.req)
+	}
 	x.took = time.Since(x.start)
 	if x.admitted {
 		s.handlerTimes.observe(x.took)
@@ -83,9 +89,6 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 		return fail(InvalidURIPathException, "no key store is configured at this URI path")
 	}
 	if err := s.authenticate(ctx, x, path, query); err != nil {
-		// Unauthenticated, but its kmsRequestId is what lets an operator
-		// find the failed call in CloudTrail; decoded only for the log.
-		decodeJSON(ctx.PostBody(), &x.req)
 		return err
 	}
 	// GetHealthStatus is never shed: it is how AWS KMS tells a busy proxy

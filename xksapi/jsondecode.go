@@ -89,13 +89,27 @@ func decodeJSON(body []byte, req *request) error {
 	return d.saved
 }
 
+// decodeMetadata fills req from body for a log line only: the request
+// metadata and the algorithm names, with the binary fields skipped, not
+// decoded. It is for requests refused before their body was decoded, whose
+// kmsRequestId and principal the log must still show; what a malformed body
+// holds before its first error is kept, and the error is not reported.
+func decodeMetadata(body []byte, req *request) {
+	d := decoder{data: body, metadataOnly: true}
+	d.skipSpace()
+	if d.peek() == '{' {
+		d.request(req)
+	}
+}
+
 // decoder reads one body front to back; it lives on decodeJSON's stack.
 type decoder struct {
-	data    []byte
-	off     int
-	depth   int
-	saved   error  // first type or base64 error, returned only if the body is well-formed
-	scratch []byte // the value of the string last unescaped
+	data         []byte
+	off          int
+	depth        int
+	saved        error  // first type or base64 error, returned only if the body is well-formed
+	scratch      []byte // the value of the string last unescaped
+	metadataOnly bool   // skip binary fields (decodeMetadata)
 }
 
 // syntax reports a problem with the byte at d.off, or the end of the body.
@@ -349,6 +363,9 @@ func (d *decoder) optionalString(dst **string, field string) error {
 // binary stores a base64 string's bytes, decoded straight from the body when
 // it holds no escapes.
 func (d *decoder) binary(dst *[]byte, field string) error {
+	if d.metadataOnly {
+		return d.skipValue()
+	}
 	switch d.peek() {
 	case '"':
 		raw, plain, err := d.str()

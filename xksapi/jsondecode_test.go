@@ -310,6 +310,7 @@ func FuzzDecodeJSONMatchesEncodingJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		decodeMetadata(body, &request{}) // any body, without a panic
 		var want request
 		wantErr := json.Unmarshal(body, &want)
 		mine := bytes.Clone(body)
@@ -353,6 +354,11 @@ func FuzzDecodeJSONMatchesEncodingJSON(f *testing.F) {
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("decoded differently:\n got %s\nwant %s", dumpRequest(got), dumpRequest(want))
 			}
+			var forLog request
+			decodeMetadata(body, &forLog)
+			if !reflect.DeepEqual(forLog.RequestMetadata, got.RequestMetadata) {
+				t.Fatalf("decodeMetadata disagrees on requestMetadata:\n got %s\nwant %s", dumpRequest(forLog), dumpRequest(got))
+			}
 		case errors.As(wantErr, &stdType):
 			if !errors.As(gotErr, &typeErr) {
 				t.Fatalf("encoding/json: %v; decodeJSON: %v", wantErr, gotErr)
@@ -386,4 +392,28 @@ func BenchmarkDecodeJSON(b *testing.B) { benchmarkDecode(b, decodeJSON) }
 
 func BenchmarkDecodeEncodingJSON(b *testing.B) {
 	benchmarkDecode(b, func(body []byte, req *request) error { return json.Unmarshal(body, req) })
+}
+
+// decodeMetadata takes what a log line needs and leaves the binary fields
+// alone, even when they are not valid base64.
+func TestDecodeMetadata(t *testing.T) {
+	var req request
+	decodeMetadata([]byte(`{"plaintext":"not base64!","requestMetadata":{"kmsRequestId":"r1","awsPrincipalArn":"p"},"encryptionAlgorithm":"AES_GCM","ciphertext":[1,2]}`), &req)
+	if req.RequestMetadata == nil || req.RequestMetadata.KMSRequestID != "r1" || req.RequestMetadata.AWSPrincipalARN != "p" {
+		t.Fatalf("metadata not decoded: %+v", req.RequestMetadata)
+	}
+	if req.Plaintext != nil || req.Ciphertext != nil {
+		t.Fatalf("binary fields decoded: %q %q", req.Plaintext, req.Ciphertext)
+	}
+	if req.EncryptionAlgorithm == nil || *req.EncryptionAlgorithm != "AES_GCM" {
+		t.Fatalf("encryptionAlgorithm = %v", req.EncryptionAlgorithm)
+	}
+	var partial request
+	decodeMetadata([]byte(`{"requestMetadata":{"kmsRequestId":"r2"},"plaintext":`), &partial)
+	if partial.RequestMetadata == nil || partial.RequestMetadata.KMSRequestID != "r2" {
+		t.Fatalf("a truncated body loses what came before the break: %+v", partial.RequestMetadata)
+	}
+	// Neither of these is an object; neither may panic.
+	decodeMetadata([]byte(`[1,2]`), &partial)
+	decodeMetadata(nil, &partial)
 }

@@ -4,6 +4,7 @@ package testlog
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 )
 
@@ -24,4 +25,14 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Line is the first line written so far that contains substr, or "".
+func (b *Buffer) Line(substr string) string {
+	for line := range strings.Lines(b.String()) {
+		if strings.Contains(line, substr) {
+			return line
+		}
+	}
+	return ""
 }
