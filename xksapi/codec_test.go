@@ -33,6 +33,7 @@ func TestDecodeRequest(t *testing.T) {
 		{"no plaintext", OpEncrypt, `{` + md + `,"encryptionAlgorithm":"AES_GCM"}`, ValidationException},
 		{"bad base64", OpEncrypt, `{` + md + `,"plaintext":"!!","encryptionAlgorithm":"AES_GCM"}`, ValidationException},
 		{"number for string", OpEncrypt, `{` + md + `,"plaintext":5,"encryptionAlgorithm":"AES_GCM"}`, ValidationException},
+		{"byte array for base64", OpEncrypt, `{` + md + `,"plaintext":[1,2,3],"encryptionAlgorithm":"AES_GCM"}`, ValidationException},
 		{"no algorithm", OpEncrypt, `{` + md + `,"plaintext":"AA=="}`, ValidationException},
 		{"other algorithm", OpEncrypt, `{` + md + `,"plaintext":"AA==","encryptionAlgorithm":"AES_CBC"}`, UnsupportedOperationException},
 		{"other CDIV algorithm", OpEncrypt, `{` + md + `,"plaintext":"AA==","encryptionAlgorithm":"AES_GCM","ciphertextDataIntegrityValueAlgorithm":"MD5"}`, UnsupportedOperationException},

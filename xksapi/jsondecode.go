@@ -50,6 +50,10 @@ func (e *jsonTypeError) Error() string {
 //     specification spells its fields exactly, and honouring look-alikes
 //     only lets two spellings of one field disagree.
 //   - Arrays and objects nested deeper than maxJSONDepth are refused.
+//   - A binary field takes a base64 string or null, as the specification
+//     defines it. encoding/json also takes an array of integers 0..255 for
+//     any []byte; no XKS client sends one, and accepting it would let a
+//     field have two spellings.
 //   - After an error req may hold part of the body. encoding/json checks the
 //     whole body before storing anything, so a malformed body leaves req
 //     untouched there.
@@ -57,11 +61,10 @@ func (e *jsonTypeError) Error() string {
 // Everything else is encoding/json's behaviour, kept because clients see it:
 // a duplicate key's last value wins, but a second requestMetadata object is
 // merged into the first; null clears a []byte or *string field and leaves a
-// metadata string as it was; "" for a []byte field is an empty non-nil slice
-// and a JSON array of integers 0..255 is accepted as its bytes; base64 is
-// decoded after unescaping, so it may be escaped and may hold \r and \n;
-// invalid UTF-8 and lone surrogates in strings become U+FFFD; a top-level
-// null is a no-op. A syntax error is reported in preference to any type or
+// metadata string as it was; "" for a []byte field is an empty non-nil
+// slice; base64 is decoded after unescaping, so it may be escaped and may
+// hold \r and \n; invalid UTF-8 and lone surrogates in strings become
+// U+FFFD; a top-level null is a no-op. A syntax error is reported in preference to any type or
 // base64 error, and otherwise the first of those is, as encoding/json does;
 // a syntax error's offset is the one encoding/json would give.
 //
@@ -391,71 +394,8 @@ func (d *decoder) binary(dst *[]byte, field string) error {
 			*dst = nil
 		}
 		return err
-	case '[':
-		return d.byteArray(dst, field)
 	default:
 		return d.wrongType(field, "a base64 string")
-	}
-}
-
-// byteArray stores a JSON array of integers as bytes, as encoding/json does
-// for any []byte. Like encoding/json it fills the slice already in the
-// field (set by a duplicate key) where its capacity allows, and a null
-// element leaves the byte there unchanged.
-func (d *decoder) byteArray(dst *[]byte, field string) error {
-	if err := d.open(); err != nil {
-		return err
-	}
-	d.skipSpace()
-	if d.peek() == ']' {
-		d.off++
-		d.depth--
-		*dst = []byte{}
-		return nil
-	}
-	out := *dst
-	for n := 0; ; n++ {
-		if n < cap(out) {
-			out = out[:n+1]
-		} else {
-			out = append(out[:n], 0)
-		}
-		switch c := d.peek(); {
-		case c == 'n':
-			if err := d.literal("null"); err != nil {
-				return err
-			}
-		case c == '-' || '0' <= c && c <= '9':
-			start := d.off
-			if err := d.number(); err != nil {
-				return err
-			}
-			// encoding/json takes what strconv.ParseUint takes and a
-			// byte holds: 0 to 255 without sign, fraction or exponent.
-			v, err := strconv.ParseUint(string(d.data[start:d.off]), 10, 8)
-			if err == nil {
-				out[n] = byte(v)
-			} else if d.saved == nil {
-				d.saved = &jsonTypeError{field: field, want: "a base64 string or an array of integers 0 to 255"}
-			}
-		default:
-			if err := d.wrongType(field, "a base64 string or an array of integers 0 to 255"); err != nil {
-				return err
-			}
-		}
-		d.skipSpace()
-		switch d.peek() {
-		case ',':
-			d.off++
-			d.skipSpace()
-		case ']':
-			d.off++
-			d.depth--
-			*dst = out
-			return nil
-		default:
-			return d.syntax("expected ',' or ']' after an array element")
-		}
 	}
 }
 

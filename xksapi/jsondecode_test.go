@@ -66,13 +66,11 @@ func TestDecodeJSON(t *testing.T) {
 			request{Plaintext: []byte{}, EncryptionAlgorithm: ptrTo(""), AuthenticationTag: []byte{}, RequestMetadata: &RequestMetadata{}}},
 		{"duplicates: last wins", `{"plaintext":"AQ==","plaintext":"Ag==","encryptionAlgorithm":"A","encryptionAlgorithm":"B","ciphertext":"AQ==","ciphertext":null,"initializationVector":null,"initializationVector":""}`,
 			request{Plaintext: []byte{2}, EncryptionAlgorithm: ptrTo("B"), InitializationVector: []byte{}}},
-		{"duplicates: null clears", `{"ciphertextDataIntegrityValueAlgorithm":"SHA_256","ciphertextDataIntegrityValueAlgorithm":null,"authenticationTag":[1],"authenticationTag":null}`, request{}},
+		{"duplicates: null clears", `{"ciphertextDataIntegrityValueAlgorithm":"SHA_256","ciphertextDataIntegrityValueAlgorithm":null,"authenticationTag":"AQ==","authenticationTag":null}`, request{}},
 		{"duplicate requestMetadata objects merge", `{"requestMetadata":{"kmsKeyArn":"k","kmsOperation":"x"},"requestMetadata":{"kmsOperation":"y"}}`,
 			request{RequestMetadata: &RequestMetadata{KMSKeyARN: "k", KMSOperation: "y"}}},
 		{"requestMetadata null then object", `{"requestMetadata":{"kmsKeyArn":"k"},"requestMetadata":null,"requestMetadata":{"kmsOperation":"y"}}`,
 			request{RequestMetadata: &RequestMetadata{KMSOperation: "y"}}},
-		{"byte arrays", `{"plaintext":[0, 255 ,7],"ciphertext":[],"authenticationTag":[null]}`, request{Plaintext: []byte{0, 255, 7}, Ciphertext: []byte{}, AuthenticationTag: []byte{0}}},
-		{"byte array reusing a duplicate's slice", `{"plaintext":"AQID","plaintext":[null,9]}`, request{Plaintext: []byte{1, 9}}},
 		{"case differs: not ours", `{"Plaintext":"AQ==","REQUESTMETADATA":{},"requestMetadata":{"KmsKeyArn":"k"}}`, request{RequestMetadata: &RequestMetadata{}}},
 		{"63 levels inside the body", `{"x":` + strings.Repeat("[", 63) + strings.Repeat("]", 63) + `}`, request{}},
 	}
@@ -161,10 +159,11 @@ func TestDecodeJSONErrors(t *testing.T) {
 		{"array for requestMetadata", `{"requestMetadata":[]}`, "type"},
 		{"object for a metadata string", `{"requestMetadata":{"kmsKeyArn":{}}}`, "type"},
 		{"bool for a metadata string", `{"requestMetadata":{"kmsRequestId":false}}`, "type"},
-		{"byte out of range", `{"plaintext":[256]}`, "type"},
-		{"negative byte", `{"plaintext":[-1]}`, "type"},
-		{"fractional byte", `{"plaintext":[1.0]}`, "type"},
-		{"string in byte array", `{"plaintext":["AQ=="]}`, "type"},
+		{"byte array (encoding/json takes it)", `{"plaintext":[0,255,7]}`, "type"},
+		{"empty byte array", `{"ciphertext":[]}`, "type"},
+		{"byte array after a valid duplicate", `{"plaintext":"AQID","plaintext":[null,9]}`, "type"},
+		{"byte array before bad base64", `{"plaintext":[1],"ciphertext":"!!"}`, "type"},
+		{"syntax error wins over a byte array", `{"plaintext":[1],"a":}`, "syntax"},
 		{"bad base64", `{"plaintext":"!!"}`, "base64"},
 		{"base64 without padding", `{"plaintext":"AQ"}`, "base64"},
 		{"URL-safe base64", `{"plaintext":"-_8="}`, "base64"},
@@ -192,7 +191,7 @@ func TestDecodeJSONErrors(t *testing.T) {
 			continue
 		}
 		stdErr := json.Unmarshal([]byte(c.body), new(request))
-		if stdErr == nil && c.body != deep {
+		if stdErr == nil && c.body != deep && !hasByteArray([]byte(c.body)) {
 			t.Errorf("%s: encoding/json accepts it", c.name)
 		}
 		var stdSyntax *json.SyntaxError
@@ -240,6 +239,32 @@ func TestDecodeJSONDoesNotAliasBody(t *testing.T) {
 // foldedKeyOrDepth walks a well-formed body, reporting whether some key is a
 // known name under case folding without being it (where encoding/json and
 // decodeJSON part on purpose) and how deeply it nests.
+// hasByteArray reports whether body, which encoding/json accepts, gives a
+// top-level binary field an array, which encoding/json takes as bytes and
+// decodeJSON refuses.
+func hasByteArray(body []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false
+	}
+	binary := map[string]bool{"plaintext": true, "additionalAuthenticatedData": true, "ciphertext": true,
+		"ciphertextMetadata": true, "initializationVector": true, "authenticationTag": true}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var value json.RawMessage
+		if dec.Decode(&value) != nil {
+			return false
+		}
+		if binary[key.(string)] && value[0] == '[' {
+			return true
+		}
+	}
+	return false
+}
+
 func foldedKeyOrDepth(body []byte) (folded bool, depth int) {
 	names := []string{"requestMetadata", "plaintext", "encryptionAlgorithm", "additionalAuthenticatedData", "ciphertextDataIntegrityValueAlgorithm",
 		"ciphertext", "ciphertextMetadata", "initializationVector", "authenticationTag",
@@ -300,7 +325,7 @@ func FuzzDecodeJSONMatchesEncodingJSON(f *testing.F) {
 	for _, s := range []string{
 		xksEncryptBody, xksDecryptBody, xksMetadataBody, xksHealthBody, xksCDIVBody,
 		`{"requestMetadata":{"kmsRequestId":"\ud83d\ude00\u00e9\ud800x"},"plaintext":"AQ\u003d\u003d","encryptionAlgorithm":null}`,
-		`{"plaintext":[1,2,null],"plaintext":[3],"ciphertext":[]}`,
+		`{"plaintext":[1,2,null],"plaintext":[3],"ciphertext":[]}`, `{"plaintext":[1],"ciphertext":"!!"}`,
 		`{"requestMetadata":{"kmsKeyArn":"a"},"requestMetadata":{"kmsOperation":"b"},"x":[{"y":[true,false,null,-0.5e3]}]}`,
 		`{"Plaintext":"AQ==","requestMetadata":{"KMSKEYARN":"k"}}`,
 		`{"encryptionAlgorithm":"AES_GCM","encryptionAlgorithm":null,"requestMetadata":{"kmsKeyArn":"k","kmsKeyArn":null},"requestMetadata":null}`,
@@ -347,6 +372,12 @@ func FuzzDecodeJSONMatchesEncodingJSON(f *testing.F) {
 		var stdB64 base64.CorruptInputError
 		var typeErr *jsonTypeError
 		switch {
+		case hasByteArray(body):
+			// Refused as the specification's types require; which of
+			// several errors comes first may differ from encoding/json.
+			if !errors.As(gotErr, &typeErr) && !errors.As(gotErr, &stdB64) {
+				t.Fatalf("a byte array for a binary field: decodeJSON: %v", gotErr)
+			}
 		case wantErr == nil:
 			if gotErr != nil {
 				t.Fatalf("encoding/json accepts it; decodeJSON: %v", gotErr)
