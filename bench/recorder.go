@@ -16,6 +16,9 @@ type failure struct {
 
 func (f failure) ok() bool { return f.kind == "" }
 
+// throttled is true for a 429 answer: the proxy shedding load.
+func (f failure) throttled() bool { return f.kind == kindHTTP && f.status == 429 }
+
 // wrong is true for the failures that mean the proxy answered incorrectly,
 // which fail a run whatever its latency.
 func (f failure) wrong() bool {

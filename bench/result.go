@@ -87,6 +87,7 @@ type ConfigInfo struct {
 	DurationSeconds float64        `json:"durationSeconds"`
 	MaxRequests     int64          `json:"maxRequests"`
 	Connections     int            `json:"connections"` // per endpoint
+	Preconnect      bool           `json:"preconnect"`  // all opened before the run
 	Spread          string         `json:"spread"`
 	MaxInFlight     int            `json:"maxInFlight"`
 	TimeoutSeconds  float64        `json:"timeoutSeconds"`

@@ -52,8 +52,12 @@ type Config struct {
 	// MaxRequests caps the requests of the whole run, warm-up included; the
 	// measured window is shortened to fit. 0 leaves the schedule's own
 	// count, rate × keys × (warm-up + duration), as the bound.
-	MaxRequests  int64
-	Connections  int // per endpoint
+	MaxRequests int64
+	Connections int // per endpoint
+	// Preconnect opens every connection before the run, so that TLS
+	// handshakes are not measured; otherwise they open as the load needs
+	// them, and a burst of handshakes can land inside the measurement.
+	Preconnect   bool
 	Spread       Spread
 	MaxInFlight  int           // requests outstanding at once, beyond which they count as client-saturated
 	Timeout      time.Duration // per request
@@ -71,7 +75,7 @@ func DefaultConfig() Config {
 	return Config{
 		RatePerKey: 100, Mix: DefaultMix, PlaintextBytes: 32, AADBytes: 64,
 		Warmup: 5 * time.Second, Duration: 30 * time.Second,
-		Connections: 32, Spread: SpreadRoundRobin, MaxInFlight: 4096, Timeout: 5 * time.Second,
+		Connections: 32, Preconnect: true, Spread: SpreadRoundRobin, MaxInFlight: 4096, Timeout: 5 * time.Second,
 		Budget: 250 * time.Millisecond, RingSize: 1024,
 		Principal: "arn:aws:iam::111122223333:role/xksbench",
 	}
@@ -213,6 +217,22 @@ func (r *Runner) endpointFor(key int, i int64) *endpoint {
 // ErrWrongAnswer marks a proxy that answered, but wrongly.
 var ErrWrongAnswer = errors.New("the proxy answered wrongly")
 
+// fill opens every endpoint's missing connections at once; an interrupt
+// ends it.
+func (r *Runner) fill(ctx context.Context) {
+	stop := context.AfterFunc(ctx, r.cutOff)
+	defer stop()
+	var wg sync.WaitGroup
+	for _, ep := range r.endpoints {
+		wg.Go(func() { ep.fill(r.cfg.Timeout) })
+	}
+	wg.Wait()
+}
+
+// primeRetries is how often prime retries a throttled request, waiting
+// 0.1 s more each time: 5.5 s in all.
+const primeRetries = 10
+
 // primeCount is how many ciphertexts each key gets before the schedule
 // starts, so that the first decrypts have something to decrypt.
 const primeCount = 4
@@ -246,6 +266,12 @@ func (r *Runner) prime(ctx context.Context) error {
 		prefix := fmt.Sprintf("xksbench-%s-preflight-%d-", r.runID, k)
 		for j, op := range ops {
 			f := r.roundTrip(ep, ks, op, requestID{prefix, int64(j)})
+			// A node still busy with the handshakes of fill may shed
+			// the first requests; that is not a misconfiguration.
+			for retry := 1; f.throttled() && retry <= primeRetries && ctx.Err() == nil; retry++ {
+				time.Sleep(time.Duration(retry) * 100 * time.Millisecond)
+				f = r.roundTrip(ep, ks, op, requestID{prefix + "retry-" + strconv.Itoa(retry) + "-", int64(j)})
+			}
 			if !f.ok() {
 				err := fmt.Errorf("preflight %s on key %s via %s: %s", op, ks.id, ep.base, describe(f))
 				if f.wrong() {
@@ -320,6 +346,9 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 			}
 			duration, stoppedBy = fits.Truncate(time.Millisecond), "max-requests"
 		}
+	}
+	if cfg.Preconnect {
+		r.fill(ctx)
 	}
 	if !r.primed {
 		if err := r.prime(ctx); err != nil {
@@ -509,7 +538,7 @@ func (r *Runner) configInfo() ConfigInfo {
 		RatePerKey: c.RatePerKey, Keys: len(r.keys), KeysShareIDs: len(r.keys) > len(c.Target.KeyIDs),
 		Mix: map[string]int{}, PlaintextBytes: c.PlaintextBytes, AADBytes: c.AADBytes, CDIV: c.CDIV,
 		WarmupSeconds: c.Warmup.Seconds(), DurationSeconds: c.Duration.Seconds(), MaxRequests: c.MaxRequests,
-		Connections: c.Connections, Spread: string(c.Spread), MaxInFlight: c.MaxInFlight,
+		Connections: c.Connections, Preconnect: c.Preconnect, Spread: string(c.Spread), MaxInFlight: c.MaxInFlight,
 		TimeoutSeconds: c.Timeout.Seconds(), BudgetMs: ms(c.Budget), MaxErrorRate: c.MaxErrorRate, RingSize: c.RingSize,
 		Hooks: []HookSpec{},
 	}

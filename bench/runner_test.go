@@ -402,3 +402,25 @@ func TestGeneratorLimited(t *testing.T) {
 		}
 	}
 }
+
+// A proxy that sheds the preflight's first requests (a small node still
+// busy with the handshakes of --preconnect) is retried, not taken for a
+// misconfiguration; the run then has every connection open.
+func TestPreflightRetriesThrottling(t *testing.T) {
+	srv, cfg := fakeProxy(t)
+	srv.ThrottleAbove(2)
+	// Measure only once the throttle's one-second window has forgotten
+	// the preflight.
+	cfg.Mix, cfg.RatePerKey, cfg.Connections, cfg.Warmup = Mix{OpEncrypt: 1}, 1, 3, 1500*time.Millisecond
+	r := newRunner(t, cfg)
+	res := mustRun(t, r) // without the retries, the preflight fails the run
+	if res.Verdict.Result != VerdictPass {
+		t.Fatalf("verdict %+v", res.Verdict)
+	}
+	ep := r.endpoints[0]
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.open != 3 {
+		t.Errorf("%d connections open, want all 3", ep.open)
+	}
+}

@@ -163,34 +163,79 @@ var dialer = net.Dialer{KeepAlive: 30 * time.Second}
 
 // dial opens a connection for x, bounded by x's deadline, and sends x on it.
 func (e *endpoint) dial(ctx context.Context, x *exchange) {
-	ctx, cancel := context.WithDeadline(ctx, x.deadline)
+	c, err := e.connect(ctx, x.deadline)
+	if err != nil {
+		e.lost(nil)
+		x.abandon(err)
+		return
+	}
+	c.send(x)
+}
+
+// connect opens a connection by deadline and starts reading from it. The
+// caller has counted it in e.open, and calls lost(nil) if it fails.
+func (e *endpoint) connect(ctx context.Context, deadline time.Time) (*conn, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	raw, err := dialer.DialContext(ctx, "tcp", e.addr)
 	if err != nil {
-		e.lost(nil)
-		x.abandon(e.cause(err))
-		return
+		return nil, e.cause(err)
 	}
 	tc := tls.Client(raw, e.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		e.lost(nil)
-		x.abandon(e.cause(err))
-		return
+		return nil, e.cause(err)
 	}
 	c := &conn{ep: e, nc: tc, br: bufio.NewReaderSize(tc, 4096)}
 	e.mu.Lock()
 	if e.cutoff {
 		e.mu.Unlock()
 		tc.Close()
-		e.lost(nil)
-		x.abandon(context.Canceled)
-		return
+		return nil, context.Canceled
 	}
 	e.conns[c] = struct{}{}
 	e.mu.Unlock()
 	go c.readLoop()
-	c.send(x)
+	return c, nil
+}
+
+// fillParallel is how many handshakes fill runs at once: few, so that a
+// small node is not swamped by them before the run begins.
+const fillParallel = 4
+
+// fill opens connections until the endpoint has all it may, each within
+// timeout, so that their TLS handshakes happen before the load instead of
+// inside it. It is best effort: a connection that fails to open is opened
+// on demand later, and the requests that need it report why.
+func (e *endpoint) fill(timeout time.Duration) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, fillParallel)
+	e.mu.Lock()
+	missing := e.maxConns - e.open
+	e.mu.Unlock()
+	for range missing {
+		e.mu.Lock()
+		if e.cutoff || e.open >= e.maxConns {
+			e.mu.Unlock()
+			break
+		}
+		e.open++
+		ctx := e.dialCtx
+		e.mu.Unlock()
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			c, err := e.connect(ctx, time.Now().Add(timeout))
+			if err != nil {
+				e.lost(nil)
+				return
+			}
+			if x := e.release(c); x != nil {
+				c.send(x)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // popWaiting takes the oldest waiting request, if any. e.mu is held.

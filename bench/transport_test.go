@@ -250,3 +250,62 @@ func TestEndpointStrandsNoRequest(t *testing.T) {
 		t.Errorf("only %d of 300 requests answered", ok)
 	}
 }
+
+// fill opens every connection before any request, and a request then uses
+// one of them; against an endpoint that is down it gives up, counting none.
+func TestEndpointFill(t *testing.T) {
+	var mu sync.Mutex
+	opened := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			opened++
+			mu.Unlock()
+		}
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eps, err := newEndpoints(Target{Endpoints: []string{srv.URL}, CAFile: ca}, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := eps[0]
+	t.Cleanup(ep.close)
+	ep.fill(5 * time.Second)
+	ep.mu.Lock()
+	idle, open := len(ep.idle), ep.open
+	ep.mu.Unlock()
+	if idle != 20 || open != 20 {
+		t.Fatalf("after fill: %d idle, %d open; want 20 and 20", idle, open)
+	}
+	if o := wait(t, post(ep, "/", 5*time.Second), 5*time.Second); o.err != nil || o.body != "ok" {
+		t.Fatalf("request after fill: %+v", o)
+	}
+	ep.fill(5 * time.Second) // nothing missing: opens nothing
+	mu.Lock()
+	defer mu.Unlock()
+	if opened != 20 {
+		t.Errorf("the server saw %d connections, want the 20 fill opened", opened)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "https://" + ln.Addr().String()
+	ln.Close()
+	eps, err = newEndpoints(Target{Endpoints: []string{down}}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps[0].fill(time.Second)
+	if eps[0].open != 0 {
+		t.Errorf("after failing to reach a closed port, %d connections counted open", eps[0].open)
+	}
+}

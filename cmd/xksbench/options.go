@@ -25,6 +25,7 @@ type options struct {
 	budget                    time.Duration
 	maxRequests               int64
 	connections, maxInFlight  int
+	preconnect                bool
 	spread, principal, out    string
 	cpuProfile                string
 	maxErrorRate              float64
@@ -37,7 +38,7 @@ func newOptions() *options {
 	return &options{
 		rate: d.RatePerKey, mix: d.Mix.String(), plaintext: d.PlaintextBytes, aad: d.AADBytes,
 		warmup: d.Warmup, duration: d.Duration, timeout: d.Timeout, budget: d.Budget,
-		connections: d.Connections, maxInFlight: d.MaxInFlight, spread: string(d.Spread),
+		connections: d.Connections, preconnect: d.Preconnect, maxInFlight: d.MaxInFlight, spread: string(d.Spread),
 		principal: d.Principal, maxErrorRate: d.MaxErrorRate, ringSize: d.RingSize,
 	}
 }
@@ -65,6 +66,7 @@ func (o *options) bind(cmd *cobra.Command, run bool) {
 	}
 	f.Int64Var(&o.maxRequests, "max-requests", 0, "cap on the requests of the whole run, warm-up included; shortens the measured time to fit (0: rate × keys × time)")
 	f.IntVar(&o.connections, "connections", o.connections, "keep-alive connections per endpoint")
+	f.BoolVar(&o.preconnect, "preconnect", o.preconnect, "open every connection before the run, so TLS handshakes are not measured; false opens them as the load needs them")
 	f.StringVar(&o.spread, "spread", o.spread, "round-robin (each key's requests rotate over the endpoints) or per-node (each key pinned to one)")
 	f.IntVar(&o.maxInFlight, "max-in-flight", o.maxInFlight, "requests outstanding at once; beyond it they count as client-saturated errors")
 	f.DurationVar(&o.timeout, "timeout", o.timeout, "per-request timeout")
@@ -126,7 +128,7 @@ func (o *options) config() (bench.Config, error) {
 	cfg.Keys, cfg.RatePerKey, cfg.Mix = o.keys, o.rate, mix
 	cfg.PlaintextBytes, cfg.AADBytes, cfg.CDIV = o.plaintext, o.aad, bool(o.cdiv)
 	cfg.Warmup, cfg.Duration, cfg.MaxRequests = o.warmup, o.duration, o.maxRequests
-	cfg.Connections, cfg.Spread, cfg.MaxInFlight = o.connections, bench.Spread(o.spread), o.maxInFlight
+	cfg.Connections, cfg.Preconnect, cfg.Spread, cfg.MaxInFlight = o.connections, o.preconnect, bench.Spread(o.spread), o.maxInFlight
 	cfg.Timeout, cfg.Budget, cfg.MaxErrorRate = o.timeout, o.budget, o.maxErrorRate
 	cfg.RingSize, cfg.Principal = o.ringSize, o.principal
 	if !o.quiet {
