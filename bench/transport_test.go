@@ -18,7 +18,15 @@ import (
 // with at most conns connections.
 func tlsServer(t *testing.T, conns int, h http.HandlerFunc) (*httptest.Server, *endpoint) {
 	t.Helper()
-	srv := httptest.NewTLSServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	return srv, startTLS(t, srv, conns)
+}
+
+// startTLS starts srv, configured but not started, over HTTPS and returns
+// an endpoint to it with at most conns connections.
+func startTLS(t *testing.T, srv *httptest.Server, conns int) *endpoint {
+	t.Helper()
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
@@ -29,7 +37,7 @@ func tlsServer(t *testing.T, conns int, h http.HandlerFunc) (*httptest.Server, *
 		t.Fatal(err)
 	}
 	t.Cleanup(eps[0].close)
-	return srv, eps[0]
+	return eps[0]
 }
 
 type outcome struct {
@@ -222,20 +230,10 @@ func TestTransportFailuresNamed(t *testing.T) {
 func TestEndpointStrandsNoRequest(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	srv.Config.IdleTimeout = time.Millisecond
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	eps, err := newEndpoints(Target{Endpoints: []string{srv.URL}, CAFile: ca}, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eps[0].close)
+	ep := startTLS(t, srv, 2)
 	var outcomes []<-chan outcome
 	for i := range 300 {
-		outcomes = append(outcomes, post(eps[0], "/", 10*time.Second))
+		outcomes = append(outcomes, post(ep, "/", 10*time.Second))
 		time.Sleep(time.Duration(i%3) * 500 * time.Microsecond)
 	}
 	ok := 0
@@ -265,18 +263,7 @@ func TestEndpointFill(t *testing.T) {
 		}
 	}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	eps, err := newEndpoints(Target{Endpoints: []string{srv.URL}, CAFile: ca}, 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := eps[0]
-	t.Cleanup(ep.close)
+	ep := startTLS(t, srv, 20)
 	ep.fill(5 * time.Second)
 	ep.mu.Lock()
 	idle, open := len(ep.idle), ep.open
@@ -300,7 +287,7 @@ func TestEndpointFill(t *testing.T) {
 	}
 	down := "https://" + ln.Addr().String()
 	ln.Close()
-	eps, err = newEndpoints(Target{Endpoints: []string{down}}, 4)
+	eps, err := newEndpoints(Target{Endpoints: []string{down}}, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
