@@ -133,6 +133,7 @@ func (c *cpuWait) run(sample []metrics.Sample) {
 		sched[i] = slices.Clone(h.Counts)
 		handled[i] = c.handlers.read(nil)
 	}
+	spare := c.handlers.read(nil)
 	t := time.NewTicker(cpuWaitSample)
 	defer t.Stop()
 	for next := 0; ; next = (next + 1) % cpuWaitWindows {
@@ -143,21 +144,20 @@ func (c *cpuWait) run(sample []metrics.Sample) {
 		}
 		metrics.Read(sample)
 		counts := sample[0].Value.Float64Histogram().Counts
-		handlerCounts := c.handlers.read(nil)
+		handlerCounts := c.handlers.read(spare[:0])
 		// sched[next] and handled[next] are the oldest readings; this one
 		// replaces them.
 		schedWait := time.Duration(windowQuantile(sched[next], counts, buckets, cpuWaitQuantile, cpuWaitMinEvents) * float64(time.Second))
 		inHandler := time.Duration(windowQuantile(handled[next], handlerCounts, handlerTimeBounds, cpuWaitQuantile, handlerMinEvents) * float64(time.Second))
 		sched[next] = append(sched[next][:0], counts...)
-		handled[next] = handlerCounts
+		handled[next], spare = handlerCounts, handled[next]
 		c.ns.Store(int64(expectedWait(c.probe(), schedWait, inHandler)))
 	}
 }
 
 // windowQuantile is the q-quantile, in seconds, of the events counted
 // between two readings of a cumulative histogram (counts[i] lies between
-// buckets[i] and buckets[i+1]); 0 when fewer than cpuWaitMinEvents
-// happened. It answers a bucket's lower bound: the wait is at least that.
+// buckets[i] and buckets[i+1]); 0 when fewer than minEvents happened. It answers a bucket's lower bound: the wait is at least that.
 func windowQuantile(prev, counts []uint64, buckets []float64, q float64, minEvents uint64) float64 {
 	var total uint64
 	for i := range counts {
