@@ -5,7 +5,7 @@ LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build run test check clean bench bench-ratio
+.PHONY: help deps deps-wrk build run test check clean bench bench-ratio bench-overload
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ bench: deps ## Issue 6's four targets, short (20 s runs); reports under bench/re
 bench-ratio: deps ## Proxy vs bare fasthttp+SoftHSMv2 baseline under wrk; prints the ratio (needs wrk)
 	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
 	scripts/bench-ratio.sh
+
+bench-overload: deps ## Target 4: 3x overload with the node limited to 0.25 CPU by a cgroup (needs root)
+	scripts/bench-overload.sh
 
 deps-wrk:
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq wrk

@@ -40,7 +40,7 @@ echo "highest sustainable rate per key: $max/s"
 kill -- -"${pids[0]}"; sleep 2
 
 echo "== target 4: overload at 3x the sustainable rate, the node limited to a quarter of a CPU"
-{ OUT="$out/t4" scripts/bench-overload.sh || echo "target 4 not measured"; } | tail -12
+{ OUT="$out/t4" scripts/bench-overload.sh || echo "target 4 not measured"; } | tail -13
 
 echo "== target 2: proxy vs bare fasthttp + SoftHSMv2 under wrk"
 OUT="$out/t2-ratio" DURATION=15s scripts/bench-ratio.sh | tail -5
