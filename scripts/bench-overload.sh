@@ -38,8 +38,6 @@ else
   echo "no writable cpu cgroup controller (run as root on a machine with cgroup v1 or v2 cpu): target 4 cannot be measured here"
   exit 1
 fi
-go build -o "$work/xksproxy" ./cmd/xksproxy
-go build -o "$work/xksbench" ./cmd/xksbench
 dev=
 cleanup() {
   [ -n "$dev" ] && { kill -- -"$dev" 2>/dev/null || true; sleep 1; }
@@ -47,6 +45,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+go build -o "$work/xksproxy" ./cmd/xksproxy
+go build -o "$work/xksbench" ./cmd/xksbench
 
 # The shell joins the cgroup first so that dev and its node are born in it.
 setsid sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec taskset -c 0 "$@"' sh "$cg" \

@@ -64,9 +64,10 @@ func (e *jsonTypeError) Error() string {
 // metadata string as it was; "" for a []byte field is an empty non-nil
 // slice; base64 is decoded after unescaping, so it may be escaped and may
 // hold \r and \n; invalid UTF-8 and lone surrogates in strings become
-// U+FFFD; a top-level null is a no-op. A syntax error is reported in preference to any type or
-// base64 error, and otherwise the first of those is, as encoding/json does;
-// a syntax error's offset is the one encoding/json would give.
+// U+FFFD; a top-level null is a no-op. A syntax error is reported in
+// preference to any type or base64 error, and otherwise the first of those
+// is, as encoding/json does; a syntax error's offset is the one
+// encoding/json would give.
 //
 // Binary fields are decoded into fresh slices, never aliasing body, because
 // the HSM call reads them after fasthttp has recycled the request.
