@@ -20,6 +20,13 @@ out=${OUT:-bench/results/overload-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 [ "$(nproc)" -ge 2 ] || { echo "target 4 needs two cores: one for the node, pinned, and room for the generator"; exit 1; }
 work=$(mktemp -d /tmp/xksproxy-overload.XXXXXX)
+dev= cg=
+cleanup() {
+  [ -n "$dev" ] && { kill -- -"$dev" 2>/dev/null || true; sleep 1; }
+  [ -n "$cg" ] && { rmdir "$cg" 2>/dev/null || true; }
+  rm -rf "$work"
+}
+trap cleanup EXIT
 group=xksproxy-bench-$$
 # A 10 ms period keeps each throttled stall short next to the 250 ms budget.
 period=10000
@@ -38,13 +45,6 @@ else
   echo "no writable cpu cgroup controller (run as root on a machine with cgroup v1 or v2 cpu): target 4 cannot be measured here"
   exit 1
 fi
-dev=
-cleanup() {
-  [ -n "$dev" ] && { kill -- -"$dev" 2>/dev/null || true; sleep 1; }
-  rmdir "$cg" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 go build -o "$work/xksproxy" ./cmd/xksproxy
 go build -o "$work/xksbench" ./cmd/xksbench
 
