@@ -23,7 +23,7 @@ type shedReason uint8
 
 const (
 	notShed      shedReason = iota
-	shedCPU                 // the expected wait for a CPU passed overload_wait
+	shedCPU                 // the expected time in the node passed overload_wait
 	shedInFlight            // max_in_flight requests were already in progress
 	shedQuota               // the key store is over its request quota
 	shedHSMBusy             // no HSM session would have been free in time

@@ -198,7 +198,9 @@ func expectedWait(probe, sched, inHandler time.Duration) time.Duration {
 // handlerTimes counts how long admitted requests spent in the handler,
 // cumulatively, in buckets a quarter of an octave wide, without a lock: one
 // atomic add per request. The sampler reads windows of it as it does the
-// scheduler's histogram.
+// scheduler's histogram. The Prometheus duration histogram cannot serve:
+// its 12 buckets are too coarse for a quantile, it counts refusals too, and
+// reading it allocates.
 type handlerTimes struct {
 	counts [handlerTimeBuckets]atomic.Uint64
 }
