@@ -5,6 +5,10 @@
 # TLS certificate, same token, same pool size, same kind of key object: a
 # session copy of a token key), both driven by wrk replaying a pre-signed
 # request. Loopback only; bounded in time.
+#
+# PIN=1 runs each server on core 0 and wrk (one thread) on core 1, so that
+# each server's rate is what one core of its own sustains, and the CPU per
+# request is not shared with the generator's (needs 2 cores and taskset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${DURATION:-15s}
@@ -15,6 +19,11 @@ out=${OUT:-bench/results/ratio-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 dir=$(mktemp -d /tmp/xksproxy-ratio.XXXXXX)
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk"; exit 1; }
+server_cpu=() wrk_cmd=(wrk -t2)
+if [ "${PIN:-0}" = 1 ]; then
+  [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null || { echo "PIN=1 needs 2 cores and taskset"; exit 1; }
+  server_cpu=(taskset -c 0) wrk_cmd=(taskset -c 1 wrk -t1)
+fi
 go build -o "$dir/xksproxy" ./cmd/xksproxy
 go build -o "$dir/baseline" ./bench/baseline
 go build -o "$dir/wrkreplay" ./bench/wrkreplay
@@ -22,7 +31,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -- -"$p" 2>/dev/null || true; done; sleep 1; rm -rf "$dir"; }
 trap cleanup EXIT
 
-setsid "$dir/xksproxy" dev --data "$dir/data" --listen "127.0.0.1:$port" >"$out/dev.out" 2>"$dir/proxy.log" &
+setsid "${server_cpu[@]}" "$dir/xksproxy" dev --data "$dir/data" --listen "127.0.0.1:$port" >"$out/dev.out" 2>"$dir/proxy.log" &
 pids+=($!)
 for _ in $(seq 1 120); do [ -f "$dir/data/client.json" ] && break; sleep 0.5; done
 "$dir/wrkreplay" --client "$dir/data/client.json" >"$dir/replay.lua"
@@ -32,12 +41,12 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() { # name url pid: prints "requests/s µs-of-CPU-per-request" of that process
   local before after
   before=$(cpu_ticks "$3")
-  wrk -t2 -c"$conns" -d"$duration" --latency -s "$dir/replay.lua" "$2" | tee "$out/$1.wrk.txt" >/dev/null
+  "${wrk_cmd[@]}" -c"$conns" -d"$duration" --latency -s "$dir/replay.lua" "$2" | tee "$out/$1.wrk.txt" >/dev/null
   after=$(cpu_ticks "$3")
   awk -v b="$before" -v a="$after" -v hz="$(getconf CLK_TCK)" -v d="${duration%s}" '/^Requests\/sec/ {
     printf "%s %.1f\n", $2, (a - b) / hz * 1e6 / ($2 * d) }' "$out/$1.wrk.txt"
 }
-SOFTHSM2_CONF="$dir/data/node1/softhsm2.conf" setsid "$dir/baseline" -listen "127.0.0.1:$((port + 20))" \
+SOFTHSM2_CONF="$dir/data/node1/softhsm2.conf" setsid "${server_cpu[@]}" "$dir/baseline" -listen "127.0.0.1:$((port + 20))" \
   -cert "$dir/data/tls/server.pem" -key "$dir/data/tls/server-key.pem" \
   -token xksproxy-dev-node1 -pin-file "$dir/data/secrets/hsm-pin" -pool 2 >"$dir/baseline.log" 2>&1 &
 baseline_pid=$!
@@ -45,7 +54,7 @@ pids+=("$baseline_pid")
 sleep 2
 proxy_url="https://127.0.0.1:$port" baseline_url="https://127.0.0.1:$((port + 20))"
 # Warm both up (TLS sessions, HSM copies, caches).
-for u in "$proxy_url" "$baseline_url"; do wrk -t2 -c"$conns" -d3s -s "$dir/replay.lua" "$u" >/dev/null 2>&1 || true; done
+for u in "$proxy_url" "$baseline_url"; do "${wrk_cmd[@]}" -c"$conns" -d3s -s "$dir/replay.lua" "$u" >/dev/null 2>&1 || true; done
 grep -q '"status":200' "$dir/proxy.log" || sleep 1
 grep -q '"status":200' "$dir/proxy.log" || { echo "the proxy answered no request with 200"; exit 1; }
 
@@ -63,5 +72,5 @@ done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 {
   echo "median ratio $median over $rounds rounds (target >= 0.80)"
-  echo "wrk -t2 -c$conns -d$duration, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "${wrk_cmd[*]} -c$conns -d$duration${server_cpu:+, servers pinned to core 0}, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%Y-%m-%dT%H:%MZ)"
 } | tee -a "$out/ratio.txt"
