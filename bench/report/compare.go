@@ -24,8 +24,25 @@ func Compare(w io.Writer, nameA string, a *bench.Result, nameB string, b *bench.
 	label := func(name string) string { return fmt.Sprintf("%-20s", name) }
 	fmt.Fprintf(tw, "%s\tA\tB\tchange\t\n", label(""))
 	text := func(name, va, vb string) { fmt.Fprintf(tw, "%s\t%s\t%s\t\t\n", label(name), va, vb) }
+	// row writes one figure of each side; a side that does not have it
+	// (an operation it did not run, a find-max figure of a plain run)
+	// shows "—" and the change is left blank rather than read as a fall
+	// to zero.
+	row := func(name string, va float64, okA bool, vb float64, okB bool, format func(float64) string, change func(a, b float64) string) {
+		fa, fb, c := "—", "—", ""
+		if okA {
+			fa = format(va)
+		}
+		if okB {
+			fb = format(vb)
+		}
+		if okA && okB {
+			c = change(va, vb)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", label(name), fa, fb, c)
+	}
 	num := func(name string, va, vb float64, format func(float64) string) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", label(name), format(va), format(vb), delta(va, vb))
+		row(name, va, true, vb, true, format, delta)
 	}
 	perSec := func(v float64) string { return fmt.Sprintf("%.1f/s", v) }
 	count := func(v float64) string { return fmt.Sprintf("%.0f", v) }
@@ -33,31 +50,33 @@ func Compare(w io.Writer, nameA string, a *bench.Result, nameB string, b *bench.
 
 	text("verdict", a.Verdict.Result, b.Verdict.Result)
 	if a.FindMax != nil || b.FindMax != nil {
-		num("max sustainable/key", maxRate(a), maxRate(b), perSec)
+		row("max sustainable/key", maxRate(a), a.FindMax != nil, maxRate(b), b.FindMax != nil, perSec, delta)
 	}
 	num("rate per key", a.Config.RatePerKey, b.Config.RatePerKey, perSec)
 	num("keys", float64(a.Config.Keys), float64(b.Config.Keys), count)
 	num("budget", a.Config.BudgetMs, b.Config.BudgetMs, bench.FormatMs)
-	stats := func(prefix string, sa, sb bench.Stats) {
-		num(prefix+"requested", sa.RequestedRate, sb.RequestedRate, perSec)
-		num(prefix+"offered", sa.OfferedRate, sb.OfferedRate, perSec)
-		num(prefix+"achieved", sa.AchievedRate, sb.AchievedRate, perSec)
-		num(prefix+"p50", sa.LatencyMs.P50, sb.LatencyMs.P50, bench.FormatMs)
-		num(prefix+"p90", sa.LatencyMs.P90, sb.LatencyMs.P90, bench.FormatMs)
-		num(prefix+"p99", sa.LatencyMs.P99, sb.LatencyMs.P99, bench.FormatMs)
-		num(prefix+"p99.9", sa.LatencyMs.P999, sb.LatencyMs.P999, bench.FormatMs)
-		num(prefix+"max", sa.LatencyMs.Max, sb.LatencyMs.Max, bench.FormatMs)
-		num(prefix+"errors", float64(sa.Errors), float64(sb.Errors), count)
-		num(prefix+"error rate", sa.ErrorRate, sb.ErrorRate, pct)
+	stats := func(prefix string, sa bench.Stats, okA bool, sb bench.Stats, okB bool) {
+		ms := func(name string, va, vb float64) { row(prefix+name, va, okA, vb, okB, bench.FormatMs, delta) }
+		rate := func(name string, va, vb float64) { row(prefix+name, va, okA, vb, okB, perSec, delta) }
+		rate("requested", sa.RequestedRate, sb.RequestedRate)
+		rate("offered", sa.OfferedRate, sb.OfferedRate)
+		rate("achieved", sa.AchievedRate, sb.AchievedRate)
+		ms("p50", sa.LatencyMs.P50, sb.LatencyMs.P50)
+		ms("p90", sa.LatencyMs.P90, sb.LatencyMs.P90)
+		ms("p99", sa.LatencyMs.P99, sb.LatencyMs.P99)
+		ms("p99.9", sa.LatencyMs.P999, sb.LatencyMs.P999)
+		ms("max", sa.LatencyMs.Max, sb.LatencyMs.Max)
+		row(prefix+"errors", float64(sa.Errors), okA, float64(sb.Errors), okB, count, delta)
+		row(prefix+"error rate", sa.ErrorRate, okA, sb.ErrorRate, okB, pct, pointsDelta)
 	}
-	stats("", a.Totals, b.Totals)
+	stats("", a.Totals, true, b.Totals, true)
 	num("generator lag p99", a.GeneratorLagMs.P99, b.GeneratorLagMs.P99, bench.FormatMs)
 	for _, op := range bench.Ops() {
 		sa, okA := a.Operations[op.String()]
 		sb, okB := b.Operations[op.String()]
 		if okA || okB {
 			fmt.Fprintf(tw, "%s\t\t\t\t\n", label(op.String()))
-			stats("  ", sa, sb)
+			stats("  ", sa, okA, sb, okB)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -102,6 +121,16 @@ func maxRate(r *bench.Result) float64 {
 		return 0
 	}
 	return r.FindMax.MaxSustainableRate
+}
+
+// pointsDelta is the change from a to b of a fraction shown as a
+// percentage, in percentage points: relative changes of error rates read
+// badly (0.1% to 0.2% is "+100%").
+func pointsDelta(a, b float64) string {
+	if a == b {
+		return "="
+	}
+	return fmt.Sprintf("%+.3f pp", 100*(b-a))
 }
 
 // delta is the change from a to b, relative when a is not zero.

@@ -272,7 +272,16 @@ func TestCompare(t *testing.T) {
 	b.Verdict = bench.Verdict{Result: "FAIL"}
 	b.Totals.LatencyMs.P99 = a.Totals.LatencyMs.P99 * 2
 	b.Totals.Errors = 7
+	b.Totals.ErrorRate = 0.0125
 	b.Errors = []bench.ErrorCount{{Op: "encrypt", Kind: "http", Status: 429, Name: "ThrottlingException", Count: 7}}
+	// B did not run encrypt at all, and only A is a find-max result.
+	b.Operations = map[string]bench.Stats{}
+	for op, st := range a.Operations {
+		if op != "encrypt" {
+			b.Operations[op] = st
+		}
+	}
+	a.FindMax = &bench.FindMaxResult{MaxSustainableRate: 1600}
 	var out bytes.Buffer
 	if err := Compare(&out, "a.json", &a, "b.json", &b); err != nil {
 		t.Fatal(err)
@@ -296,6 +305,20 @@ func TestCompare(t *testing.T) {
 	if !strings.HasSuffix(strings.TrimSpace(lines["errors"]), "+7") {
 		t.Errorf("errors row %q", lines["errors"])
 	}
+	if got := strings.Fields(lines["error"]); len(got) < 2 || got[len(got)-1] != "pp" || got[len(got)-2] != "+1.250" {
+		t.Errorf("error rate row %q, want the change in percentage points", lines["error"])
+	}
+	rows := strings.Split(text, "\n")
+	for i, l := range rows {
+		switch {
+		case strings.HasPrefix(strings.TrimSpace(l), "max sustainable/key") && !strings.HasSuffix(strings.TrimSpace(l), "—"):
+			t.Errorf("a find-max figure against a plain run: %q, want B as — and no change", l)
+		case strings.TrimSpace(l) == "encrypt" && i+1 < len(rows):
+			if f := strings.Fields(rows[i+1]); f[0] != "requested" || f[len(f)-1] != "—" {
+				t.Errorf("encrypt, run by A only: %q, want B as — and no change", rows[i+1])
+			}
+		}
+	}
 	if !strings.Contains(text, "encrypt HTTP 429 ThrottlingException") {
 		t.Errorf("no error table in:\n%s", text)
 	}
@@ -309,5 +332,8 @@ func TestDelta(t *testing.T) {
 		if got := delta(c.a, c.b); got != c.want {
 			t.Errorf("delta(%g, %g) = %s, want %s", c.a, c.b, got, c.want)
 		}
+	}
+	if got := pointsDelta(0.001, 0.002); got != "+0.100 pp" {
+		t.Errorf("pointsDelta(0.1%%, 0.2%%) = %s", got)
 	}
 }
