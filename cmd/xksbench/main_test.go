@@ -181,4 +181,8 @@ func TestExitCodes(t *testing.T) {
 	if code := execute([]string{"find-max", "--client", client, "--factor", "1", "--quiet"}); code != exitCouldNotRun {
 		t.Errorf("find-max with factor 1 exited %d", code)
 	}
+	// find-max sets the rate itself: a --rate it would ignore is refused.
+	if code := execute([]string{"find-max", "--client", client, "--rate", "1500", "--quiet"}); code != exitCouldNotRun {
+		t.Errorf("find-max with --rate exited %d", code)
+	}
 }

@@ -53,18 +53,21 @@ func (o *options) bind(cmd *cobra.Command, run bool) {
 	f.StringVar(&o.region, "region", "", "SigV4 region of the key store")
 	f.StringVar(&o.ca, "ca", "", "PEM CA certificate of the proxy's TLS certificate (default: the system roots)")
 	f.StringArrayVar(&o.keyIDs, "key", nil, "external key id to use (repeat for several)")
-	f.IntVar(&o.keys, "keys", 0, "logical keys, each with its own schedule at --rate; more than the key ids given reuses them (default: one per key id)")
-	f.Float64Var(&o.rate, "rate", o.rate, "requests per second per key (open loop: sent on schedule whatever the answers do)")
+	f.IntVar(&o.keys, "keys", 0, "logical keys, each with its own schedule at the per-key rate; more than the key ids given reuses them (default: one per key id)")
 	f.StringVar(&o.mix, "mix", o.mix, "operation weights: encrypt, decrypt, metadata, health")
 	f.IntVar(&o.plaintext, "plaintext-size", o.plaintext, "plaintext bytes per encrypt (1..4300)")
 	f.IntVar(&o.aad, "aad-size", o.aad, "additional authenticated data bytes per encrypt (0..8192)")
 	f.Var(&o.cdiv, "cdiv", "on: ask for the ciphertextDataIntegrityValue and verify it")
 	f.DurationVar(&o.warmup, "warmup", o.warmup, "load before measuring (connections, caches), not counted")
+	maxRequests := "cap on the requests of each step, warm-up included; shortens the step to fit (0: rate × keys × time)"
 	if run {
+		// find-max sets the rate itself (--start-rate, --max-rate).
+		f.Float64Var(&o.rate, "rate", o.rate, "requests per second per key (open loop: sent on schedule whatever the answers do)")
 		f.DurationVar(&o.duration, "duration", o.duration, "measured time")
 		f.StringArrayVar(&o.hooks, "at", nil, "scenario hook TIME=COMMAND: run COMMAND with sh at TIME into the measured run (repeatable)")
+		maxRequests = "cap on the requests of the whole run, warm-up included; shortens the measured time to fit (0: rate × keys × time)"
 	}
-	f.Int64Var(&o.maxRequests, "max-requests", 0, "cap on the requests of the whole run, warm-up included; shortens the measured time to fit (0: rate × keys × time)")
+	f.Int64Var(&o.maxRequests, "max-requests", 0, maxRequests)
 	f.IntVar(&o.connections, "connections", o.connections, "keep-alive connections per endpoint")
 	f.BoolVar(&o.preconnect, "preconnect", o.preconnect, "open every connection before the run, so TLS handshakes are not measured; false opens them as the load needs them")
 	f.StringVar(&o.spread, "spread", o.spread, "round-robin (each key's requests rotate over the endpoints) or per-node (each key pinned to one)")
