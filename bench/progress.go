@@ -53,6 +53,7 @@ func (rn *run) progressLoop(ctx context.Context, p *progressPrinter, start, meas
 		defer p.end()
 	}
 	clock := rn.r.clock
+	seconds := int(measureEnd.Sub(measureStart) / time.Second)
 	// Ticks fall on whole seconds from the start of the measured window,
 	// warm-up seconds counting as negative, the first after one second.
 	n := 1 - int(measureStart.Sub(start)/time.Second)
@@ -62,29 +63,40 @@ func (rn *run) progressLoop(ctx context.Context, p *progressPrinter, start, meas
 			continue
 		}
 		if !clock.SleepUntil(ctx, tick) {
+			// A run whose answers all came in before the last second's
+			// tick (its last request is due before the second ends)
+			// still shows that second.
+			if p != nil && n == seconds {
+				rn.printProgress(p, n, tick, start, measureStart, measureEnd)
+			}
 			return
 		}
 		rn.rec.closeBefore(time.Unix(0, rn.watermark.Load()))
-		if p == nil {
-			continue
+		if p != nil {
+			rn.printProgress(p, n, tick, start, measureStart, measureEnd)
 		}
-		pr := rn.rec.progress(tick)
-		inFlight := rn.inflight.Load()
-		switch {
-		case n <= 0:
-			p.line(fmt.Sprintf("warm-up %.0f/%.0fs  %d answers  in flight %d",
-				tick.Sub(start).Seconds(), measureStart.Sub(start).Seconds(), pr.warmupDone, inFlight))
-		case tick.Before(measureEnd.Add(time.Second)):
-			errRate := 0.0
-			if n := pr.ok + pr.errors; n > 0 {
-				errRate = 100 * float64(pr.errors) / float64(n)
-			}
-			p.line(fmt.Sprintf("%3d/%.0fs  %6d ok/s  %d errors/s  errors %d (%.3f%%)  p50 %s  p99 %s  in flight %d",
-				n, measureEnd.Sub(measureStart).Seconds(), pr.lastOK, pr.lastErrors,
-				pr.errors, errRate, FormatMs(ms(pr.p50)), FormatMs(ms(pr.p99)), inFlight))
-		default:
-			p.line(fmt.Sprintf("draining: %d in flight", inFlight))
+	}
+}
+
+// printProgress prints the live line for second n of the measured window
+// (warm-up seconds are n <= 0), as of tick.
+func (rn *run) printProgress(p *progressPrinter, n int, tick, start, measureStart, measureEnd time.Time) {
+	pr := rn.rec.progress(tick)
+	inFlight := rn.inflight.Load()
+	switch {
+	case n <= 0:
+		p.line(fmt.Sprintf("warm-up %.0f/%.0fs  %d answers  in flight %d",
+			tick.Sub(start).Seconds(), measureStart.Sub(start).Seconds(), pr.warmupDone, inFlight))
+	case tick.Before(measureEnd.Add(time.Second)):
+		errRate := 0.0
+		if n := pr.ok + pr.errors; n > 0 {
+			errRate = 100 * float64(pr.errors) / float64(n)
 		}
+		p.line(fmt.Sprintf("%3d/%.0fs  %6d ok/s  %d errors/s  errors %d (%.3f%%)  p50 %s  p99 %s  in flight %d",
+			n, measureEnd.Sub(measureStart).Seconds(), pr.lastOK, pr.lastErrors,
+			pr.errors, errRate, FormatMs(ms(pr.p50)), FormatMs(ms(pr.p99)), inFlight))
+	default:
+		p.line(fmt.Sprintf("draining: %d in flight", inFlight))
 	}
 }
 

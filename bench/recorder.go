@@ -229,18 +229,25 @@ func (r *recorder) closeBefore(watermark time.Time) {
 
 // progress is the live view printed once a second.
 type progress struct {
-	ok, errors, offered int64
-	p50, p99            time.Duration
-	lastOK, lastErrors  int64 // in the last whole second
-	warmupDone          int64
+	ok, errors         int64 // in the whole seconds of the measured window so far
+	p50, p99           time.Duration
+	lastOK, lastErrors int64 // in the last whole second
+	warmupDone         int64
 }
 
+// progress counts answers by the second they came in, up to the last whole
+// second before now, so that the running totals and the last second's
+// figures agree.
 func (r *recorder) progress(now time.Time) progress {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := progress{ok: r.tTotal.ok, errors: r.tTotal.errors, offered: r.tTotal.offered,
-		p50: r.total.Percentile(50), p99: r.total.Percentile(99), warmupDone: r.warmupDone}
-	if last := int(now.Sub(r.measureStart)/time.Second) - 1; last >= 0 && last < len(r.seconds) {
+	p := progress{p50: r.total.Percentile(50), p99: r.total.Percentile(99), warmupDone: r.warmupDone}
+	last := int(now.Sub(r.measureStart)/time.Second) - 1
+	for i := 0; i <= last && i < len(r.seconds); i++ {
+		p.ok += r.seconds[i].achieved[all]
+		p.errors += r.seconds[i].errors[all]
+	}
+	if last >= 0 && last < len(r.seconds) {
 		p.lastOK, p.lastErrors = r.seconds[last].achieved[all], r.seconds[last].errors[all]
 	}
 	return p

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xksproxy/xksproxy/bench/fakexks"
+	"github.com/xksproxy/xksproxy/internal/testlog"
 )
 
 func fakeProxy(t *testing.T) (*fakexks.Server, Config) {
@@ -422,5 +423,20 @@ func TestPreflightRetriesThrottling(t *testing.T) {
 	defer ep.mu.Unlock()
 	if ep.open != 3 {
 		t.Errorf("%d connections open, want all 3", ep.open)
+	}
+}
+
+// The live line shows every measured second, the last one included, even
+// when every answer is in before that second's tick.
+func TestProgressShowsEverySecond(t *testing.T) {
+	_, cfg := fakeProxy(t)
+	cfg.RatePerKey, cfg.Duration, cfg.Budget = 100, 2*time.Second, time.Minute
+	var out testlog.Buffer
+	cfg.Progress = &out
+	mustRun(t, newRunner(t, cfg))
+	for _, want := range []string{"  1/2s ", "  2/2s "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no line for second %q in:\n%s", want, out.String())
+		}
 	}
 }
