@@ -523,7 +523,7 @@ func (rn *run) flushBacklog(at time.Time) {
 	rn.backlogMu.Unlock()
 	for _, p := range items {
 		rn.rec.done(p.key, p.op, p.due, at, failure{kind: kindClient, name: errSaturated,
-			message: fmt.Sprintf("not sent: %d requests were already in flight (--max-in-flight)", rn.r.cfg.MaxInFlight)})
+			message: fmt.Sprintf("not sent: the in-flight limit (--max-in-flight %d) was reached", rn.r.cfg.MaxInFlight)})
 	}
 }
 

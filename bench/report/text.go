@@ -67,7 +67,12 @@ func Summary(w io.Writer, res *bench.Result) error {
 	c, t := res.Config, res.Target
 	fmt.Fprintf(w, "xksbench %s: %s  %s\n\n", res.Kind, res.Verdict.Result, Headline(res))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "target\t%s  %s  (key store %q, region %s)\n", strings.Join(t.Endpoints, " "), t.URIPath, t.KeyStore, t.Region)
+	store := "region " + t.Region
+	if t.KeyStore != "" {
+		// Known from client.json only: flags name no key store.
+		store = fmt.Sprintf("key store %q, %s", t.KeyStore, store)
+	}
+	fmt.Fprintf(tw, "target\t%s  %s  (%s)\n", strings.Join(t.Endpoints, " "), t.URIPath, store)
 	keys := fmt.Sprintf("%d keys (%s)", c.Keys, strings.Join(uniq(c.KeyIDs), ", "))
 	if c.Keys == 1 {
 		keys = fmt.Sprintf("1 key (%s)", c.KeyIDs[0])

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -254,5 +256,15 @@ Stop with Ctrl-C; run again to resume with the same tokens, keys and credentials
 		e.path("client.json"), e.path("kms-console.json"),
 		e.path("tls", "ca.pem"), e.State.Region, e.State.AccessKeyID, e.secret, body,
 		e.Endpoint(0), e.State.URIPath, e.State.KeyID,
-		e.nodeDir(0, "admin.env"), os.Args[0], e.State.KeyStore)
+		e.nodeDir(0, "admin.env"), cliCommand(), e.State.KeyStore)
+}
+
+// cliCommand is how the user who started dev runs the CLI: the binary they
+// ran, or under `go run`, whose binary is deleted when it exits, go run
+// again.
+func cliCommand() string {
+	if strings.Contains(os.Args[0], string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/xksproxy"
+	}
+	return os.Args[0]
 }
