@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 node_cpu=${NODE_CPU:-0.25}
 factor=${OVERLOAD:-3} # the offered rate, as a multiple of the sustainable one
+overload_conns=${OVERLOAD_CONNECTIONS:-256}
 port=${PORT:-49443}
 out=${OUT:-bench/results/overload-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
@@ -75,10 +76,10 @@ echo "== not overload: 64 busy connections at 80% of it ($((max * 8 / 10))/s) fo
 bench run --rate $((max * 8 / 10)) --duration 15s --warmup 2s --connections 64 --out "$out/busy-64"
 summary "$out/busy-64"
 
-echo "== overload: ${factor}x ($((max * factor))/s) for 15s over 256 connections; every answer within 250ms, excess 429"
+echo "== overload: ${factor}x ($((max * factor))/s) for 15s over $overload_conns connections; every answer within 250ms, excess 429"
 # Enough connections that the excess queues at the node, where it can be
 # shed, rather than in the generator.
-bench run --rate $((max * factor)) --duration 15s --warmup 3s --connections 256 --max-in-flight 16384 --max-error-rate 1 --out "$out/overload"
+bench run --rate $((max * factor)) --duration 15s --warmup 3s --connections "$overload_conns" --max-in-flight 16384 --max-error-rate 1 --out "$out/overload"
 summary "$out/overload"
 field "$out/overload" "'  errors: ' + ', '.join('%d %s %s' % (e['count'], e.get('status', ''), e.get('name') or e.get('kind')) for e in d['errors'])"
 field "$out/overload" "'  valid: offered %.1f%% of ${factor}x' % (100 * t['offeredRate'] / $((max * factor)))"

@@ -161,7 +161,8 @@ func TestThreeProcessCluster(t *testing.T) {
 	restarted.stop(t)
 	p.stop(t)
 	os.Remove(filepath.Join(dir, "client.json"))
-	p = start(t, bin, "dev", "--nodes", "3", "--data", dir)
+	// Without --nodes, dev runs every node the directory holds.
+	p = start(t, bin, "dev", "--data", dir)
 	client = readClientFile(t, dir, p)
 	for i := range 3 {
 		c := clientFrom(t, client, i)
@@ -171,4 +172,10 @@ func TestThreeProcessCluster(t *testing.T) {
 		decrypt(t, c, client.KeyID, enc, "three nodes")
 	}
 	p.stop(t)
+
+	// dev does not drop nodes, which would leave voters the cluster waits for.
+	shrink, err := exec.Command(bin, "dev", "--data", dir, "--nodes", "2").CombinedOutput()
+	if err == nil || !strings.Contains(string(shrink), "holds 3 nodes") {
+		t.Fatalf("dev --nodes 2 on a three-node directory: %v\n%s", err, shrink)
+	}
 }

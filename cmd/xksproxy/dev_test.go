@@ -164,18 +164,29 @@ func TestDevQuickStart(t *testing.T) {
 			t.Fatalf("the metrics contain %q", secret)
 		}
 	}
+	// The user disables the demo key, as the README's kill switch does.
+	if out, err := cli(t, bin, dir, 0, "key", "disable", client.KeyStore, client.KeyID); err != nil {
+		t.Fatalf("key disable: %v\n%s", err, out)
+	}
 	p.stop(t)
 	if strings.Contains(p.stderr.String(), client.SecretAccessKey) {
 		t.Fatal("the log contains the SigV4 secret")
 	}
 
 	// Run again on the same directory: same credential, same key, same ports.
+	// The disabled key does not keep dev from resuming; it says so.
 	// (dev deletes a stale client.json itself; the test must not read it first.)
 	os.Remove(filepath.Join(dir, "client.json"))
 	p = start(t, bin, "dev", "--data", dir)
 	again := readClientFile(t, dir, p)
 	if !reflect.DeepEqual(again, client) {
 		t.Fatalf("second run changed client.json:\n%+v\n%+v", client, again)
+	}
+	waitFor(t, "the note that the demo key store changed", func() bool {
+		return strings.Contains(p.stdout.String(), "InvalidStateException")
+	}, p)
+	if out, err := cli(t, bin, dir, 0, "key", "enable", client.KeyStore, client.KeyID); err != nil {
+		t.Fatalf("key enable: %v\n%s", err, out)
 	}
 	decrypt(t, clientFrom(t, again, 0), client.KeyID, enc, "survives restarts")
 	p.stop(t)

@@ -106,7 +106,7 @@ SIGINT or SIGTERM stops them all.`,
 	}
 	cmd.Flags().StringVar(&dir, "data", ".xksproxy-dev", "directory for tokens, certificates, credentials, Raft data and client files")
 	cmd.Flags().StringVar(&listen, "listen", "", "node 1's XKS API address (default "+devenv.DefaultListen+", or the one saved in DIR)")
-	cmd.Flags().IntVar(&nodes, "nodes", 1, "number of nodes (1-9)")
+	cmd.Flags().IntVar(&nodes, "nodes", 0, "number of nodes (1-9; default 1, or as many as DIR holds; more than DIR holds adds nodes)")
 	cmd.Flags().BoolVar(&exitWithParent, "exit-with-parent", false, "stop the nodes and exit when the parent process exits (make run uses it: make killed by a signal does not pass it on)")
 	return cmd
 }

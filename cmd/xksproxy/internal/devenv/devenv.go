@@ -54,6 +54,12 @@ type Env struct {
 	Dir    string
 	State  State
 	secret string
+	// resumed: DIR held a dev environment before this run, whose demo key
+	// store the user may have changed since.
+	resumed bool
+	// skipped says why the self-check's round trip was left out: the user
+	// disabled the demo key, removed dev's credential or the like.
+	skipped []string
 }
 
 func (e *Env) path(parts ...string) string {
@@ -64,10 +70,11 @@ func (e *Env) nodeDir(i int, parts ...string) string {
 	return e.path(append([]string{e.State.Nodes[i].ID}, parts...)...)
 }
 
-// Prepare loads DIR's state or creates it, for nodes nodes. listen, when
-// not empty, moves node 1's API there (node N takes the port N-1 above).
+// Prepare loads DIR's state or creates it, for nodes nodes (0: as many as
+// DIR holds, or 1). listen, when not empty, moves node 1's API there (node
+// N takes the port N-1 above).
 func Prepare(dir, listen string, nodes int) (*Env, error) {
-	if nodes < 1 || nodes > 9 {
+	if nodes < 0 || nodes > 9 {
 		return nil, errors.New("--nodes must be between 1 and 9")
 	}
 	abs, err := filepath.Abs(dir)
@@ -117,6 +124,13 @@ func (e *Env) loadOrCreateState(listen string, nodes int) error {
 		if err := json.Unmarshal(b, &e.State); err != nil {
 			return fmt.Errorf("%s: %w", statePath, err)
 		}
+		e.resumed = true
+		if nodes != 0 && nodes < len(e.State.Nodes) {
+			// Dropping a node here would leave it a voter the cluster
+			// waits for, and lose its saved ports.
+			return fmt.Errorf("%s holds %d nodes; dev adds nodes but does not remove them (run with --nodes %d or more, or remove one with 'xksproxy cluster remove ID' and start afresh in a new directory)",
+				e.Dir, len(e.State.Nodes), len(e.State.Nodes))
+		}
 	case errors.Is(err, os.ErrNotExist):
 		cred := fsm.GenerateCredential()
 		e.State = State{Region: "us-east-1", KeyStore: "demo", URIPath: "/demo/kms/xks/v1",
@@ -141,10 +155,12 @@ func (e *Env) loadOrCreateState(listen string, nodes int) error {
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", listen, err)
 	}
+	if nodes == 0 {
+		nodes = max(len(e.State.Nodes), 1)
+	}
 	for i := len(e.State.Nodes); i < nodes; i++ {
 		e.State.Nodes = append(e.State.Nodes, NodeState{ID: fmt.Sprintf("node%d", i+1), TokenLabel: fmt.Sprintf("xksproxy-dev-node%d", i+1)})
 	}
-	e.State.Nodes = e.State.Nodes[:nodes]
 	taken := map[string]bool{}
 	for i := range e.State.Nodes {
 		n := &e.State.Nodes[i]
