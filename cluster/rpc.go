@@ -196,7 +196,13 @@ func (n *Node) rpc(ctx context.Context, addr, path string, in, out any) (int, er
 	}
 	resp, err := n.rpcClient.Do(req)
 	if err != nil {
-		return 0, err
+		// The URL's http:// is only what HTTP speaks inside the mutual
+		// TLS the mux already did: say so rather than print it.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return 0, fmt.Errorf("cluster RPC %s %s%s (mutual TLS): %w", method, addr, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
