@@ -437,6 +437,14 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "backed-up"}, &key); err != nil {
 		t.Fatal(err)
 	}
+	// A cluster well along its log: more commands than a fresh one holds.
+	for range 6 {
+		for _, change := range []string{"disable", "enable"} {
+			if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/backed-up/"+change, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	backup, err := c.nodes[2].admin.Raw(http.MethodGet, "/v1/snapshot", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -469,6 +477,19 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	})
 	if got, err := decryptOn(n, enc); err != nil || string(got) != "survives a disaster" {
 		t.Fatalf("decrypt after restore: %q %v", got, err)
+	}
+	// The backup comes from a cluster further along than this fresh one.
+	// The first change after the restore must still count as newer than
+	// the restored state, or the kill switch would be confirmed by nodes
+	// that had only installed the snapshot.
+	restored := n.node.AppliedIndex()
+	var res ChangeResult
+	if err := n.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/backed-up/disable", nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Index <= restored || n.node.AppliedIndex() < res.Index {
+		t.Fatalf("restored state at index %d, the next change at %d, applied %d: indexes went backwards",
+			restored, res.Index, n.node.AppliedIndex())
 	}
 }
 

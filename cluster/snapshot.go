@@ -51,12 +51,20 @@ func (n *Node) restoreLocal(data []byte) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, errNotLeader
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data))}
+	// Raft installs the snapshot one past the larger of meta.Index and its
+	// own last index. The state is given that index, so that every command
+	// after the restore has a higher one than the restored state reports.
+	data, at, err := fsm.Reindexed(data, func(saved uint64) uint64 { return max(saved, n.raft.LastIndex()) + 1 })
+	if err != nil {
+		return 0, &RuleError{fmt.Errorf("not a snapshot this version can restore: %w", err)}
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data)), Index: at - 1}
 	if err := n.raft.Restore(meta, bytes.NewReader(data), time.Minute); err != nil {
 		return 0, fmt.Errorf("restoring the snapshot: %w", err)
 	}
-	n.log.Warn().Int("bytes", len(data)).Uint64("index", n.raft.AppliedIndex()).Msg("restored the cluster state from a snapshot")
-	return n.raft.AppliedIndex(), nil
+	n.log.Warn().Int("bytes", len(data)).Uint64("index", at).Uint64("raftIndex", n.raft.AppliedIndex()).
+		Msg("restored the cluster state from a snapshot")
+	return at, nil
 }
 
 func (n *Node) restoreRPC(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -118,6 +119,34 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.publish(s)
 	return nil
 }
+
+// Reindexed returns snapshot data whose state reports index(saved) as its
+// applied index, saved being the index it reported, and that index. A
+// snapshot restored by hand (raft's Restore, disaster recovery into a fresh
+// cluster) is installed at an index of that cluster's own. Left with the
+// index of the cluster it was saved from, a node's state could report more
+// than the commands it has applied: a kill switch committed right after the
+// restore, at a lower index, would count as applied by every node that had
+// merely installed the snapshot.
+func Reindexed(data []byte, index func(saved uint64) uint64) ([]byte, uint64, error) {
+	f := New(nil)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		return nil, 0, err
+	}
+	at := index(f.AppliedIndex())
+	var buf bytes.Buffer
+	if err := (&snapshot{state: f.State().withIndex(at)}).Persist(bufferSink{&buf}); err != nil {
+		return nil, 0, err
+	}
+	return buf.Bytes(), at, nil
+}
+
+// bufferSink is a raft.SnapshotSink into memory.
+type bufferSink struct{ *bytes.Buffer }
+
+func (bufferSink) ID() string    { return "memory" }
+func (bufferSink) Cancel() error { return nil }
+func (bufferSink) Close() error  { return nil }
 
 type snapshot struct{ state *State }
 
