@@ -33,6 +33,9 @@ type exchange struct {
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	if s.draining.Load() {
+		ctx.SetConnectionClose()
+	}
 	uri := ctx.Request.Header.RequestURI()
 	path, query := uri, []byte(nil)
 	if i := bytes.IndexByte(uri, '?'); i >= 0 {
@@ -270,6 +273,9 @@ func hsmFailure(err error, key *fsm.Key, version uint32) *apiError {
 
 // ready reports why a load balancer should not send this node traffic, or nil.
 func (s *Server) ready() error {
+	if s.draining.Load() {
+		return errors.New("draining: this node is shutting down")
+	}
 	if s.views.Load() == nil {
 		return errors.New("key stores not loaded")
 	}

@@ -262,3 +262,30 @@ func TestShedsOnCPUWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A draining node fails /ready, so that a load balancer takes it out of
+// rotation, and keeps serving, asking each client to reconnect elsewhere.
+func TestDrainFailsReadyAndClosesConnections(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	f.server.Drain()
+	if status, body := getJSON(t, http.DefaultClient, "http://"+f.health+"/ready"); status != 503 || !strings.Contains(fmt.Sprint(body["reason"]), "draining") {
+		t.Fatalf("/ready while draining: %d %v", status, body)
+	}
+	tlsClient, err := xksclient.NewHTTPClient(f.caFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.clientA()
+	c.HTTP = tlsClient
+	if err := c.RoundTrip("k1", metadata("Encrypt"), []byte("still served"), nil); err != nil {
+		t.Fatalf("a request while draining: %v", err)
+	}
+	resp, err := tlsClient.Get("https://" + f.addr + "/ping")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !resp.Close {
+		t.Error("an answer while draining does not close its connection")
+	}
+}

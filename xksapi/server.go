@@ -77,6 +77,9 @@ type Server struct {
 	log      zerolog.Logger
 	verifier *sigv4.Verifier
 	inFlight atomic.Int64
+	// draining: the node is stopping; /ready fails so that load balancers
+	// send no new connections, and answers close the ones they have.
+	draining atomic.Bool
 	quotas   quotas
 	maxBody  int // cfg.Limits.MaxBodyFor(), computed once
 	// cpu samples the scheduler once ServeTLS starts; nil before.
@@ -182,6 +185,13 @@ func (s *Server) cpuWaitNow() time.Duration {
 func (s *Server) ServeHealth(ln net.Listener) error {
 	return s.health.Serve(ln)
 }
+
+// Drain starts a graceful stop: /ready answers 503 from now on, so that a
+// load balancer stops opening connections to this node, and every answer
+// asks its client to close the connection, so that clients reconnect
+// through the load balancer to another node. Requests are served as usual
+// until Shutdown.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // Shutdown stops both listeners and waits for requests in progress.
 func (s *Server) Shutdown() error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"net"
@@ -191,14 +192,37 @@ func TestDevQuickStart(t *testing.T) {
 	decrypt(t, clientFrom(t, again, 0), client.KeyID, enc, "survives restarts")
 	p.stop(t)
 
-	// serve runs the same node from the node.toml dev wrote.
-	p = start(t, bin, "serve", "--config", filepath.Join(dir, "node1", "node.toml"))
-	waitFor(t, "serve to be ready", func() bool {
+	// serve runs the same node from the node.toml dev wrote, here with the
+	// production default of draining before it stops (dev turns it off).
+	conf, err := os.ReadFile(filepath.Join(dir, "node1", "node.toml"))
+	if err != nil || !bytes.Contains(conf, []byte(`drain_time = "-1s"`)) {
+		t.Fatalf("dev's node.toml does not turn draining off: %v\n%s", err, conf)
+	}
+	drained := filepath.Join(dir, "node1", "drain.toml")
+	if err := os.WriteFile(drained, bytes.Replace(conf, []byte(`drain_time = "-1s"`), []byte(`drain_time = "2s"`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = start(t, bin, "serve", "--config", drained)
+	ready := func() int {
 		resp, err := http.Get(client.HealthEndpoints[0] + "/ready")
-		return err == nil && resp.StatusCode == 200
-	}, p)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, "serve to be ready", func() bool { return ready() == 200 }, p)
 	decrypt(t, clientFrom(t, client, 0), client.KeyID, enc, "survives restarts")
-	p.stop(t)
+	signalled := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, "/ready to fail while draining", func() bool { return ready() == 503 }, p)
+	decrypt(t, clientFrom(t, client, 0), client.KeyID, enc, "survives restarts")
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit after draining: %v\n%s", err, p.stderr.String())
+	}
+	if took := time.Since(signalled); took < 2*time.Second {
+		t.Fatalf("stopped %v after SIGTERM, before its 2s drain", took)
+	}
 }
 
 func readClientFile(t *testing.T, dir string, p *process) devenv.ClientFile {

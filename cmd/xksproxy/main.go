@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
@@ -74,6 +75,7 @@ func serve(cfg *node.Config) error {
 	}
 	select {
 	case <-ctx.Done():
+		drain(n, cfg.API.DrainTime, log)
 		log.Info().Msg("shutting down")
 	case err = <-n.Err():
 		log.Error().Err(err).Msg("listener failed")
@@ -82,6 +84,26 @@ func serve(cfg *node.Config) error {
 		err = cerr
 	}
 	return err
+}
+
+// drain keeps the node serving for d with /ready failing, so that a load
+// balancer takes it out of rotation before its listeners close; a second
+// SIGINT or SIGTERM cuts it short.
+func drain(n *node.Node, d time.Duration, log zerolog.Logger) {
+	if d <= 0 {
+		return
+	}
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	n.API.Drain()
+	log.Info().Dur("drain_time", d).Msg("draining: /ready answers 503 and connections close after their answers; a second signal stops at once")
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-again:
+	}
 }
 
 func devCommand() *cobra.Command {

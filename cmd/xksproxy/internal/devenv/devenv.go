@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -280,6 +281,8 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 			HealthListen: n.HealthListen,
 			TLSCertFile:  e.path("tls", "server.pem"),
 			TLSKeyFile:   e.path("tls", "server-key.pem"),
+			// No load balancer to drain from: Ctrl-C stops at once.
+			DrainTime: -time.Second,
 		},
 		HSM: node.HSMConfig{
 			Module:     module,

@@ -97,6 +97,7 @@ type APIConfig struct {
 	OverloadWait        time.Duration `toml:"overload_wait"`
 	ReadTimeout         time.Duration `toml:"read_timeout"`
 	IdleTimeout         time.Duration `toml:"idle_timeout"`
+	DrainTime           time.Duration `toml:"drain_time"`
 	MaxPlaintextBytes   int           `toml:"max_plaintext_bytes"`
 	MaxAADBytes         int           `toml:"max_aad_bytes"`
 }
@@ -183,6 +184,9 @@ func (c *Config) Defaults() {
 		if ks.KeyMode == "" {
 			ks.KeyMode = "replicated"
 		}
+	}
+	if c.API.DrainTime == 0 {
+		c.API.DrainTime = 10 * time.Second
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
