@@ -44,35 +44,85 @@ type SeedKey struct {
 	HSMLabel     string
 }
 
+// command builds the Seed command: seal makes a credential's stored form,
+// version a key's first version.
+func (s *SeedSpec) command(at time.Time, seal func(SeedCredential) (fsm.StoredCredential, error),
+	version func(mode fsm.KeyMode, k SeedKey) (fsm.KeyVersion, error)) (fsm.Seed, error) {
+	cmd := fsm.Seed{At: at}
+	modes := map[string]fsm.KeyMode{}
+	for _, ks := range s.KeyStores {
+		stored := fsm.StoredKeyStore{Name: ks.Name, URIPath: ks.URIPath, Region: ks.Region, Enabled: !ks.Disabled,
+			GrantsMode: ks.GrantsMode, KeyMode: ks.KeyMode}
+		for _, c := range ks.Credentials {
+			sc, err := seal(c)
+			if err != nil {
+				return cmd, err
+			}
+			stored.Credentials = append(stored.Credentials, sc)
+		}
+		modes[ks.Name] = ks.KeyMode
+		cmd.KeyStores = append(cmd.KeyStores, stored)
+	}
+	for _, k := range s.Keys {
+		v, err := version(modes[k.KeyStore], k)
+		if err != nil {
+			return cmd, fmt.Errorf("seed key %s/%s: %w", k.KeyStore, k.ID, err)
+		}
+		cmd.Keys = append(cmd.Keys, fsm.Key{KeyStore: k.KeyStore, ID: k.ID, Usage: k.Usage, Enabled: !k.Disabled,
+			CurrentVersion: 1, Versions: []fsm.KeyVersion{v}})
+	}
+	return cmd, nil
+}
+
+// Check finds, before the node starts, what would make the cluster refuse
+// this seed, which it would otherwise only retry, never apply: it checks
+// every credential, then applies the seed, with placeholders for sealed
+// secrets and wrapped material, to an empty state.
+func (s *SeedSpec) Check() error {
+	var problems []error
+	for _, ks := range s.KeyStores {
+		for _, c := range ks.Credentials {
+			cred := fsm.Credential{AccessKeyID: c.AccessKeyID, Secret: c.Secret, ExpiresAt: c.ExpiresAt}
+			if err := cred.Validate(); err != nil {
+				problems = append(problems, fmt.Errorf("key store %s: credential %s: %w", ks.Name, c.AccessKeyID, err))
+			}
+		}
+	}
+	cmd, err := s.command(time.Now().UTC(),
+		func(c SeedCredential) (fsm.StoredCredential, error) {
+			return fsm.StoredCredential{AccessKeyID: c.AccessKeyID, SealedSecret: []byte{0}, ExpiresAt: c.ExpiresAt}, nil
+		},
+		func(mode fsm.KeyMode, k SeedKey) (fsm.KeyVersion, error) {
+			v, err := firstVersionOf(mode, k.KeyStore, k.ID, k.HSMLabel)
+			if err == nil && mode != fsm.KeyModeShared {
+				v.WrappedMaterial, v.WrapMechanism = []byte{0}, "placeholder"
+			}
+			return v, err
+		})
+	if err == nil {
+		err = cmd.Validate(fsm.New(nil).State())
+	}
+	if err != nil {
+		problems = append(problems, err)
+	}
+	return errors.Join(problems...)
+}
+
 // seedOnce applies the seed if the state was never seeded. Every node may
 // try (whoever leads first); the FSM accepts only the first Seed.
 func (n *Node) seedOnce() error {
 	if n.cfg.Seed == nil || n.fsm.State().Seeded() {
 		return nil
 	}
-	at := time.Now().UTC()
-	cmd := fsm.Seed{At: at}
-	modes := map[string]fsm.KeyMode{}
-	for _, s := range n.cfg.Seed.KeyStores {
-		ks := fsm.StoredKeyStore{Name: s.Name, URIPath: s.URIPath, Region: s.Region, Enabled: !s.Disabled,
-			GrantsMode: s.GrantsMode, KeyMode: s.KeyMode}
-		for _, c := range s.Credentials {
-			sc, err := n.sealCredential(c.AccessKeyID, c.Secret, c.ExpiresAt)
-			if err != nil {
-				return err
-			}
-			ks.Credentials = append(ks.Credentials, sc)
-		}
-		modes[s.Name] = s.KeyMode
-		cmd.KeyStores = append(cmd.KeyStores, ks)
-	}
-	for _, k := range n.cfg.Seed.Keys {
-		v, err := n.firstVersion(modes[k.KeyStore], k.KeyStore, k.ID, k.HSMLabel)
-		if err != nil {
-			return fmt.Errorf("seed key %s/%s: %w", k.KeyStore, k.ID, err)
-		}
-		cmd.Keys = append(cmd.Keys, fsm.Key{KeyStore: k.KeyStore, ID: k.ID, Usage: k.Usage, Enabled: !k.Disabled,
-			CurrentVersion: 1, Versions: []fsm.KeyVersion{v}})
+	cmd, err := n.cfg.Seed.command(time.Now().UTC(),
+		func(c SeedCredential) (fsm.StoredCredential, error) {
+			return n.sealCredential(c.AccessKeyID, c.Secret, c.ExpiresAt)
+		},
+		func(mode fsm.KeyMode, k SeedKey) (fsm.KeyVersion, error) {
+			return n.firstVersion(mode, k.KeyStore, k.ID, k.HSMLabel)
+		})
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
@@ -94,10 +144,9 @@ func versionLabel(keyStore, keyID string, number uint32) string {
 	return fmt.Sprintf("xks.%s.%s.v%d.%s", keyStore, keyID, number, hex.EncodeToString(nonce))
 }
 
-// firstVersion makes version 1 of a new key: fresh material wrapped under
-// the cluster KEK in a replicated key store, or the adopted label in a
-// shared one.
-func (n *Node) firstVersion(mode fsm.KeyMode, keyStore, keyID, adoptLabel string) (fsm.KeyVersion, error) {
+// firstVersionOf is version 1 of a new key without its material: the
+// adopted label in a shared key store, a new label in a replicated one.
+func firstVersionOf(mode fsm.KeyMode, keyStore, keyID, adoptLabel string) (fsm.KeyVersion, error) {
 	if mode == fsm.KeyModeShared {
 		if adoptLabel == "" {
 			return fsm.KeyVersion{}, errors.New("a key of a shared-mode key store needs the HSM label to adopt")
@@ -107,12 +156,21 @@ func (n *Node) firstVersion(mode fsm.KeyMode, keyStore, keyID, adoptLabel string
 	if adoptLabel != "" {
 		return fsm.KeyVersion{}, errors.New("an HSM label can be adopted only in a shared-mode key store; replicated keys are generated")
 	}
-	wrapped, mechanism, err := n.hsm.GenerateWrappedKey()
-	if err != nil {
+	return fsm.KeyVersion{Number: 1, HSMLabel: versionLabel(keyStore, keyID, 1)}, nil
+}
+
+// firstVersion makes version 1 of a new key: fresh material wrapped under
+// the cluster KEK in a replicated key store, or the adopted label in a
+// shared one.
+func (n *Node) firstVersion(mode fsm.KeyMode, keyStore, keyID, adoptLabel string) (fsm.KeyVersion, error) {
+	v, err := firstVersionOf(mode, keyStore, keyID, adoptLabel)
+	if err != nil || mode == fsm.KeyModeShared {
+		return v, err
+	}
+	if v.WrappedMaterial, v.WrapMechanism, err = n.hsm.GenerateWrappedKey(); err != nil {
 		return fsm.KeyVersion{}, fmt.Errorf("generating replicated key material: %w", err)
 	}
-	return fsm.KeyVersion{Number: 1, HSMLabel: versionLabel(keyStore, keyID, 1),
-		WrappedMaterial: wrapped, WrapMechanism: mechanism}, nil
+	return v, nil
 }
 
 // sealCredential seals a secret under the cluster seal key for the log.

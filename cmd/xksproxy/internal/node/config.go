@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/rs/zerolog"
 
 	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
@@ -215,6 +216,9 @@ func (c *Config) Validate() error {
 	if c.API.TLSCertFile == "" || c.API.TLSKeyFile == "" {
 		problems = append(problems, "api.tls_cert_file and api.tls_key_file are required")
 	}
+	if (c.API.MTLSClientCAFile == "") != (c.API.MTLSClientSubjectCN == "") {
+		problems = append(problems, "api.mtls_client_ca_file and api.mtls_client_subject_cn go together: mutual TLS needs both the CA and the subject common name (cks.kms.<region>.amazonaws.com)")
+	}
 	if c.API.MTLSClientCAFile != "" && c.API.HealthListen == "" {
 		problems = append(problems, "api.health_listen is required with mTLS: a load balancer cannot present AWS's client certificate")
 	}
@@ -238,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Gossip.BootstrapExpect > 0 && c.Cluster.Bootstrap {
 		problems = append(problems, "use either cluster.bootstrap or gossip.bootstrap_expect, not both")
+	}
+	if _, err := zerolog.ParseLevel(c.Log.Level); err != nil || c.Log.Level == "" {
+		problems = append(problems, fmt.Sprintf("log.level %q is not one of trace, debug, info, warn, error", c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "json", "console":

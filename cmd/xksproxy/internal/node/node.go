@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -85,19 +86,39 @@ func OpenHSM(cfg *Config) (*hsm.HSM, error) {
 // and the admin API. It returns once the listeners are bound; /ready turns
 // true when the node has caught up with the cluster.
 func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
+	// The API's certificates are checked before anything leaves a trace:
+	// a node that formed a cluster and then failed on its TLS files would
+	// leave Raft state behind.
+	tlsCfg, err := xksapi.TLSConfig{
+		CertFile:        cfg.API.TLSCertFile,
+		KeyFile:         cfg.API.TLSKeyFile,
+		ClientCAFile:    cfg.API.MTLSClientCAFile,
+		ClientSubjectCN: cfg.API.MTLSClientSubjectCN,
+	}.Build()
+	if err != nil {
+		return nil, fmt.Errorf("api TLS (tls_cert_file, tls_key_file, mtls_client_ca_file): %w", err)
+	}
+	// The cluster would only retry a seed it refuses, forever.
+	seed, err := cfg.SeedSpec()
+	if err == nil && seed != nil {
+		err = seed.Check()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("[bootstrap]: %w", err)
+	}
 	h, err := OpenHSM(cfg)
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 2)}
-	if err := n.start(cfg); err != nil {
+	if err := n.start(cfg, tlsCfg, seed); err != nil {
 		n.Close()
 		return nil, err
 	}
 	return n, nil
 }
 
-func (n *Node) start(cfg *Config) error {
+func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) error {
 	if cfg.Cluster.ImportKeysFile != "" {
 		if err := importClusterKeysIfMissing(n.HSM, cfg.Cluster.ImportKeysFile); err != nil {
 			return err
@@ -105,10 +126,6 @@ func (n *Node) start(cfg *Config) error {
 	}
 	if ok, err := n.HSM.HasClusterKeys(); err != nil || !ok {
 		n.log.Warn().Err(err).Msg("the cluster keys are not in this HSM: replicated keys cannot be unwrapped and secrets cannot be unsealed until `xksproxy cluster-keys import` is run")
-	}
-	seed, err := cfg.SeedSpec()
-	if err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
 	}
 	token, err := os.ReadFile(cfg.Admin.TokenFile)
 	if err != nil {
@@ -150,15 +167,6 @@ func (n *Node) start(cfg *Config) error {
 		return err
 	}
 
-	tlsCfg, err := xksapi.TLSConfig{
-		CertFile:        cfg.API.TLSCertFile,
-		KeyFile:         cfg.API.TLSKeyFile,
-		ClientCAFile:    cfg.API.MTLSClientCAFile,
-		ClientSubjectCN: cfg.API.MTLSClientSubjectCN,
-	}.Build()
-	if err != nil {
-		return err
-	}
 	n.API = xksapi.New(xksapi.Config{
 		Limits:       xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
 		MaxInFlight:  cfg.API.MaxInFlight,
