@@ -37,6 +37,14 @@ func TestConfigRefusesUnknownAndInconsistentSettings(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "health_listen") {
 		t.Fatalf("mTLS without a health port: %v", err)
 	}
+	_, err = LoadConfig(write(strings.Replace(base, "tls_key_file='k'\n", "tls_key_file='k'\nhealth_listen='127.0.0.1:1'\nmtls_client_ca_file='ca'\n", 1)))
+	if err == nil || !strings.Contains(err.Error(), "mtls_client_subject_cn") {
+		t.Fatalf("an mTLS CA without the subject: %v", err)
+	}
+	_, err = LoadConfig(write(base + "[log]\nlevel='verbose'\n"))
+	if err == nil || !strings.Contains(err.Error(), `log.level "verbose"`) {
+		t.Fatalf("an unknown log level: %v", err)
+	}
 }
 
 func TestBootstrapSeedReadsSecretsFromFilesOrEnvironment(t *testing.T) {
