@@ -68,7 +68,7 @@ func decodeRequest(body []byte, op Operation, lim Limits, req *request) *apiErro
 		if op == OpHealth {
 			return nil
 		}
-		return fail(ValidationException, "request body is not valid JSON for "+op.String()+": "+jsonProblem(err))
+		return fail(ValidationException, "request body is not a valid "+op.String()+" request: "+jsonProblem(err))
 	}
 	if op == OpHealth {
 		return nil
@@ -142,14 +142,14 @@ func decodeRequest(body []byte, op Operation, lim Limits, req *request) *apiErro
 func jsonProblem(err error) string {
 	var syntax *jsonError
 	var typeErr *jsonTypeError
-	var b64 base64.CorruptInputError
+	var b64 *jsonBase64Error
 	switch {
 	case errors.As(err, &syntax):
 		return syntax.Error()
 	case errors.As(err, &typeErr):
 		return typeErr.Error()
 	case errors.As(err, &b64):
-		return "a binary field is not valid base64 (byte " + strconv.FormatInt(int64(b64), 10) + ")"
+		return b64.Error()
 	}
 	return "malformed JSON"
 }

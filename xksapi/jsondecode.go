@@ -3,6 +3,7 @@ package xksapi
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -41,6 +42,20 @@ func (e *jsonTypeError) Error() string {
 	}
 	return "field " + e.field + " must be " + e.want
 }
+
+// jsonBase64Error is a binary field whose string is not standard base64
+// (with padding). It wraps the base64 error, as encoding/json reports it.
+type jsonBase64Error struct {
+	field string
+	err   base64.CorruptInputError
+}
+
+func (e *jsonBase64Error) Error() string {
+	return "field " + e.field + " is not valid base64 (standard alphabet, padded): character " +
+		strconv.FormatInt(int64(e.err), 10) + " of its value"
+}
+
+func (e *jsonBase64Error) Unwrap() error { return e.err }
 
 // decodeJSON is json.Unmarshal(body, req) without reflection: it fills req
 // exactly as encoding/json would, for every body, with these exceptions:
@@ -382,7 +397,10 @@ func (d *decoder) binary(dst *[]byte, field string) error {
 		b := make([]byte, base64.StdEncoding.DecodedLen(len(raw)))
 		n, err := base64.StdEncoding.Decode(b, raw)
 		if err != nil {
-			if d.saved == nil {
+			var at base64.CorruptInputError
+			if d.saved == nil && errors.As(err, &at) {
+				d.saved = &jsonBase64Error{field: field, err: at}
+			} else if d.saved == nil {
 				d.saved = err
 			}
 			return nil
