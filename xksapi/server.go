@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,6 +206,12 @@ func (s *Server) Shutdown() error {
 // handleMalformed answers what fasthttp could not parse, in the
 // specification's JSON, so that AWS KMS can report it.
 func (s *Server) handleMalformed(ctx *fasthttp.RequestCtx, err error) {
+	if tlsFailure(err) {
+		// No HTTP answer can reach a client whose handshake failed.
+		s.log.Info().Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("TLS handshake failed")
+		ctx.SetConnectionClose()
+		return
+	}
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
@@ -220,8 +227,26 @@ func (s *Server) handleMalformed(ctx *fasthttp.RequestCtx, err error) {
 	s.log.Warn().Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("refused malformed HTTP request")
 }
 
+// tlsFailure tells a failed TLS handshake (a client without the right
+// certificate, a port scanner, plain HTTP on the TLS port) from a bad
+// request. crypto/tls reports most handshake failures as plain errors
+// whose text starts "tls: ".
+func tlsFailure(err error) bool {
+	var record tls.RecordHeaderError
+	var alert tls.AlertError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &record) || errors.As(err, &alert) || errors.As(err, &verify) ||
+		strings.Contains(err.Error(), "tls: ")
+}
+
 type fasthttpLogger struct{ log zerolog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
+	for _, a := range args {
+		if err, ok := a.(error); ok && tlsFailure(err) {
+			// handleMalformed logged it once already.
+			return
+		}
+	}
 	l.log.Warn().Msgf(format, args...)
 }

@@ -2,7 +2,10 @@ package xksapi_test
 
 import (
 	"crypto/tls"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/internal/testpki"
@@ -56,5 +59,24 @@ func TestTLSVersionsAndSuites(t *testing.T) {
 	if err := dial(&tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}); err == nil {
 		t.Fatal("a CBC suite was accepted")
+	}
+}
+
+// A failed handshake (here plain HTTP on the TLS port) is logged once, as a
+// TLS failure, not as a malformed request, and the node keeps serving.
+func TestFailedHandshakeIsLoggedOnce(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	resp, err := http.Get("http://" + f.addr + "/ping")
+	if err == nil {
+		resp.Body.Close()
+	}
+	waitFor(t, "the handshake failure in the log", 5*time.Second, func() bool { return f.logs.Line("TLS handshake failed") != "" })
+	time.Sleep(100 * time.Millisecond)
+	logs := f.logs.String()
+	if n := strings.Count(logs, "TLS handshake failed"); n != 1 || strings.Contains(logs, "malformed") || strings.Contains(logs, "error when serving connection") {
+		t.Fatalf("%d handshake lines; logs:\n%s", n, logs)
+	}
+	if err := f.clientA().RoundTrip("k1", metadata("Encrypt"), []byte("after a scanner"), nil); err != nil {
+		t.Fatal(err)
 	}
 }
