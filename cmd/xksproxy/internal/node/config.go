@@ -257,6 +257,36 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// ExposedSecretFiles lists the configured files holding secrets (the HSM
+// PIN, the admin token, SigV4 secrets, private keys, the gossip keyring,
+// the key ceremony material) that users other than the owner may read,
+// each as "setting path (mode)".
+func (c *Config) ExposedSecretFiles() []string {
+	files := []struct{ setting, path string }{
+		{"hsm.pin_file", c.HSM.PINFile},
+		{"admin.token_file", c.Admin.TokenFile},
+		{"api.tls_key_file", c.API.TLSKeyFile},
+		{"cluster.key_file", c.Cluster.KeyFile},
+		{"cluster.import_keys_file", c.Cluster.ImportKeysFile},
+		{"gossip.keyring_file", c.Gossip.KeyringFile},
+	}
+	for _, ks := range c.Bootstrap.KeyStores {
+		for _, cr := range ks.Credentials {
+			files = append(files, struct{ setting, path string }{"bootstrap credential " + cr.AccessKeyID + " secret_file", cr.SecretFile})
+		}
+	}
+	var exposed []string
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if st, err := os.Stat(f.path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			exposed = append(exposed, fmt.Sprintf("%s %s (%#o)", f.setting, f.path, st.Mode().Perm()))
+		}
+	}
+	return exposed
+}
+
 // LoadConfig reads a TOML file strictly: an unknown key is an error, because
 // a misspelt setting silently ignored is worse than a refusal to start.
 func LoadConfig(path string) (*Config, error) {

@@ -81,3 +81,15 @@ func TestBootstrapSeedReadsSecretsFromFilesOrEnvironment(t *testing.T) {
 		t.Fatalf("unset secret variable: %v", err)
 	}
 }
+
+func TestExposedSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	private, shared := filepath.Join(dir, "pin"), filepath.Join(dir, "token")
+	os.WriteFile(private, []byte("1234"), 0o600)
+	os.WriteFile(shared, []byte("token-token-token"), 0o644)
+	c := Config{HSM: HSMConfig{PINFile: private}, Admin: AdminConfig{TokenFile: shared}}
+	got := c.ExposedSecretFiles()
+	if len(got) != 1 || !strings.Contains(got[0], "admin.token_file") || !strings.Contains(got[0], "0644") {
+		t.Fatalf("exposed secret files: %q", got)
+	}
+}

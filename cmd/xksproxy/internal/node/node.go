@@ -98,6 +98,9 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api TLS (tls_cert_file, tls_key_file, mtls_client_ca_file): %w", err)
 	}
+	for _, f := range cfg.ExposedSecretFiles() {
+		log.Warn().Str("file", f).Msg("a secret file is readable by other users than its owner: chmod 0600 it")
+	}
 	// The cluster would only retry a seed it refuses, forever.
 	seed, err := cfg.SeedSpec()
 	if err == nil && seed != nil {
