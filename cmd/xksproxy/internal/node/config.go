@@ -262,7 +262,8 @@ func (c *Config) Validate() error {
 // the key ceremony material) that users other than the owner may read,
 // each as "setting path (mode)".
 func (c *Config) ExposedSecretFiles() []string {
-	files := []struct{ setting, path string }{
+	type secretFile struct{ setting, path string }
+	files := []secretFile{
 		{"hsm.pin_file", c.HSM.PINFile},
 		{"admin.token_file", c.Admin.TokenFile},
 		{"api.tls_key_file", c.API.TLSKeyFile},
@@ -272,7 +273,7 @@ func (c *Config) ExposedSecretFiles() []string {
 	}
 	for _, ks := range c.Bootstrap.KeyStores {
 		for _, cr := range ks.Credentials {
-			files = append(files, struct{ setting, path string }{"bootstrap credential " + cr.AccessKeyID + " secret_file", cr.SecretFile})
+			files = append(files, secretFile{"bootstrap credential " + cr.AccessKeyID + " secret_file", cr.SecretFile})
 		}
 	}
 	var exposed []string
