@@ -157,7 +157,8 @@ func (c *cpuWait) run(sample []metrics.Sample) {
 
 // windowQuantile is the q-quantile, in seconds, of the events counted
 // between two readings of a cumulative histogram (counts[i] lies between
-// buckets[i] and buckets[i+1]); 0 when fewer than minEvents happened. It answers a bucket's lower bound: the wait is at least that.
+// buckets[i] and buckets[i+1]); 0 when fewer than minEvents happened. It
+// answers a bucket's lower bound: the wait is at least that.
 func windowQuantile(prev, counts []uint64, buckets []float64, q float64, minEvents uint64) float64 {
 	var total uint64
 	for i := range counts {
