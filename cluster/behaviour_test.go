@@ -592,3 +592,97 @@ func TestSharedModeAdoptsOnlyALabelEveryNodeHolds(t *testing.T) {
 		})
 	}
 }
+
+// After a partition longer than the staleness limit heals, heartbeats come
+// back long before raft resends the missed entries (its replication backs
+// off up to ~10 s). Contact alone must not make the node serve again: a key
+// disabled while it was cut off must never be answered 200 after the heal.
+func TestHealedNodeNeverServesAKeyDisabledWhileCutOff(t *testing.T) {
+	c := newTestCluster(t, 3)
+	cut := c.nodes[2]
+	if cut.node.IsLeader() {
+		cut = c.nodes[0]
+	}
+	var majority *testNode
+	for _, n := range c.nodes {
+		if n != cut && n.node.IsLeader() {
+			majority = n
+		}
+	}
+	cut.node.mux.isolate(true)
+	c.waitFor("the partitioned node to turn not ready", 20*time.Second, func() bool { return cut.node.ServingError() != nil })
+	// Long enough cut off for raft's retries to the node to back off by
+	// seconds, as they do in a real partition.
+	time.Sleep(4 * time.Second)
+	var res ChangeResult
+	if err := majority.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	cut.node.mux.isolate(false)
+	healed := time.Now()
+	served := 0
+	var lastServed time.Duration
+	deadline := healed.Add(20 * time.Second)
+	for {
+		_, err := cut.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")})
+		if err == nil {
+			served++
+			lastServed = time.Since(healed)
+		}
+		if isXKSError(err, "InvalidStateException") {
+			break
+		}
+		if err != nil && !isXKSError(err, "InternalException") {
+			t.Fatalf("the healing node answered neither a retryable error nor the disabled state: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the healed node did not learn of the disable within 20 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if served > 0 {
+		t.Fatalf("after the heal the node served the disabled key %d times, the last %v after the heal", served, lastServed)
+	}
+	t.Logf("refused with InvalidStateException %v after the heal", time.Since(healed).Round(time.Millisecond))
+}
+
+// A node that comes back at a new address says so, and with join set the
+// leader replaces its entry: peers dial the new address and it serves.
+func TestReaddressedNodeSaysSoAndRejoinsAtItsNewAddress(t *testing.T) {
+	c := newTestCluster(t, 3)
+	moved := c.nodes[2]
+	if moved.node.IsLeader() {
+		moved = c.nodes[1]
+	}
+	old := moved.node.ClusterAddr()
+	c.stop(moved)
+	moved.cfg.Bind = "127.0.0.1:0"
+	moved.cfg.Join = nil
+	for _, n := range c.nodes {
+		if n != moved {
+			moved.cfg.Join = append(moved.cfg.Join, n.node.ClusterAddr())
+		}
+	}
+	c.start(moved)
+	if line := moved.logs.Line("now advertises"); !strings.Contains(line, old) || !strings.Contains(line, `"level":"error"`) {
+		t.Fatalf("no plain error about the stored address %s; log:\n%s", old, tail(moved.logs.String(), 2000))
+	}
+	c.waitFor("the leader to list the node at its new address", 20*time.Second, func() bool {
+		servers, err := c.leader().node.Servers()
+		if err != nil {
+			return false
+		}
+		for _, s := range servers {
+			if string(s.ID) == moved.id {
+				return string(s.Address) == moved.node.ClusterAddr()
+			}
+		}
+		return false
+	})
+	c.waitFor("the moved node to serve", 20*time.Second, func() bool {
+		return moved.node.ServingError() == nil && moved.node.Status().AddressMismatch == ""
+	})
+	if err := moved.client().RoundTrip(demoKey, md("Encrypt"), []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -17,7 +17,7 @@ func (n *Node) join() {
 	req := joinRequest{ID: n.cfg.NodeID, Address: n.ClusterAddr()}
 	backoff := 200 * time.Millisecond
 	for {
-		if n.isMember() {
+		if stored, ok := n.storedAddress(); ok && stored == n.ClusterAddr() {
 			return
 		}
 		for _, addr := range n.cfg.Join {
@@ -50,18 +50,52 @@ func errString(err error, msg string) string {
 	return msg
 }
 
-// isMember reports whether the latest configuration this node knows lists it.
-func (n *Node) isMember() bool {
+// storedAddress is the address the latest configuration this node knows
+// lists it at; ok is false when it does not list it.
+func (n *Node) storedAddress() (addr string, ok bool) {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
-		return false
+		return "", false
 	}
 	for _, s := range f.Configuration().Servers {
 		if s.ID == raft.ServerID(n.cfg.NodeID) {
-			return true
+			return string(s.Address), true
 		}
 	}
-	return false
+	return "", false
+}
+
+// isMember reports whether the latest configuration this node knows lists it.
+func (n *Node) isMember() bool {
+	_, ok := n.storedAddress()
+	return ok
+}
+
+// addressMismatch says, when the stored configuration lists this node at
+// an address other than the one it now advertises, what that means: peers
+// keep dialling the old address until the cluster updates it.
+func (n *Node) addressMismatch() string {
+	stored, ok := n.storedAddress()
+	if !ok || stored == n.ClusterAddr() {
+		return ""
+	}
+	return fmt.Sprintf("the Raft configuration lists this node at %s but it now advertises %s: peers dial the old address until a leader updates it (through join)", stored, n.ClusterAddr())
+}
+
+// warnIfReaddressed logs, at start, a node that came back at a new address,
+// and what will fix it: with join configured, the leader replaces the entry;
+// without, nothing will.
+func (n *Node) warnIfReaddressed() {
+	msg := n.addressMismatch()
+	if msg == "" {
+		return
+	}
+	ev := n.log.Error().Str("node", n.cfg.NodeID)
+	if len(n.cfg.Join) == 0 {
+		ev.Msg(msg + "; this node has no join addresses, so set join to the other members' cluster addresses and restart it")
+		return
+	}
+	ev.Strs("join", n.cfg.Join).Msg(msg + "; asking the members in join to update it")
 }
 
 // addVoterLocal admits a node; on a follower it forwards to the leader.

@@ -60,6 +60,9 @@ type Config struct {
 	ElectionTimeout  time.Duration // 0: 1s
 	LeaderLease      time.Duration // 0: 500ms
 	ApplyTimeout     time.Duration // 0: 10s, includes waiting through elections
+	// IndexPollInterval is how often the node asks the leader for its
+	// applied index (see freshness.go). 0: 200ms.
+	IndexPollInterval time.Duration
 }
 
 // Node is a running cluster member.
@@ -78,7 +81,11 @@ type Node struct {
 	stores      []interface{ Close() error }
 
 	viewIndex     atomic.Uint64
-	caughtUp      atomic.Bool
+	viewChanged   chan struct{}
+	latestSample  atomic.Pointer[indexSample]
+	currentAsOf   atomic.Int64 // UnixNano: the view holds all the leader had applied by then
+	barrierMu     sync.Mutex
+	barrierTerm   atomic.Uint64 // the term whose barrier this leader has committed
 	removed       atomic.Bool
 	stateDirty    chan struct{}
 	unsealed      sync.Map // access key id + sealed blob -> secret
@@ -112,6 +119,9 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
+	if cfg.IndexPollInterval == 0 {
+		cfg.IndexPollInterval = defaultIndexPollInterval
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -120,7 +130,7 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), hsm: h, views: views,
-		stateDirty: make(chan struct{}, 1), stop: make(chan struct{}), started: time.Now()}
+		stateDirty: make(chan struct{}, 1), viewChanged: make(chan struct{}, 1), stop: make(chan struct{}), started: time.Now()}
 	empty := []string{}
 	n.missing.Store(&empty)
 	n.fsm = fsm.New(func(*fsm.State) { n.markDirty() })
@@ -138,12 +148,13 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 			return nil, fmt.Errorf("gossip: %w", err)
 		}
 	}
+	n.warnIfReaddressed()
 	n.markDirty() // publish a view even before the first command
 	n.wg.Add(4)
 	go n.deleteDueKeys()
 	go n.buildViews()
 	go n.watchLeadership()
-	go n.catchUp()
+	go n.trackLeaderIndex()
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.join()
@@ -183,9 +194,18 @@ func (n *Node) startRaft(ct *clusterTLS) error {
 	if err != nil {
 		return fmt.Errorf("raft snapshot store: %w", err)
 	}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: raftLayer{n.mux.raft}, MaxPool: 3, Timeout: 10 * time.Second, Logger: logger,
-	})
+	// The I/O timeout bounds how long an RPC on a connection that a
+	// partition silently cut blocks before a fresh one is dialled: a long one
+	// delays the catch-up after the heal by as much. Snapshots scale it by
+	// their size.
+	trans := &persistentTransport{
+		NetworkTransport: raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: raftLayer{n.mux.raft}, MaxPool: 3, Timeout: raftIOTimeout, Logger: logger,
+		}),
+		retryEvery: appendRetryInterval,
+		keepTrying: n.stillReplicatingTo,
+		stop:       n.stop,
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.NodeID)
@@ -214,6 +234,29 @@ func (n *Node) startRaft(ct *clusterTLS) error {
 		n.log.Info().Str("node", n.cfg.NodeID).Msg("bootstrapped a new cluster")
 	}
 	return nil
+}
+
+const (
+	raftIOTimeout       = 2 * time.Second
+	appendRetryInterval = 100 * time.Millisecond
+)
+
+// stillReplicatingTo reports whether this node still leads and id is still
+// in the configuration: the condition under which raft wants entries sent.
+func (n *Node) stillReplicatingTo(id raft.ServerID) bool {
+	if n.raft == nil || n.raft.State() != raft.Leader {
+		return false
+	}
+	cfg := n.raft.GetConfiguration()
+	if cfg.Error() != nil {
+		return false
+	}
+	for _, s := range cfg.Configuration().Servers {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // waitViewIndex waits until this node's data-plane view reflects index.
@@ -350,31 +393,6 @@ func (n *Node) seedWhileLeader() {
 	}
 }
 
-// catchUp marks the node caught up once its FSM and view have reached the
-// leader's applied state as of this start: a restarted node must not serve
-// stale state (a key disabled while it was down) before then.
-func (n *Node) catchUp() {
-	defer n.wg.Done()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	target, known := uint64(0), false
-	for !n.caughtUp.Load() {
-		select {
-		case <-n.stop:
-			return
-		case <-tick.C:
-		}
-		if !known {
-			target, known = n.leaderFSMIndex()
-			continue
-		}
-		if n.fsm.AppliedIndex() >= target && n.viewIndex.Load() >= target && n.views.Load() != nil {
-			n.caughtUp.Store(true)
-			n.log.Info().Uint64("index", target).Msg("caught up with the leader")
-		}
-	}
-}
-
 // syncWithLeader waits until this node's FSM has applied what the leader's
 // had when asked, so that an operator sees the same state through any node:
 // a key store created through one node exists for the next command sent to
@@ -408,45 +426,24 @@ func (n *Node) syncWithLeader(ctx context.Context) error {
 // and Raft marks entries applied before the FSM has them. known is false
 // while no leader answers.
 func (n *Node) leaderFSMIndex() (index uint64, known bool) {
-	if n.IsLeader() {
-		// A new leader may still be applying what its predecessor committed.
-		if err := n.raft.Barrier(5 * time.Second).Error(); err != nil {
-			return 0, false
-		}
-		return n.fsm.AppliedIndex(), true
-	}
-	addr, _ := n.raft.LeaderWithID()
-	if addr == "" {
-		return 0, false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var st NodeStatus
-	if status, err := n.rpc(ctx, string(addr), "/v1/status", nil, &st); err != nil || status != http.StatusOK {
-		return 0, false
-	}
-	return st.AppliedIndex, true
+	index, err := n.askLeaderIndex()
+	return index, err == nil
 }
 
-// ServingError says why this node must refuse crypto now, or nil: it has not
-// caught up since it started, or it has been cut off from the leader for
-// longer than the staleness limit (so that a key disabled elsewhere cannot
-// live on in a partitioned site).
+// ServingError says why this node must refuse crypto now, or nil: its view
+// is not known to hold everything the leader had applied within the
+// staleness limit (it is catching up after a start or a partition, or it is
+// cut off, so a key disabled elsewhere cannot live on in a partitioned
+// site), or replicated key material is missing from its HSM.
 func (n *Node) ServingError() error {
 	if n.removed.Load() {
 		return errors.New("removed from the cluster")
 	}
-	if !n.caughtUp.Load() {
-		return errors.New("catching up with the cluster leader")
+	if err := n.freshnessError(); err != nil {
+		return err
 	}
 	if missing := *n.missing.Load(); len(missing) > 0 {
 		return fmt.Errorf("%d key version(s) are not in this node's HSM, first %s", len(missing), missing[0])
-	}
-	if n.cfg.StalenessLimit > 0 && n.raft.State() != raft.Leader {
-		last := n.raft.LastContact()
-		if since := time.Since(last); last.IsZero() || since > n.cfg.StalenessLimit {
-			return fmt.Errorf("no contact with the cluster leader for more than %v", n.cfg.StalenessLimit)
-		}
 	}
 	return nil
 }
@@ -464,6 +461,10 @@ func (n *Node) Status() NodeStatus {
 		HSM:          n.hsm.Health().Status.String(),
 		KeysMissing:  *n.missing.Load(),
 		Time:         time.Now().UTC(),
+	}
+	s.AddressMismatch = n.addressMismatch()
+	if latest := n.latestSample.Load(); latest != nil {
+		s.LeaderIndex = latest.index
 	}
 	if last := n.raft.LastContact(); !last.IsZero() && n.raft.State() != raft.Leader {
 		s.LastContact = time.Since(last).Round(time.Millisecond).String()

@@ -20,19 +20,23 @@ import (
 
 // NodeStatus is what a node says of itself.
 type NodeStatus struct {
-	ID           string    `json:"id"`
-	ClusterAddr  string    `json:"clusterAddress"`
-	APIAddr      string    `json:"apiAddress"`
-	State        string    `json:"raftState"`
-	AppliedIndex uint64    `json:"appliedIndex"`
-	CommitIndex  uint64    `json:"commitIndex"`
-	ViewIndex    uint64    `json:"viewIndex"`
-	Ready        bool      `json:"ready"`
-	NotReady     string    `json:"notReadyReason,omitempty"`
-	HSM          string    `json:"hsmStatus"`
-	LastContact  string    `json:"lastLeaderContact,omitempty"`
-	KeysMissing  []string  `json:"keysMissing,omitempty"`
-	Time         time.Time `json:"time"`
+	ID           string   `json:"id"`
+	ClusterAddr  string   `json:"clusterAddress"`
+	APIAddr      string   `json:"apiAddress"`
+	State        string   `json:"raftState"`
+	AppliedIndex uint64   `json:"appliedIndex"`
+	CommitIndex  uint64   `json:"commitIndex"`
+	ViewIndex    uint64   `json:"viewIndex"`
+	LeaderIndex  uint64   `json:"leaderIndex,omitempty"` // the leader's index as last learned; viewIndex must reach it
+	Ready        bool     `json:"ready"`
+	NotReady     string   `json:"notReadyReason,omitempty"`
+	HSM          string   `json:"hsmStatus"`
+	LastContact  string   `json:"lastLeaderContact,omitempty"`
+	KeysMissing  []string `json:"keysMissing,omitempty"`
+	// AddressMismatch: the stored Raft configuration names this node at an
+	// address it no longer advertises.
+	AddressMismatch string    `json:"addressMismatch,omitempty"`
+	Time            time.Time `json:"time"`
 }
 
 type joinRequest struct {
@@ -135,6 +139,7 @@ func (n *Node) rpcHandler() http.Handler {
 		n.markRemoved()
 		writeJSON(w, http.StatusOK, applyResponse{})
 	})
+	mux.HandleFunc("GET /v1/leader-index", n.serveLeaderIndex)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})

@@ -275,3 +275,35 @@ func (r raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.
 	defer cancel()
 	return r.m.dial(ctx, string(address), protoRaft)
 }
+
+// persistentTransport retries AppendEntries to a follower that cannot be
+// reached, for as long as this node leads and the follower is a member,
+// instead of returning the error to raft. Raft backs off exponentially on
+// every error it sees, up to ~10 s between attempts, and that backoff
+// cannot be interrupted or configured: a follower back after a partition
+// or a restart then waits that long for the entries it missed (and refuses
+// crypto meanwhile). Retrying here at a short, fixed interval keeps raft's
+// error count low, so the entries follow within one retry of the heal.
+// AppendEntries is idempotent for raft, so repeating one is safe; votes and
+// snapshots keep raft's own handling.
+type persistentTransport struct {
+	*raft.NetworkTransport
+	retryEvery time.Duration
+	// keepTrying reports whether an AppendEntries to id is still wanted.
+	keepTrying func(id raft.ServerID) bool
+	stop       <-chan struct{}
+}
+
+func (t *persistentTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	for {
+		err := t.NetworkTransport.AppendEntries(id, target, args, resp)
+		if err == nil || !t.keepTrying(id) {
+			return err
+		}
+		select {
+		case <-t.stop:
+			return err
+		case <-time.After(t.retryEvery):
+		}
+	}
+}

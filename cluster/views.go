@@ -36,6 +36,10 @@ func (n *Node) buildViews() {
 		}
 		n.views.Publish(view)
 		n.viewIndex.Store(st.Index())
+		select {
+		case n.viewChanged <- struct{}{}:
+		default:
+		}
 		if n.gossip != nil {
 			n.gossip.Refresh()
 		}

@@ -422,6 +422,11 @@ func clusterCommand(o *cliOptions) *cobra.Command {
 					rows = append(rows, []string{n.ID, n.State, n.APIAddr, n.ClusterAddr, fmt.Sprint(n.AppliedIndex), n.HSM, ready})
 				}
 				table("NODE\tRAFT\tXKS API\tCLUSTER\tAPPLIED\tHSM\tREADINESS", rows)
+				for _, n := range st.Nodes {
+					if n.AddressMismatch != "" {
+						fmt.Printf("%s: %s\n", n.ID, n.AddressMismatch)
+					}
+				}
 			})
 		},
 	}

@@ -49,6 +49,8 @@ var (
 		"Raft index of the last command this node's state machine applied.", nil, nil)
 	clusterContactAge = prometheus.NewDesc("xksproxy_cluster_leader_contact_age_seconds",
 		"Time since this node last heard from the leader (0 on the leader); past cluster.staleness_limit it refuses crypto.", nil, nil)
+	clusterStateAge = prometheus.NewDesc("xksproxy_cluster_state_age_seconds",
+		"How long ago this node's state last held everything the leader had applied (-1 before it first did); past cluster.staleness_limit it refuses crypto.", nil, nil)
 	clusterFleet = prometheus.NewDesc("xksproxy_cluster_fleet_members",
 		"Live members of the gossip fleet, this node included (1 without gossip).", nil, nil)
 )
@@ -74,6 +76,11 @@ func collectCluster(ch chan<- prometheus.Metric, c *cluster.Node) {
 	gauge(ch, clusterLeaderKnown, flag(c.LeaderID() != ""))
 	gauge(ch, clusterApplied, float64(c.AppliedIndex()))
 	gauge(ch, clusterContactAge, c.LeaderContactAge().Seconds())
+	stateAge := -1.0
+	if age, ok := c.StateAge(); ok {
+		stateAge = age.Seconds()
+	}
+	gauge(ch, clusterStateAge, stateAge)
 	gauge(ch, clusterFleet, float64(fleet))
 }
 
