@@ -223,10 +223,12 @@ func TestLeaderLossRestartAndFullRestart(t *testing.T) {
 		t.Fatalf("a survivor failed during the election: %v", err)
 	}
 
+	restarted := time.Now()
 	c.start(old)
 	c.waitFor("the old leader to catch up", 20*time.Second, func() bool {
 		return old.node.ServingError() == nil && old.views.Load().StoreByName(demoStore).Key([]byte("after-failover")) != nil
 	})
+	t.Logf("the restarted old leader serves %v after its start", time.Since(restarted).Round(time.Millisecond))
 	if got, err := decryptOn(old, enc); err != nil || string(got) != "before the failover" {
 		t.Fatalf("decrypt on the restarted node: %q %v", got, err)
 	}
