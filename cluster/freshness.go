@@ -30,6 +30,12 @@ type indexSample struct {
 // node that has caught up serves again.
 const defaultIndexPollInterval = 200 * time.Millisecond
 
+// DefaultMaxLag is how long a node in contact with the leader may go on
+// serving without what the leader had applied: well above replication's
+// tens of milliseconds, across sites included, and near the kill switch's
+// one-second target.
+const DefaultMaxLag = 2 * time.Second
+
 // maxPendingSamples bounds the samples kept while a node is behind.
 const maxPendingSamples = 1024
 
@@ -71,6 +77,11 @@ func (n *Node) trackLeaderIndex() {
 			n.currentAsOf.Store(pending[reached-1].askedAt.UnixNano())
 			pending = append(pending[:0], pending[reached:]...)
 		}
+		var behind int64
+		if len(pending) > 0 {
+			behind = pending[0].askedAt.UnixNano()
+		}
+		n.behindSince.Store(behind)
 		serving := n.ServingError() == nil
 		if serving != servingBefore {
 			n.logServingChange(serving)
@@ -187,6 +198,10 @@ func (n *Node) freshnessError() error {
 		}
 		return fmt.Errorf("catching up with the cluster leader: applied index %d, the leader's %d",
 			n.viewIndex.Load(), latest.index)
+	}
+	if behind := n.behindSince.Load(); behind != 0 && time.Since(time.Unix(0, behind)) > n.cfg.MaxLag && latest != nil {
+		return fmt.Errorf("behind the cluster leader for more than %v: applied index %d, the leader's %d",
+			n.cfg.MaxLag, n.viewIndex.Load(), latest.index)
 	}
 	limit := n.cfg.StalenessLimit
 	if limit <= 0 || time.Since(time.Unix(0, asOf)) <= limit {

@@ -41,6 +41,10 @@ type Config struct {
 	// StalenessLimit: without leader contact for longer, the node refuses
 	// crypto and reports not ready. 0 never goes stale.
 	StalenessLimit time.Duration
+	// MaxLag: in contact with the leader but still without what it had
+	// applied this long ago (a full disk, a stuck apply), the node refuses
+	// crypto. 0: DefaultMaxLag.
+	MaxLag time.Duration
 	// Seed, when set, is applied once by the first leader of a fresh cluster.
 	Seed *SeedSpec
 	// Gossip, when set, runs the memberlist fleet: discovery, fleet health,
@@ -84,6 +88,7 @@ type Node struct {
 	viewChanged   chan struct{}
 	latestSample  atomic.Pointer[indexSample]
 	currentAsOf   atomic.Int64 // UnixNano: the view holds all the leader had applied by then
+	behindSince   atomic.Int64 // UnixNano of the oldest leader index the view has not reached; 0: none
 	barrierMu     sync.Mutex
 	barrierTerm   atomic.Uint64 // the term whose barrier this leader has committed
 	removed       atomic.Bool
@@ -118,6 +123,9 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	}
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if cfg.MaxLag == 0 {
+		cfg.MaxLag = DefaultMaxLag
 	}
 	if cfg.IndexPollInterval == 0 {
 		cfg.IndexPollInterval = defaultIndexPollInterval
@@ -181,7 +189,6 @@ func (n *Node) startRaft(ct *clusterTLS) error {
 	}
 	n.rpcClient = n.newRPCClient()
 	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go n.rpcServer.Serve(n.mux.rpc)
 
 	logger := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: zerologWriter{n.log}})
 	// Never NoSync: a committed write must survive a power cut.
@@ -233,6 +240,9 @@ func (n *Node) startRaft(ct *clusterTLS) error {
 		}
 		n.log.Info().Str("node", n.cfg.NodeID).Msg("bootstrapped a new cluster")
 	}
+	// Every RPC handler uses n.raft: a join arriving before it was set
+	// dereferenced nil. Connections wait in the mux until then.
+	go n.rpcServer.Serve(n.mux.rpc)
 	return nil
 }
 

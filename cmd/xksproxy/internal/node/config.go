@@ -43,6 +43,7 @@ type ClusterConfig struct {
 	CertFile       string        `toml:"cert_file"`
 	KeyFile        string        `toml:"key_file"`
 	StalenessLimit time.Duration `toml:"staleness_limit"`
+	MaxLag         time.Duration `toml:"max_lag"`
 	// ImportKeysFile, when set, imports the cluster key ceremony material at
 	// start if the HSM lacks the cluster keys. For development; production
 	// imports once with `xksproxy cluster-keys import` and destroys the file.
@@ -174,6 +175,9 @@ func (c *Config) Defaults() {
 	if c.Cluster.StalenessLimit == 0 {
 		c.Cluster.StalenessLimit = 2 * time.Minute
 	}
+	if c.Cluster.MaxLag == 0 {
+		c.Cluster.MaxLag = cluster.DefaultMaxLag
+	}
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = "127.0.0.1:7100"
 	}
@@ -233,6 +237,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cluster.StalenessLimit < 0 {
 		problems = append(problems, "cluster.staleness_limit must not be negative (use a huge value to never go stale)")
+	}
+	if c.Cluster.MaxLag < 0 {
+		problems = append(problems, "cluster.max_lag must not be negative")
 	}
 	if c.Admin.TokenFile == "" {
 		problems = append(problems, "admin.token_file is required")

@@ -158,6 +158,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 		Bootstrap:       cfg.Cluster.Bootstrap,
 		Join:            cfg.Cluster.Join,
 		StalenessLimit:  cfg.Cluster.StalenessLimit,
+		MaxLag:          cfg.Cluster.MaxLag,
 		Seed:            seed,
 		Gossip:          gossip,
 		BootstrapExpect: cfg.Gossip.BootstrapExpect,
