@@ -549,7 +549,7 @@ func (a *admin) clusterStatus(r *http.Request) (any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	nodes, _ := a.n.Statuses(ctx)
-	st := ClusterStatus{Nodes: nodes}
+	st := ClusterStatus{Nodes: nodes, CommandSet: a.n.fsm.State().CommandSet()}
 	for _, m := range a.n.Members() {
 		st.Fleet = append(st.Fleet, FleetStatus{ID: m.ID, State: m.State, APIAddr: m.APIAddr, HSMStatus: m.HSMStatus,
 			Ready: m.Ready, AppliedIndex: m.AppliedIndex, KeysReady: m.KeysReady})

@@ -97,9 +97,12 @@ type ChangeResult struct {
 // ClusterStatus is `cluster status`: the leader (null during an election)
 // and every voter as it reports itself.
 type ClusterStatus struct {
-	Leader *LeaderInfo   `json:"leader"`
-	Nodes  []NodeStatus  `json:"nodes"`
-	Fleet  []FleetStatus `json:"fleet,omitempty"`
+	// CommandSet is the cluster's command set in effect: what every voter's
+	// build reads (see Upgrading in the README).
+	CommandSet int           `json:"commandSet"`
+	Leader     *LeaderInfo   `json:"leader"`
+	Nodes      []NodeStatus  `json:"nodes"`
+	Fleet      []FleetStatus `json:"fleet,omitempty"`
 }
 
 // FleetStatus is one gossip member as the answering node last heard of it.

@@ -52,6 +52,9 @@ func (n *Node) applyLocal(b []byte) (uint64, error) {
 	if err != nil {
 		return 0, &RuleError{err}
 	}
+	if err := fsm.CheckCommandSet(n.fsm.State(), cmd); err != nil {
+		return 0, &RuleError{fmt.Errorf("%w; %s", err, n.olderVoters(fsm.RequiredCommandSet(cmd)))}
+	}
 	if err := cmd.Validate(n.fsm.State()); err != nil {
 		return 0, &RuleError{err}
 	}

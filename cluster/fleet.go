@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/xksproxy/xksproxy/fsm"
 )
 
 // The fleet: gossip says who is up and what each node's HSM can serve;
@@ -30,6 +32,8 @@ func (n *Node) localMeta() NodeMeta {
 		Ready:        n.ServingError() == nil,
 		KeysDigest:   KeysDigestOf(labels),
 		KeysReady:    len(labels),
+		Version:      n.cfg.Version,
+		CommandSet:   fsm.CommandSet,
 	}
 }
 

@@ -130,7 +130,7 @@ func (n *Node) askLeaderIndex() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var res leaderIndexResponse
-	status, err := n.rpc(ctx, string(addr), "/v1/leader-index", nil, &res)
+	status, err := n.rpc(ctx, string(addr), n.leaderIndexPath(), nil, &res)
 	if status == http.StatusNotFound {
 		return n.askOlderLeaderIndex(ctx, string(addr))
 	}
@@ -185,8 +185,11 @@ func (n *Node) leaderIndex() (uint64, error) {
 }
 
 // serveLeaderIndex answers GET /v1/leader-index.
-func (n *Node) serveLeaderIndex(w http.ResponseWriter, _ *http.Request) {
+func (n *Node) serveLeaderIndex(w http.ResponseWriter, r *http.Request) {
 	index, err := n.leaderIndex()
+	if err == nil {
+		n.recordPeerBuild(r)
+	}
 	switch {
 	case errors.Is(err, errNotLeader):
 		writeJSON(w, rpcNotLeaderStatus, applyResponse{Error: err.Error()})

@@ -95,6 +95,8 @@ type NodeMeta struct {
 	Ready        bool
 	KeysDigest   string // KeysDigestOf the ready key-version labels
 	KeysReady    int    // how many key versions are ready in the HSM
+	Version      string // the build's version; "" from builds before it was sent
+	CommandSet   int    // the newest command set the build reads; 0 from builds before it was sent
 }
 
 // Member states. memberlist reports no transition into "suspect" to its
@@ -514,9 +516,10 @@ const (
 )
 
 // encodeMeta packs m compactly: version, flags, varint AppliedIndex and
-// KeysReady, then length-prefixed APIAddr, ClusterAddr, HSMStatus, HSMModel
-// and KeysDigest. ID is not sent: it is the gossip node name. A typical node
-// needs about 130 bytes of the 512 allowed.
+// KeysReady, then length-prefixed APIAddr, ClusterAddr, HSMStatus, HSMModel,
+// KeysDigest and Version, then varint CommandSet (the last two appended
+// later: older builds stop reading before them). ID is not sent: it is the
+// gossip node name. A typical node needs about 140 bytes of the 512 allowed.
 func encodeMeta(m NodeMeta, leaving bool, limit int) ([]byte, error) {
 	var flags byte
 	if m.Ready {
@@ -528,10 +531,11 @@ func encodeMeta(m NodeMeta, leaving bool, limit int) ([]byte, error) {
 	b := []byte{metaVersion, flags}
 	b = binary.AppendUvarint(b, m.AppliedIndex)
 	b = binary.AppendVarint(b, int64(m.KeysReady))
-	for _, s := range []string{m.APIAddr, m.ClusterAddr, m.HSMStatus, m.HSMModel, m.KeysDigest} {
+	for _, s := range []string{m.APIAddr, m.ClusterAddr, m.HSMStatus, m.HSMModel, m.KeysDigest, m.Version} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
+	b = binary.AppendUvarint(b, uint64(m.CommandSet))
 	if len(b) > limit {
 		return nil, fmt.Errorf("node metadata is %d bytes, over the gossip limit of %d (addresses or HSM model too long)", len(b), limit)
 	}
@@ -569,6 +573,20 @@ func decodeMeta(id string, b []byte) (m NodeMeta, leaving bool, err error) {
 		*s = string(b[n : n+int(l)])
 		b = b[n+int(l):]
 	}
+	if len(b) == 0 {
+		return m, leaving, nil // a build from before Version and CommandSet
+	}
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n) {
+		return m, false, errors.New("node metadata: truncated version")
+	}
+	m.Version = string(b[n : n+int(l)])
+	b = b[n+int(l):]
+	commandSet, n := binary.Uvarint(b)
+	if n <= 0 || commandSet > 1<<16 {
+		return m, false, errors.New("node metadata: bad command set")
+	}
+	m.CommandSet = int(commandSet)
 	return m, leaving, nil
 }
 

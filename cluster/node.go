@@ -45,6 +45,9 @@ type Config struct {
 	// applied this long ago (a full disk, a stuck apply), the node refuses
 	// crypto. 0: DefaultMaxLag.
 	MaxLag time.Duration
+	// Version is this build's version, reported to the other nodes and to
+	// operators so that a rolling upgrade can be followed.
+	Version string
 	// Seed, when set, is applied once by the first leader of a fresh cluster.
 	Seed *SeedSpec
 	// Gossip, when set, runs the memberlist fleet: discovery, fleet health,
@@ -97,6 +100,7 @@ type Node struct {
 	presentLabels sync.Map // HSM labels known to be in the local HSM
 	destroyed     sync.Map // HSM labels of deleted keys already destroyed here
 	removedAt     sync.Map // node id -> when this leader removed it, so gossip does not re-add it
+	peerBuilds    sync.Map // node id -> peerBuild, as reported to this leader
 	missing       atomic.Pointer[[]string]
 	started       time.Time
 
@@ -158,7 +162,8 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	}
 	n.warnIfReaddressed()
 	n.markDirty() // publish a view even before the first command
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.raiseCommandSet()
 	go n.deleteDueKeys()
 	go n.buildViews()
 	go n.watchLeadership()
@@ -473,6 +478,7 @@ func (n *Node) Status() NodeStatus {
 		Time:         time.Now().UTC(),
 	}
 	s.AddressMismatch = n.addressMismatch()
+	s.Version, s.CommandSet = n.cfg.Version, fsm.CommandSet
 	if latest := n.latestSample.Load(); latest != nil {
 		s.LeaderIndex = latest.index
 	}

@@ -35,8 +35,12 @@ type NodeStatus struct {
 	KeysMissing  []string `json:"keysMissing,omitempty"`
 	// AddressMismatch: the stored Raft configuration names this node at an
 	// address it no longer advertises.
-	AddressMismatch string    `json:"addressMismatch,omitempty"`
-	Time            time.Time `json:"time"`
+	AddressMismatch string `json:"addressMismatch,omitempty"`
+	// Version and CommandSet describe the node's build; builds from before
+	// they were reported leave them out.
+	Version    string    `json:"version,omitempty"`
+	CommandSet int       `json:"commandSet,omitempty"`
+	Time       time.Time `json:"time"`
 }
 
 type joinRequest struct {

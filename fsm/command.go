@@ -34,6 +34,7 @@ const (
 	CmdScheduleDeletion  CommandType = 13
 	CmdCancelDeletion    CommandType = 14
 	CmdDeleteKey         CommandType = 15
+	CmdRaiseCommandSet   CommandType = 16 | IgnoreIfUnknown
 )
 
 // commands maps each known type to its name and decoder.
@@ -56,6 +57,7 @@ var commands = map[CommandType]struct {
 	CmdScheduleDeletion:  {"ScheduleDeletion", decodeAs[ScheduleDeletion]},
 	CmdCancelDeletion:    {"CancelDeletion", decodeAs[CancelDeletion]},
 	CmdDeleteKey:         {"DeleteKey", decodeAs[DeleteKey]},
+	CmdRaiseCommandSet:   {"RaiseCommandSet", decodeAs[RaiseCommandSet]},
 }
 
 // String names the type for messages.

@@ -75,6 +75,11 @@ func (s *State) applyEntry(index uint64, data []byte) (*State, error) {
 		}
 	}
 	cmd, err := Decode(data)
+	if err == nil {
+		if r, ok := cmd.(RaiseCommandSet); ok && r.To > CommandSet {
+			err = fmt.Errorf("the cluster's command set was raised to %d and this build reads up to %d: upgrade this node", r.To, CommandSet)
+		}
+	}
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot apply log entry %d, so this node stops rather than diverge from the cluster: %v", index, err))
 	}

@@ -45,6 +45,7 @@ func sampleCommands() []Command {
 		CancelDeletion{KeyStore: "s", KeyID: "k2"},
 		ScheduleDeletion{At: at, KeyStore: "s", KeyID: "k2", Days: MinDeletionDays},
 		DeleteKey{At: at.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "s", KeyID: "k2"},
+		RaiseCommandSet{To: CommandSet},
 	}
 }
 

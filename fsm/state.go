@@ -20,6 +20,8 @@ type State struct {
 	stores map[string]*StoredKeyStore // by name
 	keys   map[string]map[string]*Key // by key store name, then key id
 	grants map[string]*Grant          // by grant id
+	// commandSet is the command set every voter reads (0 means 1).
+	commandSet int
 }
 
 // StoredKeyStore is a key store as the cluster replicates it: credentials
@@ -69,6 +71,10 @@ func newState() *State {
 // whether or not that command changed anything else.
 func (s *State) Index() uint64 { return s.index }
 
+// CommandSet is the command set the cluster has reached: every voter reads
+// it, so commands that need it may be proposed.
+func (s *State) CommandSet() int { return max(s.commandSet, 1) }
+
 // Seeded reports whether a Seed command has been applied.
 func (s *State) Seeded() bool { return s.seeded }
 
@@ -109,6 +115,9 @@ func (s *State) withIndex(index uint64) *State {
 // execute is the one way a command changes the state, for the FSM and for
 // Build alike: check the rules, then apply to a copy-on-write successor.
 func (s *State) execute(index uint64, c Command) (*State, error) {
+	if err := CheckCommandSet(s, c); err != nil {
+		return s.withIndex(index), err
+	}
 	if err := c.Validate(s); err != nil {
 		return s.withIndex(index), err
 	}
@@ -185,11 +194,17 @@ type stateJSON struct {
 	KeyStores []*StoredKeyStore `json:"keyStores"`
 	Keys      []*Key            `json:"keys"`
 	Grants    []*Grant          `json:"grants"`
+	// CommandSet is left out while it is 1, so that builds from before
+	// command sets, whose decoding is strict, read the snapshot.
+	CommandSet int `json:"commandSet,omitempty"`
 }
 
 // MarshalJSON writes the state deterministically.
 func (s *State) MarshalJSON() ([]byte, error) {
 	out := stateJSON{Index: s.index, Seeded: s.seeded, KeyStores: s.KeyStores(), Keys: []*Key{}, Grants: s.Grants()}
+	if s.commandSet > 1 {
+		out.CommandSet = s.commandSet
+	}
 	for _, ks := range out.KeyStores {
 		out.Keys = append(out.Keys, s.Keys(ks.Name)...)
 	}
@@ -205,7 +220,10 @@ func (s *State) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	n := newState()
-	n.index, n.seeded = in.Index, in.Seeded
+	if in.CommandSet < 0 || in.CommandSet > CommandSet {
+		return fmt.Errorf("state: command set %d; this build reads up to %d, so upgrade it before it restores this state", in.CommandSet, CommandSet)
+	}
+	n.index, n.seeded, n.commandSet = in.Index, in.Seeded, in.CommandSet
 	for _, ks := range in.KeyStores {
 		if ks == nil || n.stores[ks.Name] != nil {
 			return fmt.Errorf("state: a key store is null or listed twice")

@@ -1,0 +1,132 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xksproxy/xksproxy/fsm"
+)
+
+// Rolling upgrades: nodes of two builds share a cluster while it is being
+// upgraded one node at a time. A node decodes replicated entries strictly
+// and stops on one it cannot read (fsm.Apply), so the leader must never
+// propose what a voter's build does not know. Each node tells the leader
+// its build with every index question (freshness.go); the leader raises
+// the cluster's command set once every voter reads the newer one, and until
+// then refuses the commands that need it, naming the nodes to upgrade.
+
+// peerBuild is what a voter last told the leader of its build.
+type peerBuild struct {
+	version    string
+	commandSet int
+	at         time.Time
+}
+
+// peerBuildMaxAge: a report older than this (the node is down, or a build
+// that never reports) counts as unknown, which holds the command set back.
+const peerBuildMaxAge = 10 * time.Second
+
+// leaderIndexPath is the index question with this node's build attached.
+func (n *Node) leaderIndexPath() string {
+	q := url.Values{"node": {n.cfg.NodeID}, "version": {n.cfg.Version}, "commandSet": {strconv.Itoa(fsm.CommandSet)}}
+	return "/v1/leader-index?" + q.Encode()
+}
+
+// recordPeerBuild keeps the build a node reported with its index question.
+func (n *Node) recordPeerBuild(r *http.Request) {
+	q := r.URL.Query()
+	id := q.Get("node")
+	set, err := strconv.Atoi(q.Get("commandSet"))
+	if id == "" || err != nil || set < 1 {
+		return
+	}
+	n.peerBuilds.Store(id, peerBuild{version: q.Get("version"), commandSet: set, at: time.Now()})
+}
+
+// voterCommandSets returns, for every voter but this node, the command set
+// its build reads, or 0 when the leader has not heard it recently.
+func (n *Node) voterCommandSets() (map[string]peerBuild, error) {
+	servers, err := n.Servers()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]peerBuild{}
+	for _, s := range servers {
+		id := string(s.ID)
+		if id == n.cfg.NodeID {
+			continue
+		}
+		b := peerBuild{}
+		if v, ok := n.peerBuilds.Load(id); ok && time.Since(v.(peerBuild).at) <= peerBuildMaxAge {
+			b = v.(peerBuild)
+		}
+		out[id] = b
+	}
+	return out, nil
+}
+
+// olderVoters names the voters whose build may not read command set need.
+func (n *Node) olderVoters(need int) string {
+	builds, err := n.voterCommandSets()
+	if err != nil {
+		return "the voters could not be listed: " + err.Error()
+	}
+	var older []string
+	for id, b := range builds {
+		switch {
+		case b.commandSet == 0:
+			older = append(older, id+" (build not reported: older than command sets, or not heard from for "+peerBuildMaxAge.String()+")")
+		case b.commandSet < need:
+			older = append(older, fmt.Sprintf("%s (version %s, command set %d)", id, b.version, b.commandSet))
+		}
+	}
+	if len(older) == 0 {
+		return "every voter reads it now; the leader raises the cluster's command set within seconds, then retry"
+	}
+	slices.Sort(older)
+	return "upgrade first: " + strings.Join(older, ", ")
+}
+
+// raiseCommandSet, on the leader, raises the cluster's command set as soon
+// as every voter has reported a build that reads a newer one.
+func (n *Node) raiseCommandSet() {
+	defer n.wg.Done()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		inEffect := n.fsm.State().CommandSet()
+		if !n.IsLeader() || inEffect >= fsm.CommandSet {
+			continue
+		}
+		builds, err := n.voterCommandSets()
+		if err != nil {
+			continue
+		}
+		to := fsm.CommandSet
+		for _, b := range builds {
+			to = min(to, b.commandSet)
+		}
+		if to <= inEffect {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		_, err = n.Apply(ctx, fsm.RaiseCommandSet{To: to})
+		cancel()
+		if err != nil {
+			n.log.Warn().Err(err).Int("commandSet", to).Msg("could not raise the cluster's command set; retrying")
+			continue
+		}
+		n.log.Info().Int("commandSet", to).Msg("raised the cluster's command set: every voter runs a build that reads it")
+	}
+}
