@@ -83,9 +83,19 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if len(ctx.PostBody()) > s.maxBody {
 		return fail(UnsupportedOperationException, "request body is larger than this proxy accepts")
 	}
+	// Readiness comes before anything that reads the replicated state: a
+	// node catching up has an empty or old view, and what that view would
+	// answer (404 InvalidUriPathException for a key store it has not learned
+	// yet) AWS KMS reads as a configuration error. InternalException is
+	// what KMS retries.
 	view := s.views.Load()
 	if view == nil {
-		return fail(InternalException, "the proxy has not loaded its key stores yet")
+		return fail(InternalException, "the proxy has not loaded its key stores yet; retry")
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			return &apiError{name: InternalException, message: notReadyMessage, detail: err.Error()}
+		}
 	}
 	x.store = view.StoreByPath(r.uriPath)
 	if x.store == nil {
@@ -117,11 +127,6 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	}
 	if r.op == OpHealth {
 		return s.serveHealthStatus(ctx)
-	}
-	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(); err != nil {
-			return fail(InternalException, "this node cannot serve cryptographic requests now: "+err.Error())
-		}
 	}
 	key := x.store.Key(r.keyID)
 	if key == nil {
@@ -271,17 +276,25 @@ func hsmFailure(err error, key *fsm.Key, version uint32) *apiError {
 	return e
 }
 
-// ready reports why a load balancer should not send this node traffic, or nil.
-func (s *Server) ready() error {
+// notReadyMessage is what leaves the node when Config.Ready refuses. Its
+// error stays in our log: it may name any key store's keys and HSM labels,
+// which neither AWS KMS (the customer's CloudWatch, perhaps another
+// tenant's) nor an unauthenticated /ready may see.
+const notReadyMessage = "this node is not ready to serve (catching up with its cluster, out of contact with it, or missing key material); retry"
+
+// ready reports why a load balancer should not send this node traffic: a
+// reason fit for anyone to read, and the detail, for our log only, when
+// Config.Ready refused. The reason is "" when the node is ready.
+func (s *Server) ready() (reason string, detail error) {
 	if s.draining.Load() {
-		return errors.New("draining: this node is shutting down")
+		return "draining: this node is shutting down", nil
 	}
 	if s.views.Load() == nil {
-		return errors.New("key stores not loaded")
+		return "key stores not loaded", nil
 	}
 	if s.cfg.Ready != nil {
 		if err := s.cfg.Ready(); err != nil {
-			return err
+			return notReadyMessage, err
 		}
 	}
 	// HSM health counts for the load balancer, not for refusing a request:
@@ -289,12 +302,29 @@ func (s *Server) ready() error {
 	// also lag a recovery.
 	h := s.hsm.Health()
 	if h.Status == hsm.StatusUnavailable {
-		return errors.New("HSM unavailable")
+		return "HSM unavailable", nil
 	}
 	if time.Since(h.CheckedAt) > healthMaxAge {
-		return errors.New("HSM health check is overdue")
+		return "HSM health check is overdue", nil
 	}
-	return nil
+	return "", nil
+}
+
+// noteReadiness logs why the node is not ready when that changes, so that
+// the detail /ready keeps to itself is in the log once, not once a probe.
+func (s *Server) noteReadiness(reason string, detail error) {
+	now := reason
+	if detail != nil {
+		now = detail.Error()
+	}
+	if last := s.lastNotReady.Swap(&now); last != nil && *last == now {
+		return
+	}
+	if now == "" {
+		s.log.Info().Msg("ready to serve")
+		return
+	}
+	s.log.Warn().Str("reason", now).Msg("not ready to serve")
 }
 
 func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
@@ -336,10 +366,12 @@ func (s *Server) serveProbe(ctx *fasthttp.RequestCtx, path []byte) bool {
 	case "/ping":
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
 	case "/ready":
-		if err := s.ready(); err != nil {
+		reason, detail := s.ready()
+		s.noteReadiness(reason, detail)
+		if reason != "" {
 			buf := bytebufferpool.Get()
 			buf.B = append(buf.B[:0], `{"ready":false,"reason":`...)
-			buf.B = appendJSONString(buf.B, err.Error())
+			buf.B = appendJSONString(buf.B, reason)
 			buf.B = append(buf.B, '}')
 			writeJSON(ctx, fasthttp.StatusServiceUnavailable, buf.B)
 			bytebufferpool.Put(buf)

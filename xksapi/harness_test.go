@@ -106,6 +106,7 @@ type fixtureOptions struct {
 	// behaviour, and a busy CI machine must not turn their requests away.
 	overloadWait time.Duration
 	cpuWait      func() time.Duration
+	ready        func() error
 }
 
 func newFixture(t testing.TB, opts fixtureOptions) *fixture {
@@ -149,7 +150,7 @@ func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 		opts.overloadWait = -1
 	}
 	f.server = xksapi.New(xksapi.Config{NodeID: "test-node", Now: opts.now, MaxInFlight: opts.maxInFlight,
-		OverloadWait: opts.overloadWait, CPUWait: opts.cpuWait}, f.views, h, log)
+		OverloadWait: opts.overloadWait, CPUWait: opts.cpuWait, Ready: opts.ready}, f.views, h, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

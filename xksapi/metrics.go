@@ -93,7 +93,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 			Name: "xksproxy_ready",
 			Help: "1 when this node can serve crypto now (what /ready reports), else 0.",
 		}, func() float64 {
-			if s.ready() != nil {
+			if reason, _ := s.ready(); reason != "" {
 				return 0
 			}
 			return 1

@@ -81,8 +81,11 @@ type Server struct {
 	// draining: the node is stopping; /ready fails so that load balancers
 	// send no new connections, and answers close the ones they have.
 	draining atomic.Bool
-	quotas   quotas
-	maxBody  int // cfg.Limits.MaxBodyFor(), computed once
+	// lastNotReady is why /ready last said no, "" when it said yes: the
+	// detail is logged when it changes (noteReadiness).
+	lastNotReady atomic.Pointer[string]
+	quotas       quotas
+	maxBody      int // cfg.Limits.MaxBodyFor(), computed once
 	// cpu samples the scheduler once ServeTLS starts; nil before.
 	cpu atomic.Pointer[cpuWait]
 	// handlerTimes feeds the CPU wait estimate: how long admitted requests
