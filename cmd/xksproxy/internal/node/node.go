@@ -224,7 +224,7 @@ func (n *Node) fleet() (int, []xksapi.FleetMember) {
 	size, others := n.Cluster.Fleet()
 	out := make([]xksapi.FleetMember, len(others))
 	for i, m := range others {
-		out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.HSMStatus}
+		out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.Status}
 	}
 	return size, out
 }
