@@ -191,6 +191,11 @@ func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *
 	if key.Usage&fsm.UsageEncrypt == 0 {
 		return fail(InvalidKeyUsageException, "key "+key.ID+" may not encrypt")
 	}
+	if req.CDIVAlgorithm != nil && key.Usage&fsm.UsageDecrypt == 0 {
+		// A CDIV promises AWS KMS that the ciphertext decrypts, which a key
+		// that may not decrypt cannot keep.
+		return fail(InvalidKeyUsageException, "key "+key.ID+" may not decrypt, so its ciphertext cannot carry a data integrity value")
+	}
 	version := key.Version(key.CurrentVersion)
 	res := encryptResult{
 		metadata: encodeCiphertextMetadata(version.Number),

@@ -80,7 +80,8 @@ func runTests(m *testing.M) int {
 // fixture is a running server with two key stores:
 //
 //	a  /a/kms/xks/v1  two credentials; keys k1 (versions 1, 2; current 2),
-//	                  kdis (disabled), kenc (encrypt only), kgone (no HSM object)
+//	                  kdis (disabled), kenc (encrypt only), kwrap (WRAP and
+//	                  UNWRAP only), kgone (no HSM object)
 //	b  /kms/xks/v1    one credential; key k1
 type fixture struct {
 	t      testing.TB
@@ -124,6 +125,7 @@ func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 			Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-k1-v1"}, {Number: 2, HSMLabel: "a-k1-v2"}}},
 		{KeyStore: "a", ID: "kdis", Usage: both, Enabled: false, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kdis-v1"}}},
 		{KeyStore: "a", ID: "kenc", Usage: fsm.UsageEncrypt, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kenc-v1"}}},
+		{KeyStore: "a", ID: "kwrap", Usage: fsm.UsageWrap | fsm.UsageUnwrap, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kwrap-v1"}}},
 		{KeyStore: "a", ID: "kgone", Usage: both, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kgone-v1"}}},
 		{KeyStore: "b", ID: "k1", Usage: both, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "b-k1-v1"}}},
 	}
