@@ -52,7 +52,16 @@ type requestMetrics struct {
 	requests [len(opLabels)][len(errorNames) + 1]prometheus.Counter
 	duration [len(opLabels)]prometheus.Observer
 	shed     [numShedReasons]prometheus.Counter
+	panics   [len(listenerLabels)]prometheus.Counter
 }
+
+// The server's two listeners, as metrics name them.
+const (
+	listenerAPI = iota
+	listenerHealth
+)
+
+var listenerLabels = [...]string{listenerAPI: "api", listenerHealth: "health"}
 
 // newMetrics registers the data plane's metrics on reg.
 func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
@@ -69,7 +78,14 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		Name: "xksproxy_requests_shed_total",
 		Help: "XKS API requests refused with ThrottlingException, by the limit that refused them.",
 	}, []string{"reason"})
+	panics := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xksproxy_panics_total",
+		Help: "Requests whose handler panicked, answered 500 InternalException with their connection closed, by listener (api: the XKS listener, health: the health port).",
+	}, []string{"listener"})
 	m := &requestMetrics{}
+	for i, l := range listenerLabels {
+		m.panics[i] = panics.WithLabelValues(l)
+	}
 	for op, opLabel := range opLabels {
 		m.requests[op][0] = requests.WithLabelValues(opLabel, "ok")
 		for i, name := range errorNames {
@@ -80,7 +96,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 	for r := shedCPU; r < numShedReasons; r++ {
 		m.shed[r] = shed.WithLabelValues(shedLabels[r])
 	}
-	reg.MustRegister(requests, duration, shed,
+	reg.MustRegister(requests, duration, shed, panics,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_requests_in_flight",
 			Help: "Authenticated XKS API requests in progress; beyond api.max_in_flight new ones are shed.",

@@ -22,8 +22,9 @@ var allowedLabels = map[string][]string{
 		"InvalidKeyUsageException", "AuthenticationFailedException", "AccessDeniedException", "KeyNotFoundException",
 		"InvalidUriPathException", "ThrottlingException", "UnsupportedOperationException",
 		"DependencyTimeoutException", "InternalException"},
-	"reason": {"cpu", "in_flight", "quota", "hsm_busy"},
-	"le":     nil, // histogram buckets: numbers
+	"reason":   {"cpu", "in_flight", "quota", "hsm_busy"},
+	"listener": {"api", "health"},
+	"le":       nil, // histogram buckets: numbers
 }
 
 // Requests served, refused and shed show in GET /metrics on the health

@@ -131,8 +131,8 @@ func New(cfg Config, views *fsm.ViewHolder, h HSM, log zerolog.Logger) *Server {
 	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier(), maxBody: cfg.Limits.MaxBodyFor()}
 	s.metrics = newMetrics(cfg.Metrics, s)
 	s.scrape = metricsHandler(cfg.Metrics, log)
-	s.api = s.newHTTPServer(s.handle)
-	s.health = s.newHTTPServer(s.handleHealthPort)
+	s.api = s.newHTTPServer(s.recovering(s.metrics.panics[listenerAPI], s.handle))
+	s.health = s.newHTTPServer(s.recovering(s.metrics.panics[listenerHealth], s.handleHealthPort))
 	return s
 }
 
@@ -162,7 +162,7 @@ func (s *Server) newHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
 
 // Handler is the XKS API as a fasthttp handler, for embedding the API in
 // another server and for measuring it without sockets.
-func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
+func (s *Server) Handler() fasthttp.RequestHandler { return s.api.Handler }
 
 // ServeTLS serves the XKS API on ln over TLS until Shutdown.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
