@@ -27,6 +27,9 @@ type exchange struct {
 	akid   []byte
 	rule   string
 	result *apiError
+	// authenticated: the signature verified, so the metadata logged is the
+	// signer's; before that it is whatever anyone sent.
+	authenticated bool
 	// admitted: the request passed load shedding, so its time in the
 	// handler counts in the CPU wait estimate.
 	admitted bool
@@ -63,6 +66,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.handlerTimes.observe(x.took)
 	}
 	s.metrics.observe(x.route.op, x.result, x.took)
+	if !x.authenticated {
+		s.metrics.unauthenticated.Inc()
+	}
 	s.logExchange(ctx, &x)
 }
 
@@ -104,6 +110,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if err := s.authenticate(ctx, x, path, query); err != nil {
 		return err
 	}
+	x.authenticated = true
 	// GetHealthStatus is never shed: it is how AWS KMS tells a busy proxy
 	// from a dead one.
 	if r.op != OpHealth && shouldShed(s.cpuWaitNow(), s.cfg.OverloadWait) {
@@ -420,6 +427,11 @@ func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
 
 // logExchange writes the one line per request: who, which key, what, the
 // outcome and the latency. Never plaintext, key material or secrets.
+//
+// A request refused before its signature verified says only what anyone
+// may claim, in any size a body allows: its line is marked
+// "authenticated":false, carries at most maxLoggedField bytes of each
+// field, and is rate-limited (unauthenticatedEvent).
 func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 	level := zerolog.InfoLevel
 	if x.result != nil {
@@ -428,7 +440,14 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 			level = zerolog.ErrorLevel
 		}
 	}
-	ev := s.log.WithLevel(level)
+	var ev *zerolog.Event
+	field := func(s string) string { return s }
+	if x.authenticated {
+		ev = s.log.WithLevel(level)
+	} else {
+		ev = s.unauthenticatedEvent(level)
+		field = cut
+	}
 	if ev == nil {
 		return
 	}
@@ -436,38 +455,60 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 	if md == nil {
 		md = &RequestMetadata{}
 	}
-	ev = ev.Str("kmsRequestId", md.KMSRequestID).
+	ev = ev.Str("kmsRequestId", field(md.KMSRequestID)).
 		Str("op", x.route.op.String()).
-		Str("kmsOperation", md.KMSOperation).
-		Str("principal", md.AWSPrincipalARN).
-		Str("kmsKeyArn", md.KMSKeyARN).
+		Str("kmsOperation", field(md.KMSOperation)).
+		Str("principal", field(md.AWSPrincipalARN)).
+		Str("kmsKeyArn", field(md.KMSKeyARN)).
 		Bytes("keyId", x.route.keyID).
-		Bytes("accessKeyId", x.akid)
+		Str("accessKeyId", field(string(x.akid)))
 	if x.store != nil {
 		ev = ev.Str("keyStore", x.store.Name)
 	}
 	if md.KMSViaService != "" {
-		ev = ev.Str("viaService", md.KMSViaService)
+		ev = ev.Str("viaService", field(md.KMSViaService))
 	}
 	if md.AWSSourceVPC != "" {
-		ev = ev.Str("sourceVpc", md.AWSSourceVPC)
+		ev = ev.Str("sourceVpc", field(md.AWSSourceVPC))
 	}
 	if md.AWSSourceVPCE != "" {
-		ev = ev.Str("sourceVpce", md.AWSSourceVPCE)
+		ev = ev.Str("sourceVpce", field(md.AWSSourceVPCE))
 	}
 	ev = ev.Int("status", ctx.Response.StatusCode())
 	if x.rule != "" {
 		ev = ev.Str("authz", x.rule)
 	}
 	if x.result != nil {
-		ev = ev.Str("outcome", string(x.result.name)).Str("reason", x.result.message)
+		ev = ev.Str("outcome", string(x.result.name)).Str("reason", field(x.result.message))
 		if x.result.detail != "" {
-			ev = ev.Str("detail", x.result.detail)
+			ev = ev.Str("detail", field(x.result.detail))
 		}
 	} else {
 		ev = ev.Str("outcome", "ok")
 	}
 	ev.Float64("latency_ms", float64(x.took.Microseconds())/1000).Msg("xks request")
+}
+
+// unauthenticatedEvent starts a log line about input from a caller that
+// has not authenticated (a refused request, a malformed one, a failed TLS
+// handshake), or returns nil when the level is off or the rate limit says
+// no. Such lines are what an attacker controls, in number as in content,
+// so they come out of a token bucket (Config.UnauthenticatedLogRate); the
+// first line after some were dropped says how many.
+func (s *Server) unauthenticatedEvent(level zerolog.Level) *zerolog.Event {
+	if level < s.log.GetLevel() || level < zerolog.GlobalLevel() {
+		return nil
+	}
+	if !s.unauthLog.AllowN(s.cfg.Now(), 1) {
+		s.unauthDropped.Add(1)
+		s.metrics.unauthDropped.Inc()
+		return nil
+	}
+	ev := s.log.WithLevel(level).Bool("authenticated", false)
+	if n := s.unauthDropped.Swap(0); n > 0 {
+		ev = ev.Int64("dropped", n)
+	}
+	return ev
 }
 
 // maxFleetDetails is the specification's cap on ekmFleetDetails entries.

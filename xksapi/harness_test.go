@@ -108,6 +108,8 @@ type fixtureOptions struct {
 	overloadWait time.Duration
 	cpuWait      func() time.Duration
 	ready        func() error
+	// configure adjusts the server's configuration last.
+	configure func(*xksapi.Config)
 }
 
 func newFixture(t testing.TB, opts fixtureOptions) *fixture {
@@ -151,8 +153,12 @@ func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 	if opts.overloadWait == 0 {
 		opts.overloadWait = -1
 	}
-	f.server = xksapi.New(xksapi.Config{NodeID: "test-node", Now: opts.now, MaxInFlight: opts.maxInFlight,
-		OverloadWait: opts.overloadWait, CPUWait: opts.cpuWait, Ready: opts.ready}, f.views, h, log)
+	cfg := xksapi.Config{NodeID: "test-node", Now: opts.now, MaxInFlight: opts.maxInFlight,
+		OverloadWait: opts.overloadWait, CPUWait: opts.cpuWait, Ready: opts.ready}
+	if opts.configure != nil {
+		opts.configure(&cfg)
+	}
+	f.server = xksapi.New(cfg, f.views, h, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ var allowedLabels = map[string][]string{
 		"DependencyTimeoutException", "InternalException"},
 	"reason":   {"cpu", "in_flight", "quota", "hsm_busy"},
 	"listener": {"api", "health"},
+	"limit":    {"max_conns", "max_conns_per_ip"},
 	"le":       nil, // histogram buckets: numbers
 }
 

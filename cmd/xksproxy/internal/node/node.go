@@ -171,15 +171,18 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 	}
 
 	n.API = xksapi.New(xksapi.Config{
-		Limits:       xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
-		MaxInFlight:  cfg.API.MaxInFlight,
-		OverloadWait: cfg.API.OverloadWait,
-		NodeID:       cfg.NodeID,
-		ReadTimeout:  cfg.API.ReadTimeout,
-		IdleTimeout:  cfg.API.IdleTimeout,
-		Ready:        n.Cluster.ServingError,
-		Fleet:        n.fleet,
-		Metrics:      newRegistry(n.HSM, n.Cluster),
+		Limits:                 xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
+		MaxInFlight:            cfg.API.MaxInFlight,
+		OverloadWait:           cfg.API.OverloadWait,
+		NodeID:                 cfg.NodeID,
+		ReadTimeout:            cfg.API.ReadTimeout,
+		IdleTimeout:            cfg.API.IdleTimeout,
+		MaxConns:               cfg.API.MaxConns,
+		MaxConnsPerIP:          cfg.API.MaxConnsPerIP,
+		UnauthenticatedLogRate: cfg.Log.UnauthenticatedLinesPerSecond,
+		Ready:                  n.Cluster.ServingError,
+		Fleet:                  n.fleet,
+		Metrics:                newRegistry(n.HSM, n.Cluster),
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
 	if cfg.API.HealthListen != "" {
