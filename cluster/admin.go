@@ -50,7 +50,11 @@ func (n *Node) ServeAdmin(cfg AdminConfig) (net.Addr, error) {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
 	a := &admin{n: n, cfg: cfg}
-	srv := &http.Server{Handler: a.routes(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	// Bounded so that idle or trickling connections cannot pile up; the
+	// write bound leaves room for a pprof profile (?seconds= under 110)
+	// and a snapshot download.
+	srv := &http.Server{Handler: a.routes(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	go srv.ServeTLS(ln, "", "")
 	n.adminServer = srv
 	return ln.Addr(), nil

@@ -231,7 +231,7 @@ func (c *testCluster) start(n *testNode) {
 		size, others := node.Fleet()
 		out := make([]xksapi.FleetMember, len(others))
 		for i, m := range others {
-			out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.HSMStatus}
+			out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.Status}
 		}
 		return size, out
 	}}, n.views, n.hsm, log)

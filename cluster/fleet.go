@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/hsm"
 )
 
 // The fleet: gossip says who is up and what each node's HSM can serve;
@@ -50,6 +51,11 @@ func (n *Node) readyLabels() []string {
 // FleetMember is one node of the fleet as GetHealthStatus reports it.
 type FleetMember struct {
 	ID, APIAddr, HSMModel, HSMStatus string
+	// Status is the member as it reports itself: UNAVAILABLE while it
+	// cannot serve (catching up, stale, keys missing), else its HSM's
+	// status. A node that refuses crypto is not ACTIVE, however healthy
+	// its HSM.
+	Status string
 }
 
 // Fleet lists the live nodes other than this one (from gossip) and the fleet
@@ -61,7 +67,11 @@ func (n *Node) Fleet() (size int, others []FleetMember) {
 	alive := n.gossip.Alive()
 	for _, m := range alive {
 		if m.ID != n.cfg.NodeID {
-			others = append(others, FleetMember{ID: m.ID, APIAddr: m.APIAddr, HSMModel: m.HSMModel, HSMStatus: m.HSMStatus})
+			status := m.HSMStatus
+			if !m.Ready {
+				status = hsm.StatusUnavailable.String()
+			}
+			others = append(others, FleetMember{ID: m.ID, APIAddr: m.APIAddr, HSMModel: m.HSMModel, HSMStatus: m.HSMStatus, Status: status})
 		}
 	}
 	return len(others) + 1, others

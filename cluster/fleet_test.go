@@ -55,15 +55,21 @@ func health(t *testing.T, n *testNode) *xksclient.HealthResponse {
 
 func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
 	c := newGossipCluster(t, 3)
-	h := health(t, c.nodes[1])
-	if h.FleetSize != 3 || len(h.Fleet) != 3 {
-		t.Fatalf("health of a 3-node fleet: %+v", h)
-	}
-	for _, m := range h.Fleet {
-		if m.HealthStatus != "ACTIVE" || m.ID == "" || m.Model == "" {
-			t.Fatalf("fleet entry %+v", m)
+	// A node gossips its readiness every couple of seconds, so the others
+	// may still see it as it was while it caught up.
+	c.waitFor("every fleet entry to be ACTIVE", 10*time.Second, func() bool {
+		h := health(t, c.nodes[1])
+		active := 0
+		for _, m := range h.Fleet {
+			if m.ID == "" || m.Model == "" {
+				t.Fatalf("fleet entry %+v", m)
+			}
+			if m.HealthStatus == "ACTIVE" {
+				active++
+			}
 		}
-	}
+		return h.FleetSize == 3 && active == 3
+	})
 
 	// A node dies: the fleet shrinks, it stays a voter.
 	gone := c.nodes[2]
@@ -137,5 +143,26 @@ func TestDeadTimeoutRemovesADeadVoter(t *testing.T) {
 		}
 		servers, err := l.node.Servers()
 		return err == nil && len(servers) == 2
+	})
+}
+
+// GetHealthStatus reports the other nodes as they report themselves: one
+// that says it cannot serve (catching up, stale, keys missing) is
+// UNAVAILABLE, whatever its HSM's own check says.
+func TestFleetReportsANotReadyMemberUnavailable(t *testing.T) {
+	nodes := startGossipFleet(t, 3)
+	nodes[1].setMeta(func(m *NodeMeta) { m.Ready = false })
+	nodes[2].setMeta(func(m *NodeMeta) { m.HSMStatus = "DEGRADED" })
+	nodes[1].g.Refresh()
+	nodes[2].g.Refresh()
+	n := &Node{cfg: Config{NodeID: nodes[0].id}, gossip: nodes[0].g}
+	want := map[string]string{"g02": "UNAVAILABLE", "g03": "DEGRADED"}
+	gossipWait(t, "g01 to report g02 UNAVAILABLE and g03 DEGRADED", func() bool {
+		size, others := n.Fleet()
+		got := map[string]string{}
+		for _, m := range others {
+			got[m.ID] = m.Status
+		}
+		return size == 3 && len(got) == 2 && got["g02"] == want["g02"] && got["g03"] == want["g03"]
 	})
 }

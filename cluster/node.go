@@ -193,7 +193,7 @@ func (n *Node) startRaft(ct *clusterTLS) error {
 		return fmt.Errorf("cluster bind: %w", err)
 	}
 	n.rpcClient = n.newRPCClient()
-	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second}
+	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second}
 
 	logger := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: zerologWriter{n.log}})
 	// Never NoSync: a committed write must survive a power cut.

@@ -126,7 +126,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"trailing value": append(good[:len(good):len(good)], []byte(" {}")...),
 		"unknown field":  append([]byte{byte(CmdRemoveGrant)}, []byte(`{"id":"g","reason":"x"}`)...),
 		"wrong type":     append([]byte{byte(CmdSetKeyEnabled)}, []byte(`{"keyStore":"a","keyId":"k","enabled":"yes"}`)...),
-		"unknown usage":  append([]byte{byte(CmdCreateKey)}, []byte(`{"key":{"usage":["SIGN"]}}`)...),
+		"unknown usage":  append([]byte{byte(CmdCreateKey)}, []byte(`{"key":{"usage":["TELEPORT"]}}`)...),
 	}
 	for name, b := range cases {
 		if c, err := Decode(b); err == nil {

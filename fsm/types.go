@@ -13,16 +13,38 @@ import (
 	"time"
 )
 
-// Usage is the set of operations a key may perform.
+// Usage is the set of operations a key may perform. Only ENCRYPT and
+// DECRYPT open an operation of this proxy; the others are the PKCS#11
+// usages the specification lets GetKeyMetadata report, so that a key may
+// hold neither (AWS's conformance suites create such keys). Usage is
+// encoded by name (MarshalJSON), so the bits may be renumbered, but a name
+// once written must always decode.
 type Usage uint8
 
 const (
 	UsageEncrypt Usage = 1 << iota
 	UsageDecrypt
+	UsageSign
+	UsageVerify
+	UsageWrap
+	UsageUnwrap
+	UsageDerive
 )
 
+// usageNames lists every usage in the order GetKeyMetadata reports them.
+var usageNames = [...]struct {
+	u    Usage
+	name string
+}{
+	{UsageEncrypt, "ENCRYPT"}, {UsageDecrypt, "DECRYPT"}, {UsageSign, "SIGN"}, {UsageVerify, "VERIFY"},
+	{UsageWrap, "WRAP"}, {UsageUnwrap, "UNWRAP"}, {UsageDerive, "DERIVE"},
+}
+
+// usageAll is every usage a key may hold.
+const usageAll = UsageEncrypt | UsageDecrypt | UsageSign | UsageVerify | UsageWrap | UsageUnwrap | UsageDerive
+
 // ParseUsage turns the names used in configuration and in GetKeyMetadata
-// ("ENCRYPT", "DECRYPT") into a Usage.
+// ("ENCRYPT", "DECRYPT", "WRAP", ...) into a Usage.
 func ParseUsage(names []string) (Usage, error) {
 	u, err := usageOf(names)
 	if err != nil {
@@ -36,15 +58,15 @@ func ParseUsage(names []string) (Usage, error) {
 
 func usageOf(names []string) (Usage, error) {
 	var u Usage
+next:
 	for _, n := range names {
-		switch strings.ToUpper(n) {
-		case "ENCRYPT":
-			u |= UsageEncrypt
-		case "DECRYPT":
-			u |= UsageDecrypt
-		default:
-			return 0, fmt.Errorf("unknown key usage %q (want ENCRYPT or DECRYPT)", n)
+		for _, un := range usageNames {
+			if strings.EqualFold(n, un.name) {
+				u |= un.u
+				continue next
+			}
 		}
+		return 0, fmt.Errorf("unknown key usage %q (want ENCRYPT, DECRYPT, SIGN, VERIFY, WRAP, UNWRAP or DERIVE)", n)
 	}
 	return u, nil
 }
@@ -52,11 +74,10 @@ func usageOf(names []string) (Usage, error) {
 // Names lists the usages in the order GetKeyMetadata reports them.
 func (u Usage) Names() []string {
 	var names []string
-	if u&UsageEncrypt != 0 {
-		names = append(names, "ENCRYPT")
-	}
-	if u&UsageDecrypt != 0 {
-		names = append(names, "DECRYPT")
+	for _, un := range usageNames {
+		if u&un.u != 0 {
+			names = append(names, un.name)
+		}
 	}
 	return names
 }
@@ -221,7 +242,7 @@ func (k *Key) Validate() error {
 	if !keyIDPattern.MatchString(k.ID) {
 		return fmt.Errorf("key id %q: use 1-128 characters of A-Z a-z 0-9 . _ -", k.ID)
 	}
-	if k.Usage == 0 || k.Usage&^(UsageEncrypt|UsageDecrypt) != 0 {
+	if k.Usage == 0 || k.Usage&^usageAll != 0 {
 		return fmt.Errorf("key %s: invalid usage", k.ID)
 	}
 	if len(k.Versions) == 0 {

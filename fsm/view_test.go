@@ -163,8 +163,17 @@ func TestParseUsage(t *testing.T) {
 	if err != nil || u != UsageEncrypt|UsageDecrypt || strings.Join(u.Names(), ",") != "ENCRYPT,DECRYPT" {
 		t.Fatalf("ParseUsage = %v %v", u, err)
 	}
-	if _, err := ParseUsage([]string{"SIGN"}); err == nil {
-		t.Fatal("accepted SIGN")
+	// The specification's other PKCS#11 usages, without ENCRYPT or DECRYPT.
+	u, err = ParseUsage([]string{"unwrap", "WRAP"})
+	if err != nil || strings.Join(u.Names(), ",") != "WRAP,UNWRAP" {
+		t.Fatalf("ParseUsage(WRAP, UNWRAP) = %v %v", u.Names(), err)
+	}
+	var back Usage
+	if b, err := json.Marshal(u); err != nil || string(b) != `["WRAP","UNWRAP"]` || json.Unmarshal(b, &back) != nil || back != u {
+		t.Fatalf("WRAP+UNWRAP does not round-trip through JSON: %s %v", b, err)
+	}
+	if _, err := ParseUsage([]string{"BOGUS"}); err == nil {
+		t.Fatal("accepted BOGUS")
 	}
 	if _, err := ParseUsage(nil); err == nil {
 		t.Fatal("accepted no usage")

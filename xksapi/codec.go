@@ -60,22 +60,24 @@ const (
 	maxMetadataLen  = 20
 )
 
-// decodeRequest parses and validates a body for op. Health tolerates a body
-// it cannot read, because the specification does not allow
-// ValidationException for GetHealthStatus.
+// decodeRequest parses and validates a body for op. GetHealthStatus asks
+// only for a readable body with a non-empty requestMetadata: the
+// specification's error table exempts it from ValidationException, but
+// AWS's reference proxy and its conformance tests refuse a health check
+// without metadata, and KMS always sends it.
 func decodeRequest(body []byte, op Operation, lim Limits, req *request) *apiError {
 	if err := decodeJSON(body, req); err != nil {
-		if op == OpHealth {
-			return nil
-		}
 		return fail(ValidationException, "request body is not a valid "+op.String()+" request: "+jsonProblem(err))
-	}
-	if op == OpHealth {
-		return nil
 	}
 	md := req.RequestMetadata
 	if md == nil {
 		return fail(ValidationException, "requestMetadata is required")
+	}
+	if op == OpHealth {
+		if *md == (RequestMetadata{}) {
+			return fail(ValidationException, "requestMetadata is empty")
+		}
+		return nil
 	}
 	switch {
 	case md.AWSPrincipalARN == "":

@@ -45,7 +45,9 @@ func TestDecodeRequest(t *testing.T) {
 		{"decrypt short tag", OpDecrypt, `{` + md + `,"ciphertext":"AA==","initializationVector":"` + iv + `","authenticationTag":"AAAA","encryptionAlgorithm":"AES_GCM"}`, ValidationException},
 		{"decrypt no tag", OpDecrypt, `{` + md + `,"ciphertext":"AA==","initializationVector":"` + iv + `","encryptionAlgorithm":"AES_GCM"}`, ValidationException},
 		{"decrypt 21-byte metadata", OpDecrypt, `{` + md + `,"ciphertext":"AA==","ciphertextMetadata":"` + base64.StdEncoding.EncodeToString(make([]byte, 21)) + `","initializationVector":"` + iv + `","authenticationTag":"` + tag + `","encryptionAlgorithm":"AES_GCM"}`, ValidationException},
-		{"health with garbage", OpHealth, `nonsense`, ""},
+		{"health with garbage", OpHealth, `nonsense`, ValidationException},
+		{"health without metadata", OpHealth, `{}`, ValidationException},
+		{"health with empty metadata", OpHealth, `{"requestMetadata":{}}`, ValidationException},
 		{"health minimal", OpHealth, `{"requestMetadata":{"kmsRequestId":"r","kmsOperation":"KmsHealthCheck"}}`, ""},
 	}
 	for _, c := range cases {

@@ -27,6 +27,9 @@ type exchange struct {
 	akid   []byte
 	rule   string
 	result *apiError
+	// authenticated: the signature verified, so the metadata logged is the
+	// signer's; before that it is whatever anyone sent.
+	authenticated bool
 	// admitted: the request passed load shedding, so its time in the
 	// handler counts in the CPU wait estimate.
 	admitted bool
@@ -63,6 +66,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.handlerTimes.observe(x.took)
 	}
 	s.metrics.observe(x.route.op, x.result, x.took)
+	if !x.authenticated {
+		s.metrics.unauthenticated.Inc()
+	}
 	s.logExchange(ctx, &x)
 }
 
@@ -83,9 +89,19 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if len(ctx.PostBody()) > s.maxBody {
 		return fail(UnsupportedOperationException, "request body is larger than this proxy accepts")
 	}
+	// Readiness comes before anything that reads the replicated state: a
+	// node catching up has an empty or old view, and what that view would
+	// answer (404 InvalidUriPathException for a key store it has not learned
+	// yet) AWS KMS reads as a configuration error. InternalException is
+	// what KMS retries.
 	view := s.views.Load()
 	if view == nil {
-		return fail(InternalException, "the proxy has not loaded its key stores yet")
+		return fail(InternalException, "the proxy has not loaded its key stores yet; retry")
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			return &apiError{name: InternalException, message: notReadyMessage, detail: err.Error()}
+		}
 	}
 	x.store = view.StoreByPath(r.uriPath)
 	if x.store == nil {
@@ -94,6 +110,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	if err := s.authenticate(ctx, x, path, query); err != nil {
 		return err
 	}
+	x.authenticated = true
 	// GetHealthStatus is never shed: it is how AWS KMS tells a busy proxy
 	// from a dead one.
 	if r.op != OpHealth && shouldShed(s.cpuWaitNow(), s.cfg.OverloadWait) {
@@ -117,11 +134,6 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	}
 	if r.op == OpHealth {
 		return s.serveHealthStatus(ctx)
-	}
-	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(); err != nil {
-			return fail(InternalException, "this node cannot serve cryptographic requests now: "+err.Error())
-		}
 	}
 	key := x.store.Key(r.keyID)
 	if key == nil {
@@ -185,6 +197,11 @@ func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *
 	}
 	if key.Usage&fsm.UsageEncrypt == 0 {
 		return fail(InvalidKeyUsageException, "key "+key.ID+" may not encrypt")
+	}
+	if req.CDIVAlgorithm != nil && key.Usage&fsm.UsageDecrypt == 0 {
+		// A CDIV promises AWS KMS that the ciphertext decrypts, which a key
+		// that may not decrypt cannot keep.
+		return fail(InvalidKeyUsageException, "key "+key.ID+" may not decrypt, so its ciphertext cannot carry a data integrity value")
 	}
 	version := key.Version(key.CurrentVersion)
 	res := encryptResult{
@@ -271,17 +288,25 @@ func hsmFailure(err error, key *fsm.Key, version uint32) *apiError {
 	return e
 }
 
-// ready reports why a load balancer should not send this node traffic, or nil.
-func (s *Server) ready() error {
+// notReadyMessage is what leaves the node when Config.Ready refuses. Its
+// error stays in our log: it may name any key store's keys and HSM labels,
+// which neither AWS KMS (the customer's CloudWatch, perhaps another
+// tenant's) nor an unauthenticated /ready may see.
+const notReadyMessage = "this node is not ready to serve (catching up with its cluster, out of contact with it, or missing key material); retry"
+
+// ready reports why a load balancer should not send this node traffic: a
+// reason fit for anyone to read, and the detail, for our log only, when
+// Config.Ready refused. The reason is "" when the node is ready.
+func (s *Server) ready() (reason string, detail error) {
 	if s.draining.Load() {
-		return errors.New("draining: this node is shutting down")
+		return "draining: this node is shutting down", nil
 	}
 	if s.views.Load() == nil {
-		return errors.New("key stores not loaded")
+		return "key stores not loaded", nil
 	}
 	if s.cfg.Ready != nil {
 		if err := s.cfg.Ready(); err != nil {
-			return err
+			return notReadyMessage, err
 		}
 	}
 	// HSM health counts for the load balancer, not for refusing a request:
@@ -289,12 +314,29 @@ func (s *Server) ready() error {
 	// also lag a recovery.
 	h := s.hsm.Health()
 	if h.Status == hsm.StatusUnavailable {
-		return errors.New("HSM unavailable")
+		return "HSM unavailable", nil
 	}
 	if time.Since(h.CheckedAt) > healthMaxAge {
-		return errors.New("HSM health check is overdue")
+		return "HSM health check is overdue", nil
 	}
-	return nil
+	return "", nil
+}
+
+// noteReadiness logs why the node is not ready when that changes, so that
+// the detail /ready keeps to itself is in the log once, not once a probe.
+func (s *Server) noteReadiness(reason string, detail error) {
+	now := reason
+	if detail != nil {
+		now = detail.Error()
+	}
+	if last := s.lastNotReady.Swap(&now); last != nil && *last == now {
+		return
+	}
+	if now == "" {
+		s.log.Info().Msg("ready to serve")
+		return
+	}
+	s.log.Warn().Str("reason", now).Msg("not ready to serve")
 }
 
 func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
@@ -336,10 +378,12 @@ func (s *Server) serveProbe(ctx *fasthttp.RequestCtx, path []byte) bool {
 	case "/ping":
 		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
 	case "/ready":
-		if err := s.ready(); err != nil {
+		reason, detail := s.ready()
+		s.noteReadiness(reason, detail)
+		if reason != "" {
 			buf := bytebufferpool.Get()
 			buf.B = append(buf.B[:0], `{"ready":false,"reason":`...)
-			buf.B = appendJSONString(buf.B, err.Error())
+			buf.B = appendJSONString(buf.B, reason)
 			buf.B = append(buf.B, '}')
 			writeJSON(ctx, fasthttp.StatusServiceUnavailable, buf.B)
 			bytebufferpool.Put(buf)
@@ -383,6 +427,11 @@ func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
 
 // logExchange writes the one line per request: who, which key, what, the
 // outcome and the latency. Never plaintext, key material or secrets.
+//
+// A request refused before its signature verified says only what anyone
+// may claim, in any size a body allows: its line is marked
+// "authenticated":false, carries at most maxLoggedField bytes of each
+// field, and is rate-limited (unauthenticatedEvent).
 func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 	level := zerolog.InfoLevel
 	if x.result != nil {
@@ -391,7 +440,14 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 			level = zerolog.ErrorLevel
 		}
 	}
-	ev := s.log.WithLevel(level)
+	var ev *zerolog.Event
+	field := func(s string) string { return s }
+	if x.authenticated {
+		ev = s.log.WithLevel(level)
+	} else {
+		ev = s.unauthenticatedEvent(level)
+		field = cut
+	}
 	if ev == nil {
 		return
 	}
@@ -399,38 +455,60 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 	if md == nil {
 		md = &RequestMetadata{}
 	}
-	ev = ev.Str("kmsRequestId", md.KMSRequestID).
+	ev = ev.Str("kmsRequestId", field(md.KMSRequestID)).
 		Str("op", x.route.op.String()).
-		Str("kmsOperation", md.KMSOperation).
-		Str("principal", md.AWSPrincipalARN).
-		Str("kmsKeyArn", md.KMSKeyARN).
+		Str("kmsOperation", field(md.KMSOperation)).
+		Str("principal", field(md.AWSPrincipalARN)).
+		Str("kmsKeyArn", field(md.KMSKeyARN)).
 		Bytes("keyId", x.route.keyID).
-		Bytes("accessKeyId", x.akid)
+		Str("accessKeyId", field(string(x.akid)))
 	if x.store != nil {
 		ev = ev.Str("keyStore", x.store.Name)
 	}
 	if md.KMSViaService != "" {
-		ev = ev.Str("viaService", md.KMSViaService)
+		ev = ev.Str("viaService", field(md.KMSViaService))
 	}
 	if md.AWSSourceVPC != "" {
-		ev = ev.Str("sourceVpc", md.AWSSourceVPC)
+		ev = ev.Str("sourceVpc", field(md.AWSSourceVPC))
 	}
 	if md.AWSSourceVPCE != "" {
-		ev = ev.Str("sourceVpce", md.AWSSourceVPCE)
+		ev = ev.Str("sourceVpce", field(md.AWSSourceVPCE))
 	}
 	ev = ev.Int("status", ctx.Response.StatusCode())
 	if x.rule != "" {
 		ev = ev.Str("authz", x.rule)
 	}
 	if x.result != nil {
-		ev = ev.Str("outcome", string(x.result.name)).Str("reason", x.result.message)
+		ev = ev.Str("outcome", string(x.result.name)).Str("reason", field(x.result.message))
 		if x.result.detail != "" {
-			ev = ev.Str("detail", x.result.detail)
+			ev = ev.Str("detail", field(x.result.detail))
 		}
 	} else {
 		ev = ev.Str("outcome", "ok")
 	}
 	ev.Float64("latency_ms", float64(x.took.Microseconds())/1000).Msg("xks request")
+}
+
+// unauthenticatedEvent starts a log line about input from a caller that
+// has not authenticated (a refused request, a malformed one, a failed TLS
+// handshake), or returns nil when the level is off or the rate limit says
+// no. Such lines are what an attacker controls, in number as in content,
+// so they come out of a token bucket (Config.UnauthenticatedLogRate); the
+// first line after some were dropped says how many.
+func (s *Server) unauthenticatedEvent(level zerolog.Level) *zerolog.Event {
+	if level < s.log.GetLevel() || level < zerolog.GlobalLevel() {
+		return nil
+	}
+	if !s.unauthLog.AllowN(s.cfg.Now(), 1) {
+		s.unauthDropped.Add(1)
+		s.metrics.unauthDropped.Inc()
+		return nil
+	}
+	ev := s.log.WithLevel(level).Bool("authenticated", false)
+	if n := s.unauthDropped.Swap(0); n > 0 {
+		ev = ev.Int64("dropped", n)
+	}
+	return ev
 }
 
 // maxFleetDetails is the specification's cap on ekmFleetDetails entries.

@@ -80,7 +80,8 @@ func runTests(m *testing.M) int {
 // fixture is a running server with two key stores:
 //
 //	a  /a/kms/xks/v1  two credentials; keys k1 (versions 1, 2; current 2),
-//	                  kdis (disabled), kenc (encrypt only), kgone (no HSM object)
+//	                  kdis (disabled), kenc (encrypt only), kwrap (WRAP and
+//	                  UNWRAP only), kgone (no HSM object)
 //	b  /kms/xks/v1    one credential; key k1
 type fixture struct {
 	t      testing.TB
@@ -106,6 +107,9 @@ type fixtureOptions struct {
 	// behaviour, and a busy CI machine must not turn their requests away.
 	overloadWait time.Duration
 	cpuWait      func() time.Duration
+	ready        func() error
+	// configure adjusts the server's configuration last.
+	configure func(*xksapi.Config)
 }
 
 func newFixture(t testing.TB, opts fixtureOptions) *fixture {
@@ -123,6 +127,7 @@ func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 			Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-k1-v1"}, {Number: 2, HSMLabel: "a-k1-v2"}}},
 		{KeyStore: "a", ID: "kdis", Usage: both, Enabled: false, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kdis-v1"}}},
 		{KeyStore: "a", ID: "kenc", Usage: fsm.UsageEncrypt, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kenc-v1"}}},
+		{KeyStore: "a", ID: "kwrap", Usage: fsm.UsageWrap | fsm.UsageUnwrap, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kwrap-v1"}}},
 		{KeyStore: "a", ID: "kgone", Usage: both, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "a-kgone-v1"}}},
 		{KeyStore: "b", ID: "k1", Usage: both, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "b-k1-v1"}}},
 	}
@@ -148,8 +153,12 @@ func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 	if opts.overloadWait == 0 {
 		opts.overloadWait = -1
 	}
-	f.server = xksapi.New(xksapi.Config{NodeID: "test-node", Now: opts.now, MaxInFlight: opts.maxInFlight,
-		OverloadWait: opts.overloadWait, CPUWait: opts.cpuWait}, f.views, h, log)
+	cfg := xksapi.Config{NodeID: "test-node", Now: opts.now, MaxInFlight: opts.maxInFlight,
+		OverloadWait: opts.overloadWait, CPUWait: opts.cpuWait, Ready: opts.ready}
+	if opts.configure != nil {
+		opts.configure(&cfg)
+	}
+	f.server = xksapi.New(cfg, f.views, h, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -52,7 +52,30 @@ type requestMetrics struct {
 	requests [len(opLabels)][len(errorNames) + 1]prometheus.Counter
 	duration [len(opLabels)]prometheus.Observer
 	shed     [numShedReasons]prometheus.Counter
+	panics   [len(listenerLabels)]prometheus.Counter
+	// unauthenticated counts requests refused before their signature
+	// verified; unauthDropped the log lines about unauthenticated callers
+	// that the rate limit dropped.
+	unauthenticated prometheus.Counter
+	unauthDropped   prometheus.Counter
+	connsRefused    [len(listenerLabels)][len(limitLabels)]prometheus.Counter
 }
+
+// The connection limits, as metrics name them.
+const (
+	limitMaxConns = iota
+	limitMaxConnsPerIP
+)
+
+var limitLabels = [...]string{limitMaxConns: "max_conns", limitMaxConnsPerIP: "max_conns_per_ip"}
+
+// The server's two listeners, as metrics name them.
+const (
+	listenerAPI = iota
+	listenerHealth
+)
+
+var listenerLabels = [...]string{listenerAPI: "api", listenerHealth: "health"}
 
 // newMetrics registers the data plane's metrics on reg.
 func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
@@ -69,7 +92,30 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		Name: "xksproxy_requests_shed_total",
 		Help: "XKS API requests refused with ThrottlingException, by the limit that refused them.",
 	}, []string{"reason"})
-	m := &requestMetrics{}
+	panics := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xksproxy_panics_total",
+		Help: "Requests whose handler panicked, answered 500 InternalException with their connection closed, by listener (api: the XKS listener, health: the health port).",
+	}, []string{"listener"})
+	m := &requestMetrics{
+		unauthenticated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xksproxy_requests_unauthenticated_total",
+			Help: "XKS API requests refused before their signature verified (unknown path or key store, body too large, bad signature, node not ready), logged or not.",
+		}),
+		unauthDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xksproxy_unauthenticated_log_lines_dropped_total",
+			Help: "Log lines about unauthenticated callers (refused or malformed requests, failed TLS handshakes) dropped by log.unauthenticated_lines_per_second.",
+		}),
+	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xksproxy_connections_refused_total",
+		Help: "Connections closed as soon as accepted because they were over api.max_conns or api.max_conns_per_ip, by listener and limit.",
+	}, []string{"listener", "limit"})
+	for i, l := range listenerLabels {
+		m.panics[i] = panics.WithLabelValues(l)
+		for j, lim := range limitLabels {
+			m.connsRefused[i][j] = refused.WithLabelValues(l, lim)
+		}
+	}
 	for op, opLabel := range opLabels {
 		m.requests[op][0] = requests.WithLabelValues(opLabel, "ok")
 		for i, name := range errorNames {
@@ -80,7 +126,16 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 	for r := shedCPU; r < numShedReasons; r++ {
 		m.shed[r] = shed.WithLabelValues(shedLabels[r])
 	}
-	reg.MustRegister(requests, duration, shed,
+	reg.MustRegister(requests, duration, shed, panics, m.unauthenticated, m.unauthDropped, refused,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "xksproxy_connections_open",
+			Help: "Connections open on the XKS listener; beyond api.max_conns new ones are closed as soon as accepted.",
+		}, func() float64 {
+			if l := s.apiConns.Load(); l != nil {
+				return float64(l.openConns())
+			}
+			return 0
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_requests_in_flight",
 			Help: "Authenticated XKS API requests in progress; beyond api.max_in_flight new ones are shed.",
@@ -93,7 +148,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 			Name: "xksproxy_ready",
 			Help: "1 when this node can serve crypto now (what /ready reports), else 0.",
 		}, func() float64 {
-			if s.ready() != nil {
+			if reason, _ := s.ready(); reason != "" {
 				return 0
 			}
 			return 1

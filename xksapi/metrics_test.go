@@ -22,8 +22,10 @@ var allowedLabels = map[string][]string{
 		"InvalidKeyUsageException", "AuthenticationFailedException", "AccessDeniedException", "KeyNotFoundException",
 		"InvalidUriPathException", "ThrottlingException", "UnsupportedOperationException",
 		"DependencyTimeoutException", "InternalException"},
-	"reason": {"cpu", "in_flight", "quota", "hsm_busy"},
-	"le":     nil, // histogram buckets: numbers
+	"reason":   {"cpu", "in_flight", "quota", "hsm_busy"},
+	"listener": {"api", "health"},
+	"limit":    {"max_conns", "max_conns_per_ip"},
+	"le":       nil, // histogram buckets: numbers
 }
 
 // Requests served, refused and shed show in GET /metrics on the health

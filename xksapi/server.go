@@ -5,6 +5,8 @@ package xksapi
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
 
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
@@ -54,7 +57,21 @@ type Config struct {
 	ReadTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections; 0 means 120s.
 	IdleTimeout time.Duration
-	// Now is the clock for SigV4 and credential expiry; nil means time.Now.
+	// MaxConns is how many connections a listener keeps open at once; one
+	// over it is closed as soon as it is accepted. 0 means 16384; negative,
+	// no limit.
+	MaxConns int
+	// MaxConnsPerIP is how many connections one remote address may keep
+	// open at once on a listener. 0 means 1024; negative, no limit.
+	MaxConnsPerIP int
+	// UnauthenticatedLogRate bounds the log lines about callers that have
+	// not authenticated (requests refused before their signature verified,
+	// malformed requests, failed TLS handshakes): this many per second on
+	// average, in bursts of up to ten seconds' worth. 0 means 10; negative
+	// logs none. The metrics count them all the same.
+	UnauthenticatedLogRate float64
+	// Now is the clock for SigV4, credential expiry and the rate limit of
+	// unauthenticated log lines; nil means time.Now.
 	Now func() time.Time
 	// Metrics receives the data plane's metrics and is what GET /metrics
 	// on the health port serves, so a node adds its own collectors to it;
@@ -81,8 +98,11 @@ type Server struct {
 	// draining: the node is stopping; /ready fails so that load balancers
 	// send no new connections, and answers close the ones they have.
 	draining atomic.Bool
-	quotas   quotas
-	maxBody  int // cfg.Limits.MaxBodyFor(), computed once
+	// lastNotReady is why /ready last said no, "" when it said yes: the
+	// detail is logged when it changes (noteReadiness).
+	lastNotReady atomic.Pointer[string]
+	quotas       quotas
+	maxBody      int // cfg.Limits.MaxBodyFor(), computed once
 	// cpu samples the scheduler once ServeTLS starts; nil before.
 	cpu atomic.Pointer[cpuWait]
 	// handlerTimes feeds the CPU wait estimate: how long admitted requests
@@ -90,10 +110,16 @@ type Server struct {
 	handlerTimes handlerTimes
 	cpuOnce      sync.Once
 	metrics      *requestMetrics
-	scrape       fasthttp.RequestHandler
+	// unauthLog and unauthDropped bound the lines about unauthenticated
+	// callers (unauthenticatedEvent).
+	unauthLog     *rate.Limiter
+	unauthDropped atomic.Int64
+	scrape        fasthttp.RequestHandler
 
 	api    *fasthttp.Server
 	health *fasthttp.Server
+	// apiConns counts the XKS listener's connections once ServeTLS runs.
+	apiConns atomic.Pointer[connLimits]
 }
 
 // New builds a Server; it serves nothing until ServeTLS or ServeHealth.
@@ -122,14 +148,24 @@ func New(cfg Config, views *fsm.ViewHolder, h HSM, log zerolog.Logger) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 16384
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = 1024
+	}
+	if cfg.UnauthenticatedLogRate == 0 {
+		cfg.UnauthenticatedLogRate = 10
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier(), maxBody: cfg.Limits.MaxBodyFor()}
+	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier(), maxBody: cfg.Limits.MaxBodyFor(),
+		unauthLog: rate.NewLimiter(rate.Limit(max(cfg.UnauthenticatedLogRate, 0)), int(math.Ceil(max(cfg.UnauthenticatedLogRate, 0)*10)))}
 	s.metrics = newMetrics(cfg.Metrics, s)
 	s.scrape = metricsHandler(cfg.Metrics, log)
-	s.api = s.newHTTPServer(s.handle)
-	s.health = s.newHTTPServer(s.handleHealthPort)
+	s.api = s.newHTTPServer(s.recovering(s.metrics.panics[listenerAPI], s.handle))
+	s.health = s.newHTTPServer(s.recovering(s.metrics.panics[listenerHealth], s.handleHealthPort))
 	return s
 }
 
@@ -153,20 +189,22 @@ func (s *Server) newHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		IdleTimeout:                  s.cfg.IdleTimeout,
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
-		Logger:                       fasthttpLogger{s.log},
+		Logger:                       fasthttpLogger{s},
 	}
 }
 
 // Handler is the XKS API as a fasthttp handler, for embedding the API in
 // another server and for measuring it without sockets.
-func (s *Server) Handler() fasthttp.RequestHandler { return s.handle }
+func (s *Server) Handler() fasthttp.RequestHandler { return s.api.Handler }
 
 // ServeTLS serves the XKS API on ln over TLS until Shutdown.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 	if s.cfg.CPUWait == nil {
 		s.cpuOnce.Do(func() { s.cpu.Store(startCPUWait(&s.handlerTimes)) })
 	}
-	return s.api.Serve(tls.NewListener(ln, cfg))
+	l := s.limitConns(ln, listenerAPI)
+	s.apiConns.Store(l)
+	return s.api.Serve(tls.NewListener(l, cfg))
 }
 
 // cpuWaitNow is the current CPU wait estimate; 0 while not serving.
@@ -184,7 +222,7 @@ func (s *Server) cpuWaitNow() time.Duration {
 // the Prometheus metrics (/metrics) on ln until Shutdown. It carries no XKS
 // API and no secrets.
 func (s *Server) ServeHealth(ln net.Listener) error {
-	return s.health.Serve(ln)
+	return s.health.Serve(s.limitConns(ln, listenerHealth))
 }
 
 // Drain starts a graceful stop: /ready answers 503 from now on, so that a
@@ -208,8 +246,20 @@ func (s *Server) Shutdown() error {
 func (s *Server) handleMalformed(ctx *fasthttp.RequestCtx, err error) {
 	if tlsFailure(err) {
 		// No HTTP answer can reach a client whose handshake failed.
-		s.log.Info().Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("TLS handshake failed")
+		if ev := s.unauthenticatedEvent(zerolog.InfoLevel); ev != nil {
+			ev.Str("remote", ctx.RemoteAddr().String()).Str("error", cut(err.Error())).Msg("TLS handshake failed")
+		}
 		ctx.SetConnectionClose()
+		return
+	}
+	if idle, ok := err.(net.Error); ok && idle.Timeout() && len(ctx.Request.Header.RawHeaders()) == 0 {
+		// Not one byte of a request came before read_timeout: an idle
+		// connection (a client's spare keep-alive, a port scanner, an
+		// idle-connection flood), not a malformed request. fasthttp hands
+		// over exactly this error unwrapped; a timeout within the request
+		// line or headers comes wrapped, one within the body after headers.
+		writeError(ctx, ValidationException, "no request was received in time")
+		s.log.Debug().Str("remote", ctx.RemoteAddr().String()).Msg("closed a connection that sent no request")
 		return
 	}
 	var small *fasthttp.ErrSmallBuffer
@@ -224,7 +274,9 @@ func (s *Server) handleMalformed(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		writeError(ctx, ValidationException, "malformed HTTP request")
 	}
-	s.log.Warn().Str("remote", ctx.RemoteAddr().String()).Err(err).Msg("refused malformed HTTP request")
+	if ev := s.unauthenticatedEvent(zerolog.WarnLevel); ev != nil {
+		ev.Str("remote", ctx.RemoteAddr().String()).Str("error", cut(err.Error())).Msg("refused malformed HTTP request")
+	}
 }
 
 // tlsFailure tells a failed TLS handshake (a client without the right
@@ -239,7 +291,9 @@ func tlsFailure(err error) bool {
 		strings.Contains(err.Error(), "tls: ")
 }
 
-type fasthttpLogger struct{ log zerolog.Logger }
+// fasthttpLogger takes what fasthttp logs about connections — anyone's,
+// authenticated or not — through the rate limit of unauthenticated lines.
+type fasthttpLogger struct{ s *Server }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	for _, a := range args {
@@ -248,5 +302,7 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 			return
 		}
 	}
-	l.log.Warn().Msgf(format, args...)
+	if ev := l.s.unauthenticatedEvent(zerolog.WarnLevel); ev != nil {
+		ev.Msg(cut(fmt.Sprintf(format, args...)))
+	}
 }

@@ -265,13 +265,18 @@ func keyCommand(o *cliOptions) *cobra.Command {
 		Use: "create KEYSTORE KEYID", Short: "Create a key (AES-256, replicated to every node's HSM)", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
 			req.ID = args[1]
+			// The admin API reads an absent usage as ENCRYPT+DECRYPT; an
+			// explicitly empty one is a mistake, not a wish for that default.
+			if len(req.Usage) == 0 {
+				return errors.New("--usage is empty: name at least one of ENCRYPT, DECRYPT, SIGN, VERIFY, WRAP, UNWRAP, DERIVE (default ENCRYPT,DECRYPT)")
+			}
 			var k cluster.KeyInfo
 			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys", req, &k, func() {
 				fmt.Printf("created key %s/%s (%s, version %d)\n", k.KeyStore, k.ID, strings.Join(k.Usage, "+"), k.CurrentVersion)
 			})
 		},
 	}
-	create.Flags().StringSliceVar(&req.Usage, "usage", []string{"ENCRYPT", "DECRYPT"}, "operations the key allows")
+	create.Flags().StringSliceVar(&req.Usage, "usage", []string{"ENCRYPT", "DECRYPT"}, "usages the key holds, as GetKeyMetadata reports them: ENCRYPT, DECRYPT, SIGN, VERIFY, WRAP, UNWRAP, DERIVE (only ENCRYPT and DECRYPT open an operation)")
 	create.Flags().StringVar(&req.HSMLabel, "hsm-label", "", "adopt an AES-256 key every HSM already holds under this label instead of generating one")
 	list := &cobra.Command{
 		Use: "list KEYSTORE", Short: "List a key store's keys", Args: cobra.ExactArgs(1),

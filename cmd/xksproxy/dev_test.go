@@ -165,6 +165,22 @@ func TestDevQuickStart(t *testing.T) {
 			t.Fatalf("the metrics contain %q", secret)
 		}
 	}
+	// Key usages by the specification's names: a key may hold neither
+	// ENCRYPT nor DECRYPT. An empty --usage is refused, not defaulted.
+	if out, err := cli(t, bin, dir, 0, "key", "create", client.KeyStore, "wrap-only", "--usage", "WRAP,UNWRAP"); err != nil {
+		t.Fatalf("key create --usage WRAP,UNWRAP: %v\n%s", err, out)
+	}
+	if meta, err := c.Metadata("wrap-only", testMetadata("DescribeKey")); err != nil || strings.Join(meta.KeyUsage, ",") != "WRAP,UNWRAP" {
+		t.Fatalf("metadata of a WRAP/UNWRAP key: %+v %v", meta, err)
+	}
+	_, err = c.Encrypt("wrap-only", &xksclient.EncryptRequest{RequestMetadata: testMetadata("Encrypt"), Plaintext: []byte("p")})
+	if xe, ok := err.(*xksclient.Error); !ok || xe.Name != "InvalidKeyUsageException" {
+		t.Fatalf("encrypt with a WRAP/UNWRAP key: %v", err)
+	}
+	if out, err := cli(t, bin, dir, 0, "key", "create", client.KeyStore, "no-usage", "--usage", ""); err == nil || !strings.Contains(out, "--usage is empty") {
+		t.Fatalf("key create --usage \"\": %v\n%s", err, out)
+	}
+
 	// The user disables the demo key, as the README's kill switch does.
 	if out, err := cli(t, bin, dir, 0, "key", "disable", client.KeyStore, client.KeyID); err != nil {
 		t.Fatalf("key disable: %v\n%s", err, out)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -96,6 +97,8 @@ type APIConfig struct {
 	MTLSClientCAFile    string        `toml:"mtls_client_ca_file"`
 	MTLSClientSubjectCN string        `toml:"mtls_client_subject_cn"`
 	MaxInFlight         int           `toml:"max_in_flight"`
+	MaxConns            int           `toml:"max_conns"`
+	MaxConnsPerIP       int           `toml:"max_conns_per_ip"`
 	OverloadWait        time.Duration `toml:"overload_wait"`
 	ReadTimeout         time.Duration `toml:"read_timeout"`
 	IdleTimeout         time.Duration `toml:"idle_timeout"`
@@ -121,6 +124,9 @@ type LogConfig struct {
 	Level         string        `toml:"level"`
 	Format        string        `toml:"format"`
 	FlushInterval time.Duration `toml:"flush_interval"`
+	// UnauthenticatedLinesPerSecond bounds the lines about callers that
+	// have not authenticated; negative: none.
+	UnauthenticatedLinesPerSecond float64 `toml:"unauthenticated_lines_per_second"`
 }
 
 // BootstrapConfig seeds key stores and keys when the node starts.
@@ -190,6 +196,15 @@ func (c *Config) Defaults() {
 			ks.KeyMode = "replicated"
 		}
 	}
+	if c.API.MaxConns == 0 {
+		c.API.MaxConns = 16384
+	}
+	if c.API.MaxConnsPerIP == 0 {
+		c.API.MaxConnsPerIP = 1024
+	}
+	if c.Log.UnauthenticatedLinesPerSecond == 0 {
+		c.Log.UnauthenticatedLinesPerSecond = 10
+	}
 	if c.API.DrainTime == 0 {
 		c.API.DrainTime = 10 * time.Second
 	}
@@ -225,6 +240,12 @@ func (c *Config) Validate() error {
 	}
 	if c.API.MTLSClientCAFile != "" && c.API.HealthListen == "" {
 		problems = append(problems, "api.health_listen is required with mTLS: a load balancer cannot present AWS's client certificate")
+	}
+	if c.API.MaxConns > 0 && c.API.MaxConnsPerIP > c.API.MaxConns {
+		problems = append(problems, fmt.Sprintf("api.max_conns_per_ip (%d) is above api.max_conns (%d), so it would never apply", c.API.MaxConnsPerIP, c.API.MaxConns))
+	}
+	if r := c.Log.UnauthenticatedLinesPerSecond; math.IsNaN(r) || math.IsInf(r, 0) {
+		problems = append(problems, "log.unauthenticated_lines_per_second must be a number (negative: log none)")
 	}
 	if c.HSM.TokenLabel == "" {
 		problems = append(problems, "hsm.token_label is required")

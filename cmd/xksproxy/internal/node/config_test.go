@@ -41,6 +41,10 @@ func TestConfigRefusesUnknownAndInconsistentSettings(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "mtls_client_subject_cn") {
 		t.Fatalf("an mTLS CA without the subject: %v", err)
 	}
+	_, err = LoadConfig(write(strings.Replace(base, "tls_key_file='k'\n", "tls_key_file='k'\nmax_conns=100\nmax_conns_per_ip=200\n", 1)))
+	if err == nil || !strings.Contains(err.Error(), "max_conns_per_ip (200) is above api.max_conns (100)") {
+		t.Fatalf("a per-address connection limit above the total: %v", err)
+	}
 	_, err = LoadConfig(write(base + "[log]\nlevel='verbose'\n"))
 	if err == nil || !strings.Contains(err.Error(), `log.level "verbose"`) {
 		t.Fatalf("an unknown log level: %v", err)

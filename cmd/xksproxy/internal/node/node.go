@@ -172,15 +172,18 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 	}
 
 	n.API = xksapi.New(xksapi.Config{
-		Limits:       xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
-		MaxInFlight:  cfg.API.MaxInFlight,
-		OverloadWait: cfg.API.OverloadWait,
-		NodeID:       cfg.NodeID,
-		ReadTimeout:  cfg.API.ReadTimeout,
-		IdleTimeout:  cfg.API.IdleTimeout,
-		Ready:        n.Cluster.ServingError,
-		Fleet:        n.fleet,
-		Metrics:      newRegistry(n.HSM, n.Cluster),
+		Limits:                 xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
+		MaxInFlight:            cfg.API.MaxInFlight,
+		OverloadWait:           cfg.API.OverloadWait,
+		NodeID:                 cfg.NodeID,
+		ReadTimeout:            cfg.API.ReadTimeout,
+		IdleTimeout:            cfg.API.IdleTimeout,
+		MaxConns:               cfg.API.MaxConns,
+		MaxConnsPerIP:          cfg.API.MaxConnsPerIP,
+		UnauthenticatedLogRate: cfg.Log.UnauthenticatedLinesPerSecond,
+		Ready:                  n.Cluster.ServingError,
+		Fleet:                  n.fleet,
+		Metrics:                newRegistry(n.HSM, n.Cluster),
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
 	if cfg.API.HealthListen != "" {
@@ -225,7 +228,7 @@ func (n *Node) fleet() (int, []xksapi.FleetMember) {
 	size, others := n.Cluster.Fleet()
 	out := make([]xksapi.FleetMember, len(others))
 	for i, m := range others {
-		out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.HSMStatus}
+		out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.Status}
 	}
 	return size, out
 }
