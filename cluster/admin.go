@@ -234,8 +234,10 @@ func (a *admin) createKeyStore(r *http.Request) (any, error) {
 	if req.GrantsMode != "" {
 		mode = fsm.GrantsMode(req.GrantsMode)
 	}
-	if req.QuotaRPS < 0 {
-		return nil, badRequest("quota must not be negative")
+	// Checked here as well as by the command: uint32 would wrap a larger
+	// int into range.
+	if req.QuotaRPS < 0 || req.QuotaRPS > fsm.MaxQuotaRPS {
+		return nil, badRequest("quota %d requests/s is out of range (0 for unlimited, at most %d)", req.QuotaRPS, fsm.MaxQuotaRPS)
 	}
 	cred := fsm.GenerateCredential()
 	sealed, err := a.n.sealCredential(cred.AccessKeyID, cred.Secret, time.Time{})
