@@ -240,7 +240,7 @@ func (a *admin) createKeyStore(r *http.Request) (any, error) {
 		return nil, badRequest("quota %d requests/s is out of range (0 for unlimited, at most %d)", req.QuotaRPS, fsm.MaxQuotaRPS)
 	}
 	cred := fsm.GenerateCredential()
-	sealed, err := a.n.sealCredential(cred.AccessKeyID, cred.Secret, time.Time{})
+	sealed, err := a.n.sealCredential(req.Name, cred.AccessKeyID, cred.Secret, time.Time{})
 	if err != nil {
 		return nil, err
 	}
@@ -324,7 +324,7 @@ func (a *admin) addCredential(r *http.Request) (any, error) {
 		}
 	}
 	cred := fsm.GenerateCredential()
-	sealed, err := a.n.sealCredential(cred.AccessKeyID, cred.Secret, expires)
+	sealed, err := a.n.sealCredential(ks.Name, cred.AccessKeyID, cred.Secret, expires)
 	if err != nil {
 		return nil, err
 	}
