@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -14,20 +15,24 @@ import (
 	"github.com/xksproxy/xksproxy/hsm"
 )
 
-// editedSnapshot returns this cluster's state as a snapshot after edit
-// changed it, as someone with the file and a text editor would.
+// editedSnapshot returns this cluster's state as a bare snapshot (no MAC)
+// after edit changed it, as someone with a backup and a text editor would
+// make it. restoreRaw restores it as an operator trusting it would, with
+// allow-unauthenticated: the state's own checks must still hold.
 func editedSnapshot(t *testing.T, n *testNode, edit func(state map[string]any)) []byte {
 	t.Helper()
-	snap, err := n.admin.Raw(http.MethodGet, "/v1/snapshot", nil)
+	backup, err := n.admin.Raw(http.MethodGet, "/v1/snapshot", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(snap, &doc); err != nil {
+	var doc struct {
+		Snapshot map[string]any `json:"snapshot"`
+	}
+	if err := json.Unmarshal(backup, &doc); err != nil {
 		t.Fatal(err)
 	}
-	edit(doc["state"].(map[string]any))
-	out, err := json.Marshal(doc)
+	edit(doc.Snapshot["state"].(map[string]any))
+	out, err := json.Marshal(doc.Snapshot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,9 +57,8 @@ func stateStore(state map[string]any, name string) map[string]any {
 	panic("no key store " + name)
 }
 
-// restoreRaw restores a snapshot as an operator's restore does.
 func restoreRaw(n *testNode, snap []byte) error {
-	_, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", snap)
+	_, err := n.admin.Raw(http.MethodPost, "/v1/snapshot?allow-unauthenticated=1", snap)
 	return err
 }
 
@@ -205,5 +209,110 @@ func TestFSMReservesTheHSMPackagesLabels(t *testing.T) {
 		if err := (fsm.CreateKey{At: time.Now(), Key: k}).Validate(base); err == nil || !strings.Contains(err.Error(), "reserved") {
 			t.Errorf("fsm lets a key name %s: %v", label, err)
 		}
+	}
+}
+
+// editBackup changes a backup file's state and leaves everything else,
+// MAC included, as it was.
+func editBackup(t *testing.T, backup []byte, edit func(state map[string]any)) []byte {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(backup, &doc); err != nil {
+		t.Fatal(err)
+	}
+	edit(doc["snapshot"].(map[string]any)["state"].(map[string]any))
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func inspect(t *testing.T, n *testNode, file []byte) BackupInfo {
+	t.Helper()
+	var info BackupInfo
+	out, err := n.admin.Raw(http.MethodPost, "/v1/snapshot/inspect", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// TestBackupsAreAuthenticated: a backup carries a MAC under the cluster
+// seal key. A backup edited by hand (a key enabled, a grant added) is
+// refused, an untouched one restores, a bare snapshot of an older version
+// needs allow-unauthenticated, and inspect tells them apart without
+// restoring.
+func TestBackupsAreAuthenticated(t *testing.T) {
+	c := newTestCluster(t, 1)
+	n := c.nodes[0]
+	var res ChangeResult
+	if err := n.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	backup, err := n.admin.Raw(http.MethodGet, "/v1/snapshot", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edits := map[string][]byte{
+		"key enabled": editBackup(t, backup, func(st map[string]any) { stateKey(st, demoStore, demoKey)["enabled"] = true }),
+		"grant added": editBackup(t, backup, func(st map[string]any) {
+			st["grants"] = append(st["grants"].([]any), map[string]any{"id": "mallory", "keyStore": demoStore, "keyId": "*",
+				"principals": []any{"*"}, "createdAt": "2026-01-01T00:00:00Z"})
+		}),
+		"saved by someone else": bytes.Replace(backup, []byte(`"savedBy":"node1"`), []byte(`"savedBy":"node9"`), 1),
+	}
+	id, err := n.node.ClusterID()
+	if err != nil || !strings.HasPrefix(id, "sha256:") {
+		t.Fatalf("cluster id %q %v", id, err)
+	}
+	for name, edited := range edits {
+		before := n.node.AppliedIndex()
+		err := restoreRaw(n, edited)
+		if err == nil || !strings.Contains(err.Error(), "modified") {
+			t.Fatalf("%s: restore of an edited backup: %v", name, err)
+		}
+		if n.node.AppliedIndex() != before {
+			t.Fatalf("%s: a refused backup changed the state", name)
+		}
+		info := inspect(t, n, edited)
+		if info.MAC != "failed" || info.Restorable || !strings.Contains(info.Problem, "modified") || info.ClusterID != id {
+			t.Fatalf("%s: inspect: %+v", name, info)
+		}
+	}
+	if got, err := n.client().Metadata(demoKey, md("DescribeKey")); err != nil || got.KeyStatus != "DISABLED" {
+		t.Fatalf("the edit reached the data plane: %+v %v", got, err)
+	}
+
+	info := inspect(t, n, backup)
+	if info.MAC != "verified" || !info.Restorable || !info.Valid || info.ClusterID != id || info.ThisClusterID != id ||
+		info.SavedBy != "node1" || info.SavedAt == nil || info.KeyStores != 1 || info.Keys != 1 || info.Credentials != 1 || info.Index == 0 {
+		t.Fatalf("inspect of an untouched backup: %+v", info)
+	}
+	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", backup); err != nil {
+		t.Fatalf("restore of an untouched backup: %v", err)
+	}
+
+	// A backup of an older version: the bare snapshot, no MAC.
+	var doc struct {
+		Snapshot json.RawMessage `json:"snapshot"`
+	}
+	if err := json.Unmarshal(backup, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", doc.Snapshot); err == nil || !strings.Contains(err.Error(), "--allow-unauthenticated") {
+		t.Fatalf("restore of a backup without a MAC: %v", err)
+	}
+	if info := inspect(t, n, doc.Snapshot); info.MAC != "absent" || info.Restorable || !info.Valid || info.Keys != 1 {
+		t.Fatalf("inspect of a backup without a MAC: %+v", info)
+	}
+	if err := restoreRaw(n, doc.Snapshot); err != nil {
+		t.Fatalf("restore of a backup without a MAC, allowed: %v", err)
+	}
+	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot/inspect", []byte("not a backup")); err == nil {
+		t.Fatal("inspect took garbage for a backup")
 	}
 }
