@@ -121,6 +121,19 @@ func TestDevQuickStart(t *testing.T) {
 	}
 	assertPortsOutsideReservedRange(t, dir, port)
 
+	// The welcome reads the secret from its file instead of printing it.
+	if strings.Contains(p.stdout.String(), client.SecretAccessKey) {
+		t.Fatal("dev printed the SigV4 secret")
+	}
+	// serve destroyed its copy of the ceremony material once imported;
+	// dev keeps its own for nodes added later.
+	if _, err := os.Stat(filepath.Join(dir, "node1", "cluster-keys.import")); !os.IsNotExist(err) {
+		t.Fatalf("the node's copy of the cluster key material is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "secrets", "cluster-keys")); err != nil {
+		t.Fatalf("dev lost its cluster key material: %v", err)
+	}
+
 	// The printed curl command works as printed.
 	curlLine := printedCurl(t, p.stdout.String())
 	out, err := exec.Command("sh", "-c", curlLine+" -sS -w '\n%{http_code}'").CombinedOutput()

@@ -44,8 +44,10 @@ type ClusterConfig struct {
 	KeyFile        string        `toml:"key_file"`
 	StalenessLimit time.Duration `toml:"staleness_limit"`
 	// ImportKeysFile, when set, imports the cluster key ceremony material at
-	// start if the HSM lacks the cluster keys. For development; production
-	// imports once with `xksproxy cluster-keys import` and destroys the file.
+	// start if the HSM lacks the cluster keys, then overwrites and removes
+	// the file (also when the keys were there already). For development;
+	// production imports once with `xksproxy cluster-keys import` and
+	// destroys the file.
 	ImportKeysFile string `toml:"import_keys_file,omitempty"`
 }
 

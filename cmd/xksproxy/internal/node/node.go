@@ -123,8 +123,12 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 
 func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) error {
 	if cfg.Cluster.ImportKeysFile != "" {
-		if err := importClusterKeysIfMissing(n.HSM, cfg.Cluster.ImportKeysFile); err != nil {
-			return err
+		destroyed, err := importClusterKeysFile(n.HSM, cfg.Cluster.ImportKeysFile)
+		if err != nil {
+			return fmt.Errorf("cluster.import_keys_file: %w", err)
+		}
+		if destroyed {
+			n.log.Warn().Str("file", cfg.Cluster.ImportKeysFile).Msg("the HSM holds the cluster keys: overwrote and removed cluster.import_keys_file (nodes added later need the ceremony material again)")
 		}
 	}
 	if ok, err := n.HSM.HasClusterKeys(); err != nil || !ok {
@@ -194,17 +198,54 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 	return nil
 }
 
-// ImportClusterKeys reads ceremony material from path into h, unless the
-// cluster keys are there already.
-func importClusterKeysIfMissing(h *hsm.HSM, path string) error {
+// importClusterKeysFile imports the ceremony material at path into h,
+// unless the cluster keys are there already, and then destroys the file:
+// with a copy of raft.db or of a backup, it unseals every SigV4 secret and
+// unwraps every replicated key, so it must not outlive its use. It reports
+// whether there was a file to destroy; a file it cannot destroy is an
+// error, so that the node does not run beside it.
+func importClusterKeysFile(h *hsm.HSM, path string) (bool, error) {
 	ok, err := h.HasClusterKeys()
 	if err != nil {
-		return fmt.Errorf("checking for the cluster keys: %w", err)
+		return false, fmt.Errorf("checking for the cluster keys: %w", err)
 	}
-	if ok {
-		return nil
+	if !ok {
+		if err := ImportClusterKeys(h, path); err != nil {
+			return false, err
+		}
 	}
-	return ImportClusterKeys(h, path)
+	destroyed, err := destroyFile(path)
+	if err != nil {
+		return false, fmt.Errorf("the HSM holds the cluster keys, but %s, which holds them in the clear, could not be destroyed: %w; remove it by hand", path, err)
+	}
+	return destroyed, nil
+}
+
+// destroyFile overwrites a file with zeros, flushes it and removes it. On
+// flash or copy-on-write file systems the old blocks may survive the
+// overwrite; the removal is what is certain.
+func destroyFile(path string) (bool, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		_, err = f.Write(make([]byte, st.Size()))
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, os.Remove(path)
 }
 
 // ImportClusterKeys imports the key ceremony material of path into h.
