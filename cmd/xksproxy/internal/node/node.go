@@ -205,20 +205,39 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 // whether there was a file to destroy; a file it cannot destroy is an
 // error, so that the node does not run beside it.
 func importClusterKeysFile(h *hsm.HSM, path string) (bool, error) {
-	ok, err := h.HasClusterKeys()
-	if err != nil {
-		return false, fmt.Errorf("checking for the cluster keys: %w", err)
-	}
-	if !ok {
-		if err := ImportClusterKeys(h, path); err != nil {
-			return false, err
+	err := retryBusyHSM(func() error {
+		ok, err := h.HasClusterKeys()
+		if err != nil {
+			return fmt.Errorf("checking for the cluster keys: %w", err)
 		}
+		if ok {
+			return nil
+		}
+		return ImportClusterKeys(h, path)
+	})
+	if err != nil {
+		return false, err
 	}
 	destroyed, err := destroyFile(path)
 	if err != nil {
 		return false, fmt.Errorf("the HSM holds the cluster keys, but %s, which holds them in the clear, could not be destroyed: %w; remove it by hand", path, err)
 	}
 	return destroyed, nil
+}
+
+// retryBusyHSM calls f again, for up to 10 s, while the HSM answers that it
+// was busy or that the call outlived its deadline: SoftHSMv2 writing token
+// files on a loaded machine can take longer than the call deadline, and
+// hsm's answer to that is to ask again (the import is idempotent).
+func retryBusyHSM(f func() error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if !errors.Is(err, hsm.ErrTimeout) && !errors.Is(err, hsm.ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // destroyFile overwrites a file with zeros, flushes it and removes it. On
