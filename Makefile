@@ -5,7 +5,7 @@ LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build run test check clean bench bench-ratio bench-overload
+.PHONY: help deps deps-wrk build run test fuzz check clean bench bench-ratio bench-overload
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -19,8 +19,15 @@ build: ## Build bin/xksproxy
 run: deps build ## Start a single-node development proxy on SoftHSMv2 (DATA=dir LISTEN=addr)
 	$(BIN) dev --exit-with-parent --data $(DATA) --listen $(LISTEN)
 
-test: deps ## Run every test (real SoftHSMv2, real TLS and SigV4 on loopback)
+test: deps ## Run every test (real SoftHSMv2, real TLS and SigV4 on loopback), then fuzz briefly
 	$(GO) test -race -count=1 -p 1 -timeout 14m ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s FUZZFLAGS=-parallel=1
+
+FUZZTIME  ?= 2m
+FUZZFLAGS ?=
+fuzz: ## Fuzz the FSM's command decoder and snapshot restore, FUZZTIME each (default 2m)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./fsm
+	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./fsm
 
 check: ## gofmt, go vet, go.mod tidiness and the package import rules
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -46,7 +46,7 @@ type SeedKey struct {
 
 // command builds the Seed command: seal makes a credential's stored form,
 // version a key's first version.
-func (s *SeedSpec) command(at time.Time, seal func(SeedCredential) (fsm.StoredCredential, error),
+func (s *SeedSpec) command(at time.Time, seal func(keyStore string, c SeedCredential) (fsm.StoredCredential, error),
 	version func(mode fsm.KeyMode, k SeedKey) (fsm.KeyVersion, error)) (fsm.Seed, error) {
 	cmd := fsm.Seed{At: at}
 	modes := map[string]fsm.KeyMode{}
@@ -54,7 +54,7 @@ func (s *SeedSpec) command(at time.Time, seal func(SeedCredential) (fsm.StoredCr
 		stored := fsm.StoredKeyStore{Name: ks.Name, URIPath: ks.URIPath, Region: ks.Region, Enabled: !ks.Disabled,
 			GrantsMode: ks.GrantsMode, KeyMode: ks.KeyMode}
 		for _, c := range ks.Credentials {
-			sc, err := seal(c)
+			sc, err := seal(ks.Name, c)
 			if err != nil {
 				return cmd, err
 			}
@@ -89,7 +89,7 @@ func (s *SeedSpec) Check() error {
 		}
 	}
 	cmd, err := s.command(time.Now().UTC(),
-		func(c SeedCredential) (fsm.StoredCredential, error) {
+		func(_ string, c SeedCredential) (fsm.StoredCredential, error) {
 			return fsm.StoredCredential{AccessKeyID: c.AccessKeyID, SealedSecret: []byte{0}, ExpiresAt: c.ExpiresAt}, nil
 		},
 		func(mode fsm.KeyMode, k SeedKey) (fsm.KeyVersion, error) {
@@ -115,8 +115,8 @@ func (n *Node) seedOnce() error {
 		return nil
 	}
 	cmd, err := n.cfg.Seed.command(time.Now().UTC(),
-		func(c SeedCredential) (fsm.StoredCredential, error) {
-			return n.sealCredential(c.AccessKeyID, c.Secret, c.ExpiresAt)
+		func(keyStore string, c SeedCredential) (fsm.StoredCredential, error) {
+			return n.sealCredential(keyStore, c.AccessKeyID, c.Secret, c.ExpiresAt)
 		},
 		func(mode fsm.KeyMode, k SeedKey) (fsm.KeyVersion, error) {
 			return n.firstVersion(mode, k.KeyStore, k.ID, k.HSMLabel)
@@ -173,9 +173,10 @@ func (n *Node) firstVersion(mode fsm.KeyMode, keyStore, keyID, adoptLabel string
 	return v, nil
 }
 
-// sealCredential seals a secret under the cluster seal key for the log.
-func (n *Node) sealCredential(accessKeyID string, secret []byte, expires time.Time) (fsm.StoredCredential, error) {
-	sealed, err := n.hsm.Seal(secret, credentialAAD(accessKeyID))
+// sealCredential seals a secret under the cluster seal key for the log,
+// bound to its key store and access key id.
+func (n *Node) sealCredential(keyStore, accessKeyID string, secret []byte, expires time.Time) (fsm.StoredCredential, error) {
+	sealed, err := n.sealSecret(keyStore, accessKeyID, secret)
 	if err != nil {
 		return fsm.StoredCredential{}, fmt.Errorf("sealing the secret of %s: %w", accessKeyID, err)
 	}

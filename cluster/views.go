@@ -31,6 +31,7 @@ func (n *Node) buildViews() {
 		missing := n.reconcile(st)
 		n.missing.Store(&missing)
 		view, errs := fsm.BuildView(st, n.unseal)
+		n.forgetRemovedSecrets(st)
 		for _, err := range errs {
 			n.log.Error().Err(err).Msg("left a credential out of the view")
 		}
@@ -51,20 +52,52 @@ func (n *Node) buildViews() {
 	}
 }
 
-// credentialAAD binds a sealed secret to its access key id, so that a sealed
-// blob cannot be moved to another credential.
-func credentialAAD(accessKeyID string) []byte {
+// Sealed credentials come in two formats, told apart by their first byte.
+//   - sealedV2 (2), then hsm.Seal's output: the AAD binds the key store and
+//     the access key id (credentialAAD). Every seal this build makes.
+//   - hsm.Seal's output alone, whose first byte is hsm's own format byte
+//     (1): the AAD binds the access key id only (legacyCredentialAAD).
+//     Earlier builds wrote these, and they live on in logs and snapshots,
+//     so they stay readable.
+//
+// Keeping the older format readable is safe: a sealed blob moves between
+// key stores only by editing state outside the commands (no command moves
+// a credential, and access key ids are unique across key stores), and
+// backups, the one place such an edit could come from, are authenticated.
+// A v2 seal cannot be passed off as an older one: its AAD differs, so
+// stripping the format byte leaves a blob that fails to unseal.
+const sealedV2 = 2
+
+func credentialAAD(keyStore, accessKeyID string) []byte {
+	return []byte("xksproxy credential v2\x00" + keyStore + "\x00" + accessKeyID)
+}
+
+func legacyCredentialAAD(accessKeyID string) []byte {
 	return []byte("xksproxy credential\x00" + accessKeyID)
+}
+
+// sealSecret seals a credential's secret for the state, bound to its key
+// store and access key id.
+func (n *Node) sealSecret(keyStore, accessKeyID string, secret []byte) ([]byte, error) {
+	sealed, err := n.hsm.Seal(secret, credentialAAD(keyStore, accessKeyID))
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{sealedV2}, sealed...), nil
 }
 
 // unseal opens a credential's secret with the cluster seal key, remembering
 // the result: the HSM is asked once per sealed blob, not once per view.
-func (n *Node) unseal(accessKeyID string, sealed []byte) ([]byte, error) {
-	cacheKey := accessKeyID + "\x00" + string(sealed)
+func (n *Node) unseal(keyStore, accessKeyID string, sealed []byte) ([]byte, error) {
+	cacheKey := unsealCacheKey(keyStore, accessKeyID, sealed)
 	if v, ok := n.unsealed.Load(cacheKey); ok {
 		return v.([]byte), nil
 	}
-	secret, err := n.hsm.Unseal(sealed, credentialAAD(accessKeyID))
+	aad := legacyCredentialAAD(accessKeyID)
+	if len(sealed) > 0 && sealed[0] == sealedV2 {
+		sealed, aad = sealed[1:], credentialAAD(keyStore, accessKeyID)
+	}
+	secret, err := n.hsm.Unseal(sealed, aad)
 	if err != nil {
 		return nil, fmt.Errorf("unsealing the secret of %s: %w", accessKeyID, err)
 	}
@@ -72,17 +105,40 @@ func (n *Node) unseal(accessKeyID string, sealed []byte) ([]byte, error) {
 	return secret, nil
 }
 
+func unsealCacheKey(keyStore, accessKeyID string, sealed []byte) string {
+	return keyStore + "\x00" + accessKeyID + "\x00" + string(sealed)
+}
+
+// forgetRemovedSecrets drops from the unseal cache every secret st no
+// longer holds, so that a removed credential's secret does not stay in
+// memory. (Views already replaced may still hold it until the requests
+// using them finish; the garbage collector then frees it.)
+func (n *Node) forgetRemovedSecrets(st *fsm.State) {
+	keep := map[string]bool{}
+	for _, ks := range st.KeyStores() {
+		for _, c := range ks.Credentials {
+			keep[unsealCacheKey(ks.Name, c.AccessKeyID, c.SealedSecret)] = true
+		}
+	}
+	n.unsealed.Range(func(k, _ any) bool {
+		if !keep[k.(string)] {
+			n.unsealed.Delete(k)
+		}
+		return true
+	})
+}
+
 // reconcile makes the local HSM hold every key version of the state: wrapped
 // versions are unwrapped under the cluster KEK; shared-mode versions can only
-// be checked. It returns the versions still missing. It never destroys an
-// HSM object because the state does not name it: a restored older snapshot
-// must not erase keys.
+// be checked. It returns the versions still missing. It destroys only the
+// material of keys whose deletion has committed, and never a label a live
+// key names; an object the state merely stopped naming is kept: a restored
+// older snapshot must not erase keys.
 func (n *Node) reconcile(st *fsm.State) []string {
 	var missing []string
 	for _, ks := range st.KeyStores() {
 		for _, k := range st.Keys(ks.Name) {
 			if k.Deleted {
-				n.destroyDeleted(ks.Name, k)
 				continue
 			}
 			for _, v := range k.Versions {
@@ -105,6 +161,9 @@ func (n *Node) reconcile(st *fsm.State) []string {
 			}
 		}
 	}
+	for _, d := range st.DestroyableVersions() {
+		n.destroyDeleted(d)
+	}
 	sort.Strings(missing)
 	return missing
 }
@@ -122,23 +181,23 @@ func (n *Node) present(label string) bool {
 	return true
 }
 
-// destroyDeleted destroys the HSM objects of a key whose deletion has
-// committed, once per label. Only a committed DeleteKey leads here: a key
-// the state merely stopped naming is never destroyed.
-func (n *Node) destroyDeleted(keyStore string, k *fsm.Key) {
-	for _, v := range k.Versions {
-		if _, done := n.destroyed.Load(v.HSMLabel); done {
-			continue
-		}
-		err := n.hsm.DestroyKey(v.HSMLabel)
-		if err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
-			n.log.Error().Err(err).Str("key", keyStore+"/"+k.ID).Msg("could not destroy a deleted key's material; will retry")
-			continue
-		}
-		n.destroyed.Store(v.HSMLabel, true)
-		n.presentLabels.Delete(v.HSMLabel)
-		n.log.Warn().Str("key", fmt.Sprintf("%s/%s v%d", keyStore, k.ID, v.Number)).Str("hsmLabel", v.HSMLabel).Msg("destroyed a deleted key's material in this node's HSM")
+// destroyDeleted destroys the HSM object of a deleted key's version, once
+// per label. Only a committed DeleteKey leads here (fsm's
+// DestroyableVersions): a key the state merely stopped naming is never
+// destroyed, nor a label a live key still names.
+func (n *Node) destroyDeleted(d fsm.DestroyableVersion) {
+	if _, done := n.destroyed.Load(d.HSMLabel); done {
+		return
 	}
+	ref := fmt.Sprintf("%s/%s v%d", d.KeyStore, d.KeyID, d.Number)
+	err := n.hsm.DestroyKey(d.HSMLabel)
+	if err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
+		n.log.Error().Err(err).Str("key", ref).Msg("could not destroy a deleted key's material; will retry")
+		return
+	}
+	n.destroyed.Store(d.HSMLabel, true)
+	n.presentLabels.Delete(d.HSMLabel)
+	n.log.Warn().Str("key", ref).Str("hsmLabel", d.HSMLabel).Msg("destroyed a deleted key's material in this node's HSM")
 }
 
 // deleteDueKeys is the leader's side of scheduled deletion: once a key's

@@ -79,10 +79,32 @@ type CreateKeyStore struct {
 func (CreateKeyStore) Type() CommandType { return CmdCreateKeyStore }
 
 func (c CreateKeyStore) Validate(s *State) error {
-	ks := &c.KeyStore
 	if err := requireTime(c.At); err != nil {
 		return err
 	}
+	ks := &c.KeyStore
+	if err := validKeyStore(ks); err != nil {
+		return err
+	}
+	if s.stores[ks.Name] != nil {
+		return conflict("key store %s already exists", ks.Name)
+	}
+	for _, other := range s.stores {
+		if other.URIPath == ks.URIPath {
+			return conflict("key store %s already serves the URI path %s", other.Name, ks.URIPath)
+		}
+	}
+	for _, cr := range ks.Credentials {
+		if err := accessKeyIDFree(s, cr.AccessKeyID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validKeyStore checks what a key store must be whatever else the state
+// holds: its names, settings and credentials.
+func validKeyStore(ks *StoredKeyStore) error {
 	if !namePattern.MatchString(ks.Name) {
 		return invalid("key store name %q: use 1-64 characters of A-Z a-z 0-9 . _ -", ks.Name)
 	}
@@ -98,6 +120,9 @@ func (c CreateKeyStore) Validate(s *State) error {
 	if ks.KeyMode != KeyModeReplicated && ks.KeyMode != KeyModeShared {
 		return invalid("key store %s: key mode %q: want %q or %q", ks.Name, ks.KeyMode, KeyModeReplicated, KeyModeShared)
 	}
+	if err := validQuota(ks.Name, ks.QuotaRPS); err != nil {
+		return err
+	}
 	if len(ks.Credentials) > MaxCredentials {
 		return invalid("key store %s: %d credentials; at most %d", ks.Name, len(ks.Credentials), MaxCredentials)
 	}
@@ -109,19 +134,6 @@ func (c CreateKeyStore) Validate(s *State) error {
 			if other.AccessKeyID == ks.Credentials[i].AccessKeyID {
 				return invalid("key store %s: access key id %s appears twice", ks.Name, other.AccessKeyID)
 			}
-		}
-	}
-	if s.stores[ks.Name] != nil {
-		return conflict("key store %s already exists", ks.Name)
-	}
-	for _, other := range s.stores {
-		if other.URIPath == ks.URIPath {
-			return conflict("key store %s already serves the URI path %s", other.Name, ks.URIPath)
-		}
-	}
-	for _, cr := range ks.Credentials {
-		if err := accessKeyIDFree(s, cr.AccessKeyID); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -154,6 +166,11 @@ func (c UpdateKeyStore) Validate(s *State) error {
 	}
 	if c.GrantsMode != nil {
 		if err := validGrantsMode(c.Name, *c.GrantsMode); err != nil {
+			return err
+		}
+	}
+	if c.QuotaRPS != nil {
+		if err := validQuota(c.Name, *c.QuotaRPS); err != nil {
 			return err
 		}
 	}
@@ -475,6 +492,18 @@ func requireTime(at time.Time) error {
 	return nil
 }
 
+// MaxQuotaRPS is the largest request quota a key store may have: two orders
+// of magnitude above what one node serves, so that a larger number can
+// only be a mistake (or a truncated one).
+const MaxQuotaRPS = 1_000_000
+
+func validQuota(store string, q uint32) error {
+	if q > MaxQuotaRPS {
+		return invalid("key store %s: quota %d requests/s is out of range (0 for unlimited, at most %d)", store, q, MaxQuotaRPS)
+	}
+	return nil
+}
+
 func validGrantsMode(store string, m GrantsMode) error {
 	if m != GrantsOpen && m != GrantsClosed {
 		return invalid("key store %s: grants mode %q: want %q or %q", store, m, GrantsOpen, GrantsClosed)
@@ -509,12 +538,8 @@ func accessKeyIDFree(s *State, id string) error {
 // every HSM label in use: a label names one version of one key, or a
 // reconciler could put one key's material where another's is expected.
 func validVersion(s *State, ks *StoredKeyStore, keyID string, v *KeyVersion) error {
-	hasMaterial, hasMechanism := len(v.WrappedMaterial) > 0, v.WrapMechanism != ""
-	switch {
-	case ks.KeyMode == KeyModeReplicated && (!hasMaterial || !hasMechanism):
-		return invalid("key %s version %d: key store %s replicates material, so the version needs wrapped material and its wrap mechanism", keyID, v.Number, ks.Name)
-	case ks.KeyMode == KeyModeShared && (hasMaterial || hasMechanism):
-		return invalid("key %s version %d: key store %s uses shared HSM keys, so the version carries no wrapped material", keyID, v.Number, ks.Name)
+	if err := validVersionShape(ks, keyID, v); err != nil {
+		return err
 	}
 	for store, keys := range s.keys {
 		for _, k := range keys {
@@ -523,6 +548,32 @@ func validVersion(s *State, ks *StoredKeyStore, keyID string, v *KeyVersion) err
 					return conflict("HSM label %s is already version %d of key %s in key store %s", v.HSMLabel, other.Number, k.ID, store)
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// reservedLabels are the HSM objects the hsm package manages itself: the
+// cluster KEK, the cluster seal key and the health key (its default label;
+// a node configured with another is protected by hsm's own refusal). A key
+// naming one would have the data plane encrypt with the seal key, or a
+// deletion destroy the cluster keys. fsm is a leaf and cannot import hsm;
+// a cluster test checks that these match hsm's constants.
+var reservedLabels = [...]string{"xksproxy-cluster-kek", "xksproxy-cluster-seal", "xksproxy-health"}
+
+// validVersionShape checks what a version must be in its key store,
+// whatever else the state holds.
+func validVersionShape(ks *StoredKeyStore, keyID string, v *KeyVersion) error {
+	hasMaterial, hasMechanism := len(v.WrappedMaterial) > 0, v.WrapMechanism != ""
+	switch {
+	case ks.KeyMode == KeyModeReplicated && (!hasMaterial || !hasMechanism):
+		return invalid("key %s version %d: key store %s replicates material, so the version needs wrapped material and its wrap mechanism", keyID, v.Number, ks.Name)
+	case ks.KeyMode == KeyModeShared && (hasMaterial || hasMechanism):
+		return invalid("key %s version %d: key store %s uses shared HSM keys, so the version carries no wrapped material", keyID, v.Number, ks.Name)
+	}
+	for _, r := range reservedLabels {
+		if v.HSMLabel == r {
+			return invalid("key %s version %d: HSM label %s is reserved for the proxy's own keys", keyID, v.Number, v.HSMLabel)
 		}
 	}
 	return nil

@@ -16,7 +16,7 @@ var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 // is easy to search for.
 func seal(secret []byte) []byte { return append([]byte("sealed:"), secret...) }
 
-func unsealTest(_ string, sealed []byte) ([]byte, error) {
+func unsealTest(_, _ string, sealed []byte) ([]byte, error) {
 	rest, ok := bytes.CutPrefix(sealed, []byte("sealed:"))
 	if !ok {
 		return nil, errors.New("not sealed by this test")

@@ -212,8 +212,9 @@ func (s *State) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON reads what MarshalJSON writes, strictly (an unknown field is
-// a newer format, not something to drop), and checks that the pieces fit
-// together: a snapshot that does not is corrupt and must not be served.
+// a newer format, not something to drop), and checks the result as a whole
+// (check): a snapshot that commands could not have built is corrupt or
+// forged and must not be served. s changes only if everything passes.
 func (s *State) UnmarshalJSON(b []byte) error {
 	var in stateJSON
 	if err := decodeStrict(b, &in); err != nil {
@@ -242,6 +243,9 @@ func (s *State) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("state: a grant is null, listed twice or in a key store that does not exist")
 		}
 		n.grants[g.ID] = g
+	}
+	if err := n.check(); err != nil {
+		return fmt.Errorf("state: %w", err)
 	}
 	*s = *n
 	return nil

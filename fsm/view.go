@@ -32,12 +32,13 @@ type StoreView struct {
 }
 
 // BuildView indexes a State for the data plane. unseal turns a credential's
-// sealed secret into plaintext (the HSM, in the caller): it runs here, off
+// sealed secret into plaintext (the HSM, in the caller), given the key store
+// and access key id the seal must be bound to: it runs here, off
 // the raft apply path, because Apply must be deterministic and free of I/O.
 // A credential that fails to unseal, or whose secret is not a valid SigV4
 // secret, is left out of the view and reported, so that one bad credential
 // cannot take every key store down; the errors never contain secrets.
-func BuildView(s *State, unseal func(accessKeyID string, sealed []byte) ([]byte, error)) (*View, []error) {
+func BuildView(s *State, unseal func(keyStore, accessKeyID string, sealed []byte) ([]byte, error)) (*View, []error) {
 	v := &View{
 		index:  s.index,
 		stores: make(map[string]*StoreView, len(s.stores)),
@@ -56,7 +57,7 @@ func BuildView(s *State, unseal func(accessKeyID string, sealed []byte) ([]byte,
 			keyGrants:   map[string][]*compiledGrant{},
 		}
 		for _, sc := range ks.Credentials {
-			secret, err := unseal(sc.AccessKeyID, sc.SealedSecret)
+			secret, err := unseal(ks.Name, sc.AccessKeyID, sc.SealedSecret)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("key store %s: credential %s left out of the view: unsealing failed: %w", ks.Name, sc.AccessKeyID, err))
 				continue
@@ -116,7 +117,7 @@ func Build(index uint64, stores []KeyStore, keys []Key) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, errs := BuildView(s, func(_ string, secret []byte) ([]byte, error) { return secret, nil })
+	v, errs := BuildView(s, func(_, _ string, secret []byte) ([]byte, error) { return secret, nil })
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

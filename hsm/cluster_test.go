@@ -168,7 +168,7 @@ func TestImportClusterKeys(t *testing.T) {
 	}
 
 	// The package's own keys are neither created nor destroyed by callers.
-	for _, label := range []string{ClusterKEKLabel, ClusterSealLabel, defaultHealthKeyLabel} {
+	for _, label := range []string{ClusterKEKLabel, ClusterSealLabel, DefaultHealthKeyLabel} {
 		if err := h.GenerateKey(label); !errors.Is(err, ErrInvalidInput) {
 			t.Errorf("GenerateKey(%q): err = %v", label, err)
 		}

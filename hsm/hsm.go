@@ -50,11 +50,15 @@ type Config struct {
 	HealthInterval time.Duration
 }
 
+// DefaultHealthKeyLabel is the health key's label when the Config names
+// none. Like the cluster keys' labels, it is reserved: no customer key may
+// use it (fsm keeps a copy of these labels, checked by a cluster test).
+const DefaultHealthKeyLabel = "xksproxy-health"
+
 const (
 	defaultPoolSize       = 2
 	defaultWaitTimeout    = 50 * time.Millisecond
 	defaultCallTimeout    = 150 * time.Millisecond
-	defaultHealthKeyLabel = "xksproxy-health"
 	defaultHealthInterval = 10 * time.Second
 
 	// PKCS#11 token labels are 32 bytes, blank padded.
@@ -84,7 +88,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.CallTimeout = defaultCallTimeout
 	}
 	if c.HealthKeyLabel == "" {
-		c.HealthKeyLabel = defaultHealthKeyLabel
+		c.HealthKeyLabel = DefaultHealthKeyLabel
 	}
 	if c.HealthInterval == 0 {
 		c.HealthInterval = defaultHealthInterval

@@ -240,7 +240,7 @@ func TestHealthAndTokenInfo(t *testing.T) {
 	if first.Status != StatusActive || first.Err != "" || first.CheckedAt.IsZero() {
 		t.Fatalf("Health after Open = %+v", first)
 	}
-	if ok, err := h.HasKey(defaultHealthKeyLabel); !ok || err != nil {
+	if ok, err := h.HasKey(DefaultHealthKeyLabel); !ok || err != nil {
 		t.Errorf("health key: %v, %v", ok, err)
 	}
 	next := h.CheckNow()

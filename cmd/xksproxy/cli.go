@@ -67,6 +67,26 @@ func (o *cliOptions) run(method, path string, in, out any, human func()) error {
 	if err := c.Do(method, path, in, out); err != nil {
 		return err
 	}
+	return o.print(out, human)
+}
+
+// runRaw is run with a body sent as it is (a file), not as JSON.
+func (o *cliOptions) runRaw(method, path string, body []byte, out any, human func()) error {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	data, err := c.Raw(method, path, body)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return err
+	}
+	return o.print(out, human)
+}
+
+func (o *cliOptions) print(out any, human func()) error {
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -479,8 +499,9 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 		},
 	}
 	save.Flags().BoolVar(&stale, "stale", false, "save this node's state without confirming it with a leader (lost quorum)")
+	var allowUnauthenticated bool
 	restore := &cobra.Command{
-		Use: "restore FILE", Short: "Replace the cluster's state with FILE (disaster recovery; every node takes it)", Args: cobra.ExactArgs(1),
+		Use: "restore FILE", Short: "Replace the cluster's state with FILE (disaster recovery; every node takes it) once its MAC verifies", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			data, err := os.ReadFile(args[0])
 			if err != nil {
@@ -490,9 +511,13 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out, err := c.Raw(http.MethodPost, "/v1/snapshot", data)
+			path := "/v1/snapshot"
+			if allowUnauthenticated {
+				path += "?allow-unauthenticated=1"
+			}
+			out, err := c.Raw(http.MethodPost, path, data)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", args[0], err)
 			}
 			var res cluster.ChangeResult
 			if err := json.Unmarshal(out, &res); err != nil {
@@ -502,6 +527,46 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(save, restore)
+	restore.Flags().BoolVar(&allowUnauthenticated, "allow-unauthenticated", false,
+		"also restore a backup without a MAC (written by an older xksproxy); once, to migrate: take a new backup right after")
+	inspect := &cobra.Command{
+		Use: "inspect FILE", Short: "Describe a backup (cluster, time, index, counts) and check its MAC with a node's HSM, without restoring", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			var info cluster.BackupInfo
+			err = o.runRaw(http.MethodPost, "/v1/snapshot/inspect", data, &info, func() {
+				savedAt := "unknown"
+				if info.SavedAt != nil {
+					savedAt = info.SavedAt.Format(time.RFC3339)
+				}
+				mac := map[string]string{
+					"verified":  "verified (made by this cluster's HSMs for exactly this content)",
+					"failed":    "FAILED: modified, or from another cluster",
+					"absent":    "none (a backup of an older version; restorable only with --allow-unauthenticated)",
+					"unchecked": "not checked (the node's HSM did not answer)",
+				}[info.MAC]
+				fmt.Printf("file          %s\ncluster       %s (this cluster: %s)\nsaved         %s by %s\nMAC           %s\n",
+					args[0], firstNonEmpty(info.ClusterID, "unknown"), info.ThisClusterID, savedAt, firstNonEmpty(info.SavedBy, "unknown"), mac)
+				if info.Valid {
+					fmt.Printf("raft index    %d\nkey stores    %d\ncredentials   %d\nkeys          %d (and %d deleted)\ngrants        %d\n",
+						info.Index, info.KeyStores, info.Credentials, info.Keys, info.DeletedKeys, info.Grants)
+				}
+				if info.Restorable {
+					fmt.Println("restorable    yes")
+				} else {
+					fmt.Printf("restorable    no: %s\n", info.Problem)
+				}
+			})
+			if err == nil && !info.Restorable {
+				// The exit status tells scripts (a nightly check of the backups).
+				return fmt.Errorf("%s is not restorable", args[0])
+			}
+			return err
+		},
+	}
+	cmd.AddCommand(save, restore, inspect)
 	return cmd
 }

@@ -121,6 +121,19 @@ func TestDevQuickStart(t *testing.T) {
 	}
 	assertPortsOutsideReservedRange(t, dir, port)
 
+	// The welcome reads the secret from its file instead of printing it.
+	if strings.Contains(p.stdout.String(), client.SecretAccessKey) {
+		t.Fatal("dev printed the SigV4 secret")
+	}
+	// serve destroyed its copy of the ceremony material once imported;
+	// dev keeps its own for nodes added later.
+	if _, err := os.Stat(filepath.Join(dir, "node1", "cluster-keys.import")); !os.IsNotExist(err) {
+		t.Fatalf("the node's copy of the cluster key material is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "secrets", "cluster-keys")); err != nil {
+		t.Fatalf("dev lost its cluster key material: %v", err)
+	}
+
 	// The printed curl command works as printed.
 	curlLine := printedCurl(t, p.stdout.String())
 	out, err := exec.Command("sh", "-c", curlLine+" -sS -w '\n%{http_code}'").CombinedOutput()
@@ -185,6 +198,7 @@ func TestDevQuickStart(t *testing.T) {
 	if out, err := cli(t, bin, dir, 0, "key", "disable", client.KeyStore, client.KeyID); err != nil {
 		t.Fatalf("key disable: %v\n%s", err, out)
 	}
+	checkBackupCommands(t, bin, dir)
 	p.stop(t)
 	if strings.Contains(p.stderr.String(), client.SecretAccessKey) {
 		t.Fatal("the log contains the SigV4 secret")
@@ -238,6 +252,39 @@ func TestDevQuickStart(t *testing.T) {
 	}
 	if took := time.Since(signalled); took < 2*time.Second {
 		t.Fatalf("stopped %v after SIGTERM, before its 2s drain", took)
+	}
+}
+
+// checkBackupCommands: snapshot save writes an authenticated backup that
+// inspect verifies; the same file with the demo key enabled by a text
+// editor fails inspect (exit status 1) and restore.
+func checkBackupCommands(t *testing.T, bin, dir string) {
+	t.Helper()
+	backup := filepath.Join(dir, "backup.snap")
+	if out, err := cli(t, bin, dir, 0, "snapshot", "save", backup); err != nil {
+		t.Fatalf("snapshot save: %v\n%s", err, out)
+	}
+	out, err := cli(t, bin, dir, 0, "snapshot", "inspect", backup)
+	if err != nil || !strings.Contains(out, "MAC           verified") || !strings.Contains(out, "restorable    yes") || !strings.Contains(out, "keys          1 ") {
+		t.Fatalf("snapshot inspect of a fresh backup: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := bytes.Replace(b, []byte(`"enabled":false`), []byte(`"enabled":true`), 1)
+	if bytes.Equal(edited, b) {
+		t.Fatalf("the backup holds no disabled key:\n%s", b)
+	}
+	if err := os.WriteFile(backup, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = cli(t, bin, dir, 0, "snapshot", "inspect", backup)
+	if err == nil || !strings.Contains(out, "FAILED: modified, or from another cluster") {
+		t.Fatalf("snapshot inspect of an edited backup: %v\n%s", err, out)
+	}
+	if out, err := cli(t, bin, dir, 0, "snapshot", "restore", backup); err == nil || !strings.Contains(out, "modified") {
+		t.Fatalf("snapshot restore of an edited backup: %v\n%s", err, out)
 	}
 }
 

@@ -296,7 +296,7 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 			CAFile:         e.path("tls", "ca.pem"),
 			CertFile:       e.nodeDir(i, "cluster.pem"),
 			KeyFile:        e.nodeDir(i, "cluster-key.pem"),
-			ImportKeysFile: e.path("secrets", "cluster-keys"),
+			ImportKeysFile: e.nodeDir(i, "cluster-keys.import"),
 		},
 		Admin:  node.AdminConfig{Listen: n.AdminListen, TokenFile: e.path("secrets", "admin-token")},
 		Gossip: node.GossipConfig{Bind: n.GossipBind, KeyringFile: e.path("secrets", "gossip-key")},
@@ -319,6 +319,18 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 	}
 	c.Defaults()
 	return c, c.Validate()
+}
+
+// stageClusterKeys puts a copy of the ceremony material where node i's
+// serve imports it from: serve destroys that copy once its HSM holds the
+// keys, as it would in production. dev keeps its own in secrets/, since a
+// node added later (--nodes) needs it.
+func (e *Env) stageClusterKeys(i int) error {
+	b, err := os.ReadFile(e.path("secrets", "cluster-keys"))
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(e.nodeDir(i, "cluster-keys.import"), b, 0o600)
 }
 
 func (e *Env) writeNodeConfig(i int) error {

@@ -49,6 +49,10 @@ type Supervisor struct {
 func (e *Env) Start(bin string, logs io.Writer) (*Supervisor, error) {
 	s := &Supervisor{env: e, exits: make(chan int, len(e.State.Nodes))}
 	for i := range e.State.Nodes {
+		if err := e.stageClusterKeys(i); err != nil {
+			s.Stop(5 * time.Second)
+			return nil, fmt.Errorf("%s: staging the cluster key material: %w", e.State.Nodes[i].ID, err)
+		}
 		cmd := exec.Command(bin, "serve", "--config", e.nodeDir(i, "node.toml"))
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
@@ -253,7 +257,9 @@ func writeJSON(path string, v any) error {
 	return writeFileAtomic(path, b, 0o600)
 }
 
-// PrintWelcome tells a newcomer what is running and how to call it.
+// PrintWelcome tells a newcomer what is running and how to call it. The
+// curl command reads the SigV4 secret from its file, so that the secret
+// never lands on the terminal, in its scroll-back or in a recording.
 func (e *Env) PrintWelcome(w io.Writer) {
 	body := `{"requestMetadata":{"awsPrincipalArn":"arn:aws:iam::111122223333:user/alice","kmsKeyArn":"arn:aws:kms:` +
 		e.State.Region + `:111122223333:key/demo","kmsOperation":"Encrypt","kmsRequestId":"demo-1"},"plaintext":"SGVsbG8gV29ybGQh","encryptionAlgorithm":"AES_GCM"}`
@@ -269,7 +275,7 @@ func (e *Env) PrintWelcome(w io.Writer) {
 Encrypt "Hello World!" with the demo key:
 
 curl --cacert %s \
-  --aws-sigv4 "aws:amz:%s:kms-xks-proxy" --user '%s:%s' \
+  --aws-sigv4 "aws:amz:%s:kms-xks-proxy" --user "%s:$(cat '%s')" \
   -H 'Content-Type: application/json' \
   -d '%s' \
   %s%s/keys/%s/encrypt
@@ -278,7 +284,7 @@ Manage it:  source %s && %s key list %s
 Stop with Ctrl-C; run again to resume with the same tokens, keys and credentials.
 `, e.State.KeyStore, e.State.URIPath, e.State.Region, e.State.KeyID,
 		e.path("client.json"), e.path("kms-console.json"),
-		e.path("tls", "ca.pem"), e.State.Region, e.State.AccessKeyID, e.secret, body,
+		e.path("tls", "ca.pem"), e.State.Region, e.State.AccessKeyID, e.path("secrets", "credential"), body,
 		e.Endpoint(0), e.State.URIPath, e.State.KeyID,
 		e.nodeDir(0, "admin.env"), cliCommand(), e.State.KeyStore)
 	if len(e.skipped) > 0 {

@@ -46,8 +46,10 @@ type ClusterConfig struct {
 	StalenessLimit time.Duration `toml:"staleness_limit"`
 	MaxLag         time.Duration `toml:"max_lag"`
 	// ImportKeysFile, when set, imports the cluster key ceremony material at
-	// start if the HSM lacks the cluster keys. For development; production
-	// imports once with `xksproxy cluster-keys import` and destroys the file.
+	// start if the HSM lacks the cluster keys, then overwrites and removes
+	// the file (also when the keys were there already). For development;
+	// production imports once with `xksproxy cluster-keys import` and
+	// destroys the file.
 	ImportKeysFile string `toml:"import_keys_file,omitempty"`
 }
 

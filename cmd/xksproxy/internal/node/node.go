@@ -123,8 +123,12 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 
 func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) error {
 	if cfg.Cluster.ImportKeysFile != "" {
-		if err := importClusterKeysIfMissing(n.HSM, cfg.Cluster.ImportKeysFile); err != nil {
-			return err
+		destroyed, err := importClusterKeysFile(n.HSM, cfg.Cluster.ImportKeysFile)
+		if err != nil {
+			return fmt.Errorf("cluster.import_keys_file: %w", err)
+		}
+		if destroyed {
+			n.log.Warn().Str("file", cfg.Cluster.ImportKeysFile).Msg("the HSM holds the cluster keys: overwrote and removed cluster.import_keys_file (nodes added later need the ceremony material again)")
 		}
 	}
 	if ok, err := n.HSM.HasClusterKeys(); err != nil || !ok {
@@ -198,17 +202,73 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 	return nil
 }
 
-// ImportClusterKeys reads ceremony material from path into h, unless the
-// cluster keys are there already.
-func importClusterKeysIfMissing(h *hsm.HSM, path string) error {
-	ok, err := h.HasClusterKeys()
+// importClusterKeysFile imports the ceremony material at path into h,
+// unless the cluster keys are there already, and then destroys the file:
+// with a copy of raft.db or of a backup, it unseals every SigV4 secret and
+// unwraps every replicated key, so it must not outlive its use. It reports
+// whether there was a file to destroy; a file it cannot destroy is an
+// error, so that the node does not run beside it.
+func importClusterKeysFile(h *hsm.HSM, path string) (bool, error) {
+	err := retryBusyHSM(func() error {
+		ok, err := h.HasClusterKeys()
+		if err != nil {
+			return fmt.Errorf("checking for the cluster keys: %w", err)
+		}
+		if ok {
+			return nil
+		}
+		return ImportClusterKeys(h, path)
+	})
 	if err != nil {
-		return fmt.Errorf("checking for the cluster keys: %w", err)
+		return false, err
 	}
-	if ok {
-		return nil
+	destroyed, err := destroyFile(path)
+	if err != nil {
+		return false, fmt.Errorf("the HSM holds the cluster keys, but %s, which holds them in the clear, could not be destroyed: %w; remove it by hand", path, err)
 	}
-	return ImportClusterKeys(h, path)
+	return destroyed, nil
+}
+
+// retryBusyHSM calls f again, for up to 10 s, while the HSM answers that it
+// was busy or that the call outlived its deadline: SoftHSMv2 writing token
+// files on a loaded machine can take longer than the call deadline, and
+// hsm's answer to that is to ask again (the import is idempotent).
+func retryBusyHSM(f func() error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if !errors.Is(err, hsm.ErrTimeout) && !errors.Is(err, hsm.ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// destroyFile overwrites a file with zeros, flushes it and removes it. On
+// flash or copy-on-write file systems the old blocks may survive the
+// overwrite; the removal is what is certain.
+func destroyFile(path string) (bool, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	st, err := f.Stat()
+	if err == nil {
+		_, err = f.Write(make([]byte, st.Size()))
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, os.Remove(path)
 }
 
 // ImportClusterKeys imports the key ceremony material of path into h.
