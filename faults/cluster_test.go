@@ -131,8 +131,8 @@ func siteConfig(t testing.TB, name, dir string, staleness time.Duration) string 
 }
 
 // newFleet prepares every site as an operator would (PKI, token, ceremony
-// import, the site's TOML) and starts the three nodes.
-func newFleet(t *testing.T, staleness time.Duration) *fleet {
+// import, the site's TOML) and starts the three nodes, after prepare.
+func newFleet(t *testing.T, staleness time.Duration, prepare ...func(*fleet)) *fleet {
 	t.Helper()
 	l := newLab(t, siteAddrs, siteOrder)
 	f := &fleet{t: t, lab: l, bin: xksproxyBinary(t), dir: t.TempDir(), staleness: staleness, secret: randomSecret(t, 40)}
@@ -196,6 +196,9 @@ func newFleet(t *testing.T, staleness time.Duration) *fleet {
 			}
 		}
 	})
+	for _, p := range prepare {
+		p(f)
+	}
 	for _, n := range f.nodes {
 		n.start()
 	}

@@ -54,14 +54,25 @@ func (c tally) String() string {
 // the others, disable the key through a node of the majority, check that
 // victim stops serving crypto within the staleness limit, keep the cut for
 // hold, heal, and watch victim: it must never answer 200 for the disabled
-// key after the heal. It re-enables the key at the end.
-func (f *fleet) cutAndDisable(name string, victim *node, hold time.Duration) {
+// key after the heal. during, when not nil, runs beside it from the cut to
+// the heal (closed stop) and adds its figures and pass/fail. It re-enables
+// the key at the end.
+func (f *fleet) cutAndDisable(name string, victim *node, hold time.Duration, during func(cutAt time.Time, stop <-chan struct{}) (string, bool)) {
 	t := f.t
 	var figs figures
 	f.waitServing(30 * time.Second)
 	majority := f.others(victim)
 	f.lab.cut(victim.site, sitesOf(majority)...)
 	cutAt := time.Now()
+	stopDuring := make(chan struct{})
+	duringDone := make(chan struct{})
+	duringFigs, duringOK := "", true
+	go func() {
+		defer close(duringDone)
+		if during != nil {
+			duringFigs, duringOK = during(cutAt, stopDuring)
+		}
+	}()
 	// The disable runs beside the watch on victim: the command waits for
 	// victim's confirmation, which cannot come, for several seconds. The
 	// leader may be the victim: the majority elects a new one first.
@@ -107,6 +118,11 @@ func (f *fleet) cutAndDisable(name string, victim *node, hold time.Duration) {
 	}
 	f.lab.heal()
 	healAt := time.Now()
+	close(stopDuring)
+	<-duringDone
+	if duringFigs != "" {
+		figs = append(figs, duringFigs)
+	}
 	after := tally{}
 	served := 0
 	var caughtUp time.Duration
@@ -127,7 +143,7 @@ func (f *fleet) cutAndDisable(name string, victim *node, hold time.Duration) {
 	figs.add("heal_to_caught_up", "%s", ms(caughtUp))
 	figs.add("served_disabled_after_heal", "%d", served)
 	figs.add("answers_after_heal", "%s", after)
-	verdict(t, name, refusedInTime && served == 0 && caughtUp > 0, "cut=%s hold=%s %s", victim.id, hold, figs)
+	verdict(t, name, refusedInTime && served == 0 && caughtUp > 0 && duringOK, "cut=%s hold=%s %s", victim.id, hold, figs)
 
 	setKey(t, f.leader(30*time.Second), true)
 }
@@ -145,6 +161,44 @@ func TestFollowerCutOffWhileKeyDisabled(t *testing.T) {
 	for _, hold := range holds {
 		leader := f.leader(30 * time.Second)
 		follower := f.others(leader)[0]
-		f.cutAndDisable(fmt.Sprintf("follower-cut-off-%s", hold), follower, hold)
+		f.cutAndDisable(fmt.Sprintf("follower-cut-off-%s", hold), follower, hold, nil)
 	}
+}
+
+// Scenario 3: the leader cut off from both followers. The minority side
+// stops serving within the staleness limit (checked by cutAndDisable, with
+// the key disabled through the new leader meanwhile); the majority elects a
+// new leader and keeps serving throughout.
+func TestLeaderCutOff(t *testing.T) {
+	if !full() {
+		t.Skip("full run only (make faults)")
+	}
+	f := newFleet(t, suiteStaleness)
+	old := f.leader(30 * time.Second)
+	majority := f.others(old)
+	f.cutAndDisable("leader-cut-off", old, 20*time.Second, func(cutAt time.Time, stop <-chan struct{}) (string, bool) {
+		failover := time.Duration(0)
+		answers, errs := tally{}, 0
+		for {
+			select {
+			case <-stop:
+				return fmt.Sprintf("failover=%s majority_answers=%s majority_errors=%d", ms(failover), answers, errs), failover > 0 && errs == 0
+			case <-time.After(100 * time.Millisecond):
+			}
+			for _, n := range majority {
+				_, o := n.encrypt([]byte("x"))
+				answers[o.String()]++
+				// The key is disabled during the cut: 400 InvalidStateException
+				// is the majority serving correctly.
+				if o.status != 200 && o.name != "InvalidStateException" {
+					errs++
+				}
+			}
+			if failover == 0 {
+				if st, err := majority[0].status(); err == nil && st.Leader != nil && st.Leader.ID != old.id {
+					failover = time.Since(cutAt)
+				}
+			}
+		}
+	})
 }

@@ -56,6 +56,21 @@ func (f *fleet) startAdminWriter(prefix string, every time.Duration, maxCount in
 
 func (w *adminWriter) finish() (acked []string, fails int) {
 	close(w.stop)
+	return w.finish2(0)
+}
+
+// finish2 waits up to limit for the writer to end by itself (its count),
+// then stops it.
+func (w *adminWriter) finish2(limit time.Duration) (acked []string, fails int) {
+	select {
+	case <-w.done:
+	case <-time.After(limit):
+	}
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
