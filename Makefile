@@ -22,7 +22,7 @@ run: deps build ## Start a single-node development proxy on SoftHSMv2 (DATA=dir 
 test: deps ## Run every test (real SoftHSMv2, real TLS and SigV4 on loopback)
 	$(GO) test -race -count=1 -p 1 -timeout 14m ./...
 
-faults: deps ## The fault suite, every scenario, one VERDICT line each (needs root: namespaces, iptables; ~20 min)
+faults: deps ## The fault suite, every scenario, one VERDICT line each (needs root: namespaces, iptables; ~10 min)
 	XKSPROXY_FAULTS=full $(GO) test -count=1 -v -timeout 45m ./faults/
 
 check: ## gofmt, go vet, go.mod tidiness and the package import rules
