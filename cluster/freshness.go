@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // A node may serve crypto only while its state is known to be current: it
@@ -129,6 +131,9 @@ func (n *Node) askLeaderIndex() (uint64, error) {
 	defer cancel()
 	var res leaderIndexResponse
 	status, err := n.rpc(ctx, string(addr), "/v1/leader-index", nil, &res)
+	if status == http.StatusNotFound {
+		return n.askOlderLeaderIndex(ctx, string(addr))
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -136,6 +141,22 @@ func (n *Node) askLeaderIndex() (uint64, error) {
 		return 0, fmt.Errorf("%s answered %d to /v1/leader-index", addr, status)
 	}
 	return res.Index, nil
+}
+
+// askOlderLeaderIndex reads the index from the status of a leader whose
+// version predates /v1/leader-index, so that upgraded followers serve
+// during a rolling upgrade. Such a leader may not yet have applied all its
+// predecessor committed; the staleness limit still bounds the node.
+func (n *Node) askOlderLeaderIndex(ctx context.Context, addr string) (uint64, error) {
+	var st NodeStatus
+	status, err := n.rpc(ctx, addr, "/v1/status", nil, &st)
+	if err != nil {
+		return 0, err
+	}
+	if status != http.StatusOK || st.State != raft.Leader.String() {
+		return 0, fmt.Errorf("%s answered %d (%s) to /v1/status", addr, status, st.State)
+	}
+	return st.AppliedIndex, nil
 }
 
 // leaderIndex is the index of the last command this leader's FSM applied,
