@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -75,7 +76,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// fleet is deploy/three-site booted in the lab: one node per site.
+// fleet is deploy/three-site booted in the lab (or on loopback): one node
+// per site.
 type fleet struct {
 	t          *testing.T
 	lab        *lab
@@ -96,7 +98,11 @@ type node struct {
 	logPath string
 	proc    *os.Process
 	done    chan struct{}
+	exit    error // how the last process ended, once done is closed
 	xks     *xksclient.Client
+	// binMu guards bin, which a rolling upgrade changes while the CLI runs.
+	binMu sync.Mutex
+	bin   string
 }
 
 func randomSecret(t testing.TB, n int) string {
@@ -116,12 +122,18 @@ func siteConfig(t testing.TB, name, dir string, staleness time.Duration) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(b)
-	for _, r := range [][2]string{
+	return substitute(t, name, string(b), [][2]string{
 		{`"/etc/xksproxy/`, `"` + dir + `/etc/`},
 		{`"/var/lib/xksproxy"`, `"` + dir + `/data"`},
 		{`staleness_limit = "2m"`, fmt.Sprintf(`staleness_limit = "%s"`, staleness)},
-	} {
+	})
+}
+
+// substitute replaces each pair's first string in site name's TOML text by
+// its second, failing if one is not there.
+func substitute(t testing.TB, name, text string, pairs [][2]string) string {
+	t.Helper()
+	for _, r := range pairs {
 		if !strings.Contains(text, r[0]) {
 			t.Fatalf("deploy/three-site/site-%s.toml no longer holds %s, which the suite substitutes", name, r[0])
 		}
@@ -130,12 +142,26 @@ func siteConfig(t testing.TB, name, dir string, staleness time.Duration) string 
 	return text
 }
 
-// newFleet prepares every site as an operator would (PKI, token, ceremony
-// import, the site's TOML) and starts the three nodes, after prepare.
+// newFleet prepares every site of the lab as an operator would and starts
+// the three nodes, after prepare.
 func newFleet(t *testing.T, staleness time.Duration, prepare ...func(*fleet)) *fleet {
 	t.Helper()
 	l := newLab(t, siteAddrs, siteOrder)
-	f := &fleet{t: t, lab: l, bin: xksproxyBinary(t), dir: t.TempDir(), staleness: staleness, secret: randomSecret(t, 40)}
+	f := prepareFleet(t, l.sites, xksproxyBinary(t), staleness, func(s *site, dir string) string { return siteConfig(t, s.name, dir, staleness) })
+	f.lab = l
+	for _, p := range prepare {
+		p(f)
+	}
+	f.boot()
+	return f
+}
+
+// prepareFleet does at every site what an operator would before the first
+// start, with bin: PKI, a SoftHSMv2 token, the ceremony import and the
+// site's TOML, which config writes for the node's directory.
+func prepareFleet(t *testing.T, sites []*site, bin string, staleness time.Duration, config func(s *site, dir string) string) *fleet {
+	t.Helper()
+	f := &fleet{t: t, bin: bin, dir: t.TempDir(), staleness: staleness, secret: randomSecret(t, 40)}
 	clusterCA, serverCA, awsCA := newPKICA(t, "xksproxy cluster CA"), newPKICA(t, "stand-in public CA"), newPKICA(t, "stand-in AWS KMS client CA")
 	f.serverCA = filepath.Join(f.dir, "server-ca.pem")
 	serverCA.writeCA(t, f.serverCA)
@@ -149,8 +175,8 @@ func newFleet(t *testing.T, staleness time.Duration, prepare ...func(*fleet)) *f
 	must(t, f.bin, "cluster-keys", "generate", ceremony)
 	adminToken, gossipKey := randomSecret(t, 24), base64.StdEncoding.EncodeToString([]byte(randomSecret(t, 24))[:32])
 	pin, soPIN := randomSecret(t, 12), randomSecret(t, 12)
-	for _, s := range l.sites {
-		n := &node{f: f, site: s, id: "xks-site-" + s.name, dir: filepath.Join(f.dir, "site-"+s.name)}
+	for _, s := range sites {
+		n := &node{f: f, site: s, id: "xks-site-" + s.name, dir: filepath.Join(f.dir, "site-"+s.name), bin: bin}
 		etc := filepath.Join(n.dir, "etc")
 		serverCA.issue(t, filepath.Join(etc, "tls", "server.pem"), filepath.Join(etc, "tls", "server-key.pem"), "xks."+s.name+".example.com", []string{s.addr}, "xks."+s.name+".example.com")
 		awsCA.writeCA(t, filepath.Join(etc, "tls", "aws-kms-client-ca.pem"))
@@ -173,7 +199,7 @@ func newFleet(t *testing.T, staleness time.Duration, prepare ...func(*fleet)) *f
 			t.Fatalf("softhsm2-util --init-token for site %s: %v: %s", s.name, err, out)
 		}
 		n.conf = filepath.Join(n.dir, "node.toml")
-		writeFile(t, n.conf, []byte(siteConfig(t, s.name, n.dir, staleness)))
+		writeFile(t, n.conf, []byte(config(s, n.dir)))
 		// The import's HSM calls have the node's 150 ms deadline, which a
 		// machine busy with other tests can miss: try again, as an operator
 		// would.
@@ -187,6 +213,7 @@ func newFleet(t *testing.T, staleness time.Duration, prepare ...func(*fleet)) *f
 			t.Fatal(err)
 		}
 		n.logPath = filepath.Join(n.dir, "node.log")
+		n.newClient(t)
 		f.nodes = append(f.nodes, n)
 	}
 	t.Cleanup(func() {
@@ -196,9 +223,15 @@ func newFleet(t *testing.T, staleness time.Duration, prepare ...func(*fleet)) *f
 			}
 		}
 	})
-	for _, p := range prepare {
-		p(f)
-	}
+	return f
+}
+
+// boot starts every node, waits until each is ready, opens the seeded key
+// store's grants to the suite's principals and round-trips the seeded key
+// on every node.
+func (f *fleet) boot() {
+	t := f.t
+	t.Helper()
 	for _, n := range f.nodes {
 		n.start()
 	}
@@ -213,7 +246,6 @@ func newFleet(t *testing.T, staleness time.Duration, prepare ...func(*fleet)) *f
 			t.Fatalf("%s never round-tripped the seeded key: %v", n.id, err)
 		}
 	}
-	return f
 }
 
 func tail(path string, lines int) string {
@@ -237,15 +269,22 @@ func eventually(limit time.Duration, fn func() error) error {
 	}
 }
 
-// start runs `xksproxy serve` in the site's namespace. Pdeathsig kills the
-// node should the test binary die without its cleanups.
+func (n *node) binary() string {
+	n.binMu.Lock()
+	defer n.binMu.Unlock()
+	return n.bin
+}
+
+// start runs `xksproxy serve` at the node's site. Pdeathsig kills the node
+// should the test binary die without its cleanups.
 func (n *node) start() {
 	t := n.f.t
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", n.site.ns, n.f.bin, "serve", "--config", n.conf)
+	argv := n.site.argv(n.binary(), "serve", "--config", n.conf)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -254,7 +293,7 @@ func (n *node) start() {
 	}
 	done := make(chan struct{})
 	go func() {
-		cmd.Wait()
+		n.exit = cmd.Wait()
 		logf.Close()
 		close(done)
 	}()
@@ -294,7 +333,7 @@ func (n *node) running() bool {
 // ready asks the node's health port, as a load balancer would.
 func (n *node) ready() (bool, string) {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: n.site.dialer(), DisableKeepAlives: true}}
-	resp, err := hc.Get("http://" + n.site.addr + ":8080/ready")
+	resp, err := hc.Get("http://" + n.site.health + "/ready")
 	if err != nil {
 		return false, err.Error()
 	}
@@ -322,12 +361,12 @@ func (n *node) waitReady(limit time.Duration) time.Duration {
 	return time.Since(start)
 }
 
-// cli runs the operator CLI in the node's namespace against its admin API.
+// cli runs the node's operator CLI at its site against its admin API.
 func (n *node) cli(args ...string) (string, error) {
 	etc := filepath.Join(n.dir, "etc")
-	args = append(append([]string{"netns", "exec", n.site.ns, n.f.bin}, args...),
-		"--admin", "https://127.0.0.1:7100", "--token-file", filepath.Join(etc, "admin-token"), "--ca", filepath.Join(etc, "cluster", "ca.pem"))
-	return sh(60*time.Second, "ip", args...)
+	argv := n.site.argv(n.binary(), append(args,
+		"--admin", "https://"+n.site.admin, "--token-file", filepath.Join(etc, "admin-token"), "--ca", filepath.Join(etc, "cluster", "ca.pem"))...)
+	return sh(60*time.Second, argv[0], argv[1:]...)
 }
 
 // cliJSON runs the CLI with --json and decodes its answer into out.
@@ -432,19 +471,18 @@ func sitesOf(ns []*node) []*site {
 
 // client is AWS KMS at the node's site: SigV4 from bench/xksclient, mTLS
 // with the KMS client certificate, connections made in the site's namespace.
-func (n *node) client() *xksclient.Client {
-	if n.xks != nil {
-		return n.xks
-	}
+func (n *node) client() *xksclient.Client { return n.xks }
+
+// newClient makes the node's client once, before any goroutine shares it.
+func (n *node) newClient(t testing.TB) {
 	hc, err := xksclient.NewHTTPClient(n.f.serverCA, &n.f.clientCert)
 	if err != nil {
-		n.f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	hc.Timeout = 3 * time.Second
 	hc.Transport.(*http.Transport).DialContext = n.site.dialer()
-	n.xks = &xksclient.Client{Endpoint: "https://" + n.site.addr + ":443", URIPath: uriPath,
+	n.xks = &xksclient.Client{Endpoint: "https://" + n.site.api, URIPath: uriPath,
 		Creds: xksclient.Credentials{AccessKeyID: accessKey, Secret: n.f.secret, Region: region}, HTTP: hc}
-	return n.xks
 }
 
 var requestSeq struct {
@@ -517,4 +555,62 @@ func (n *node) logHas(s string) bool {
 		}
 	}
 	return false
+}
+
+// written is a ciphertext answered 200 and the plaintext it must decrypt to.
+type written struct {
+	plaintext []byte
+	ct        *xksclient.EncryptResponse
+}
+
+func (n *node) decrypt(wr written) error {
+	got, err := n.client().Decrypt(keyID, &xksclient.DecryptRequest{RequestMetadata: md("Decrypt"),
+		Ciphertext: wr.ct.Ciphertext, CiphertextMetadata: wr.ct.CiphertextMetadata, IV: wr.ct.IV, Tag: wr.ct.Tag})
+	if err == nil && !bytes.Equal(got, wr.plaintext) {
+		err = errors.New("decrypted to other bytes than were encrypted")
+	}
+	return err
+}
+
+// undecryptable decrypts every ciphertext on every node (the nodes in
+// parallel) and counts those that did not give their plaintext back.
+func (f *fleet) undecryptable(kept []written) (bad int, first string) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range f.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, wr := range kept {
+				if err := n.decrypt(wr); err != nil {
+					mu.Lock()
+					bad++
+					if first == "" {
+						first = fmt.Sprintf("%s: %v", n.id, err)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return bad, first
+}
+
+// missingGrants counts, over every node, the acknowledged grants (by
+// principal) that its `grant list` lacks.
+func (f *fleet) missingGrants(principals []string) int {
+	missing := 0
+	for _, n := range f.nodes {
+		out, err := n.cli("grant", "list", keyStore, "--json")
+		if err != nil {
+			f.t.Fatalf("grant list on %s: %v", n.id, err)
+		}
+		for _, p := range principals {
+			if !strings.Contains(out, `"`+p+`"`) {
+				missing++
+			}
+		}
+	}
+	return missing
 }

@@ -1,15 +1,11 @@
 package faults
 
 import (
-	"bytes"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 )
 
 // load encrypts on every running node in a loop, keeps every ciphertext
@@ -22,11 +18,6 @@ type load struct {
 	mu     sync.Mutex
 	kept   []written
 	errors map[string]tally // phase → node outcome → count
-}
-
-type written struct {
-	plaintext []byte
-	ct        *xksclient.EncryptResponse
 }
 
 func (f *fleet) startLoad(every time.Duration) *load {
@@ -117,32 +108,8 @@ func TestKillUnderLoad(t *testing.T) {
 	}
 	figs.add("full_restart_to_ready", "%s", ms(time.Since(restartAt)))
 
-	bad := 0
-	var firstBad string
-	for _, n := range f.nodes {
-		for _, wr := range ld.kept {
-			got, err := n.client().Decrypt(keyID, &xksclient.DecryptRequest{RequestMetadata: md("Decrypt"),
-				Ciphertext: wr.ct.Ciphertext, CiphertextMetadata: wr.ct.CiphertextMetadata, IV: wr.ct.IV, Tag: wr.ct.Tag})
-			if err != nil || !bytes.Equal(got, wr.plaintext) {
-				bad++
-				if firstBad == "" {
-					firstBad = fmt.Sprintf("%s: %v", n.id, err)
-				}
-			}
-		}
-	}
-	missing := 0
-	for _, n := range f.nodes {
-		out, err := n.cli("grant", "list", keyStore, "--json")
-		if err != nil {
-			t.Fatalf("grant list on %s: %v", n.id, err)
-		}
-		for _, role := range acked {
-			if !strings.Contains(out, `"`+role+`"`) {
-				missing++
-			}
-		}
-	}
+	bad, firstBad := f.undecryptable(ld.kept)
+	missing := f.missingGrants(acked)
 	figs.add("ciphertexts", "%d", len(ld.kept))
 	figs.add("decrypts_ok", "%d/%d", len(ld.kept)*len(f.nodes)-bad, len(ld.kept)*len(f.nodes))
 	figs.add("admin_acked", "%d", len(acked))

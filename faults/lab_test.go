@@ -147,9 +147,26 @@ type lab struct {
 
 type site struct {
 	name string // "a", "b", "c"
-	ns   string
+	ns   string // "" for a loopback site: the host's own network
 	addr string
 	fd   int // the namespace's file descriptor, for setns
+	// Where the site's node listens, host:port.
+	api, health, cluster, gossip, admin string
+}
+
+// labPorts are deploy/three-site's ports, which each namespace has to itself.
+func (s *site) labPorts() {
+	s.api, s.health, s.cluster, s.gossip = s.addr+":443", s.addr+":8080", s.addr+":7000", s.addr+":7946"
+	s.admin = "127.0.0.1:7100"
+}
+
+// argv is the command line that runs name with args at the site: inside its
+// namespace, or as is on loopback.
+func (s *site) argv(name string, args ...string) []string {
+	if s.ns == "" {
+		return append([]string{name}, args...)
+	}
+	return append([]string{"ip", "netns", "exec", s.ns, name}, args...)
 }
 
 var labSeq int
@@ -168,6 +185,7 @@ func newLab(t *testing.T, addrs map[string]string, order []string) *lab {
 	must(t, "ip", "-n", l.br, "link", "set", "br0", "up")
 	for i, name := range order {
 		s := &site{name: name, ns: l.run + "-" + name, addr: addrs[name]}
+		s.labPorts()
 		must(t, "ip", "netns", "add", s.ns)
 		deferCleanup(t, func() { sh(10*time.Second, "ip", "netns", "del", s.ns) })
 		veth := fmt.Sprintf("v%d", i)
@@ -227,9 +245,12 @@ func (l *lab) heal() {
 // dialer opens connections from inside s's namespace: the test process
 // stays in the host's namespace, and only the socket is made in the site's.
 func (s *site) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	if s.ns == "" {
+		return d.DialContext
+	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return inNamespace(s.fd, func() (net.Conn, error) {
-			d := net.Dialer{Timeout: 2 * time.Second}
 			return d.DialContext(ctx, network, addr)
 		})
 	}

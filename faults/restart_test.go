@@ -9,18 +9,34 @@ import (
 	"github.com/xksproxy/xksproxy/bench/xksclient"
 )
 
-// adminWriter makes acknowledged admin changes through the leader in a
-// loop (a grant per change), bounded in count and time, and remembers
-// which were acknowledged.
+// adminWriter makes acknowledged admin changes in a loop (a grant per
+// change, and a key every keyEvery changes when keyEvery > 0), bounded in
+// count and time, and remembers which were acknowledged.
 type adminWriter struct {
-	stop  chan struct{}
-	done  chan struct{}
-	mu    sync.Mutex
-	acked []string
-	fails int
+	stop      chan struct{}
+	done      chan struct{}
+	mu        sync.Mutex
+	acked     []string // the principals of acknowledged grants
+	keys      []string // the ids of acknowledged keys
+	fails     int
+	firstFail string
 }
 
+// startAdminWriter adds grants through the first running node.
 func (f *fleet) startAdminWriter(prefix string, every time.Duration, maxCount int) *adminWriter {
+	return f.writeAdmin(prefix, every, maxCount, 0, func() *node {
+		for _, n := range f.nodes {
+			if n.running() {
+				return n
+			}
+		}
+		return nil
+	})
+}
+
+// writeAdmin makes a change every `every` through the node via chooses
+// (none when it returns nil).
+func (f *fleet) writeAdmin(prefix string, every time.Duration, maxCount, keyEvery int, via func() *node) *adminWriter {
 	w := &adminWriter{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
@@ -30,23 +46,23 @@ func (f *fleet) startAdminWriter(prefix string, every time.Duration, maxCount in
 				return
 			case <-time.After(every):
 			}
-			role := fmt.Sprintf("arn:aws:iam::111122223333:role/%s-%d", prefix, i)
-			var via *node
-			for _, n := range f.nodes {
-				if n.running() {
-					via = n
-					break
-				}
-			}
-			if via == nil {
+			n := via()
+			if n == nil {
 				continue
 			}
-			_, err := via.cli("grant", "add", keyStore, "--key", keyID, "--principal", role)
+			name, args, list := fmt.Sprintf("arn:aws:iam::111122223333:role/%s-%d", prefix, i), []string{"grant", "add", keyStore, "--key", keyID, "--principal"}, &w.acked
+			if keyEvery > 0 && i%keyEvery == keyEvery-1 {
+				name, args, list = fmt.Sprintf("%s-key-%d", prefix, i), []string{"key", "create", keyStore}, &w.keys
+			}
+			_, err := n.cli(append(args, name)...)
 			w.mu.Lock()
 			if err == nil {
-				w.acked = append(w.acked, role)
+				*list = append(*list, name)
 			} else {
 				w.fails++
+				if w.firstFail == "" {
+					w.firstFail = fmt.Sprintf("via %s: %v", n.id, err)
+				}
 			}
 			w.mu.Unlock()
 		}
@@ -54,8 +70,8 @@ func (f *fleet) startAdminWriter(prefix string, every time.Duration, maxCount in
 	return w
 }
 
+// finish stops the writer; it may be called more than once.
 func (w *adminWriter) finish() (acked []string, fails int) {
-	close(w.stop)
 	return w.finish2(0)
 }
 
