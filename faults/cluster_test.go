@@ -343,22 +343,30 @@ func (n *node) ready() (bool, string) {
 }
 
 func (n *node) waitReady(limit time.Duration) time.Duration {
+	took, err := n.readyWithin(limit)
+	if err != nil {
+		n.f.t.Fatalf("%v\n%s", err, tail(n.logPath, 30))
+	}
+	return took
+}
+
+// readyWithin waits up to limit for /ready to say 200, and says how long
+// that took, or why the node is still not ready.
+func (n *node) readyWithin(limit time.Duration) (time.Duration, error) {
 	start := time.Now()
-	var why string
 	err := eventually(limit, func() error {
 		if !n.running() {
 			return fmt.Errorf("%s exited", n.id)
 		}
-		var ok bool
-		if ok, why = n.ready(); !ok {
+		if ok, why := n.ready(); !ok {
 			return errors.New(why)
 		}
 		return nil
 	})
 	if err != nil {
-		n.f.t.Fatalf("%s not ready after %s: %v\n%s", n.id, limit, err, tail(n.logPath, 30))
+		return 0, fmt.Errorf("%s not ready after %s: %w", n.id, limit, err)
 	}
-	return time.Since(start)
+	return time.Since(start), nil
 }
 
 // cli runs the node's operator CLI at its site against its admin API.

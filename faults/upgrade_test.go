@@ -324,6 +324,7 @@ func TestRollingUpgrade(t *testing.T) {
 	time.Sleep(5 * time.Second)
 
 	upgraded := map[*node]bool{}
+	var stuck error
 	for step := range f.nodes {
 		// Followers first: the leader, asked afresh each time, goes last.
 		leader := f.leader(30 * time.Second)
@@ -344,7 +345,13 @@ func TestRollingUpgrade(t *testing.T) {
 		n.binMu.Unlock()
 		tr.phase.Store("start-" + n.id)
 		n.start()
-		figs.add("ready_"+n.site.name, "%s", ms(n.waitReady(90*time.Second)))
+		took, err := n.readyWithin(90 * time.Second)
+		if err != nil {
+			// The verdict says so; the nodes left are not upgraded.
+			stuck = err
+			break
+		}
+		figs.add("ready_"+n.site.name, "%s", ms(took))
 		upgraded[n] = true
 		tr.phase.Store(fmt.Sprintf("upgraded-%d", step+1))
 		if n == leader {
@@ -359,6 +366,11 @@ func TestRollingUpgrade(t *testing.T) {
 	keys, firstRefused := w.keys, w.firstFail
 	lb.finish()
 
+	if stuck != nil {
+		verdict(t, "rolling-upgrade", false, "old=%s new=HEAD %s upgraded=%d/%d stuck=%q requests=%d retried=%d failed=%d failures=%q",
+			oldBuild, figs, len(upgraded), len(f.nodes), stuck, tr.requests, tr.retried, tr.failed, tr.failures)
+		return
+	}
 	bad, firstBad := f.undecryptable(tr.kept)
 	missing := f.missingGrants(acked)
 	for _, n := range f.nodes {
