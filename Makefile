@@ -5,7 +5,7 @@ LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build run test fuzz check clean bench bench-ratio bench-overload
+.PHONY: help deps deps-wrk build run test fuzz faults check clean bench bench-ratio bench-overload
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ FUZZFLAGS ?=
 fuzz: ## Fuzz the FSM's command decoder and snapshot restore, FUZZTIME each (default 2m)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./fsm
 	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./fsm
+
+faults: deps ## The fault suite, every scenario, one VERDICT line each (needs root: namespaces, iptables; ~10 min)
+	XKSPROXY_FAULTS=full $(GO) test -count=1 -v -timeout 45m ./faults/
 
 check: ## gofmt, go vet, go.mod tidiness and the package import rules
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
