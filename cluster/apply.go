@@ -25,6 +25,9 @@ func (e *RuleError) Unwrap() error { return e.Err }
 // is refused without a round trip, and again by the leader before it enters
 // the log: an entry that fails on apply would be replayed on every node forever.
 func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (uint64, error) {
+	if err := n.commandSetRefusal(cmd); err != nil {
+		return 0, err
+	}
 	if err := cmd.Validate(n.fsm.State()); err != nil {
 		return 0, &RuleError{err}
 	}
@@ -52,8 +55,8 @@ func (n *Node) applyLocal(b []byte) (uint64, error) {
 	if err != nil {
 		return 0, &RuleError{err}
 	}
-	if err := fsm.CheckCommandSet(n.fsm.State(), cmd); err != nil {
-		return 0, &RuleError{fmt.Errorf("%w; %s", err, n.olderVoters(fsm.RequiredCommandSet(cmd)))}
+	if err := n.commandSetRefusal(cmd); err != nil {
+		return 0, err
 	}
 	if err := cmd.Validate(n.fsm.State()); err != nil {
 		return 0, &RuleError{err}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 )
 
@@ -686,5 +687,24 @@ func TestReaddressedNodeSaysSoAndRejoinsAtItsNewAddress(t *testing.T) {
 	})
 	if err := moved.client().RoundTrip(demoKey, md("Encrypt"), []byte("x"), nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A cluster whose voters all run this build reaches its command set, so
+// commands older builds could not decode are accepted; every node reports
+// its build.
+func TestClusterReachesItsBuildsCommandSet(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.waitFor("the command set to be raised", 20*time.Second, func() bool {
+		return c.leader().node.fsm.State().CommandSet() == fsm.CommandSet
+	})
+	for _, n := range c.nodes {
+		if st := n.node.Status(); st.Version != "test-build" || st.CommandSet != fsm.CommandSet {
+			t.Fatalf("%s reports version %q, command set %d", n.id, st.Version, st.CommandSet)
+		}
+	}
+	var key KeyInfo
+	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "wrapping", Usage: []string{"WRAP", "UNWRAP"}}, &key); err != nil {
+		t.Fatalf("a key only command set 2 knows: %v", err)
 	}
 }

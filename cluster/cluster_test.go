@@ -167,6 +167,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		NodeID: tokenLabel, DataDir: n.dir, Bind: "127.0.0.1:0",
 		TLS:              TLSFiles{CAFile: c.ca.CAFile, CertFile: certFile, KeyFile: keyFile},
 		Bootstrap:        bootstrap,
+		Version:          "test-build",
 		StalenessLimit:   3 * time.Second,
 		Now:              c.now,
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond,

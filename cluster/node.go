@@ -394,6 +394,11 @@ func (n *Node) watchLeadership() {
 // seedWhileLeader retries the seed until it sticks or leadership moves on:
 // it may need an HSM that is still recovering or a ceremony still to come.
 func (n *Node) seedWhileLeader() {
+	// A fresh cluster of this build alone starts at its command set, so
+	// that the seed's credentials get this build's seals.
+	if err := n.raiseCommandSetOnce(); err != nil {
+		n.log.Warn().Err(err).Msg("could not raise the cluster's command set before seeding")
+	}
 	for n.IsLeader() {
 		err := n.seedOnce()
 		if err == nil {

@@ -93,6 +93,21 @@ func (n *Node) olderVoters(need int) string {
 	return "upgrade first: " + strings.Join(older, ", ")
 }
 
+// commandSetRefusal refuses cmd when the cluster's command set is older
+// than it needs. The receiving node checks too, not only the leader: a
+// leader of an older build checks nothing, and its followers of that build
+// would stop on the entry.
+func (n *Node) commandSetRefusal(cmd fsm.Command) error {
+	err := fsm.CheckCommandSet(n.fsm.State(), cmd)
+	if err == nil {
+		return nil
+	}
+	if !n.IsLeader() {
+		return &RuleError{fmt.Errorf("%w; the leader raises it once every voter runs a build that reads it (cluster status shows each node's)", err)}
+	}
+	return &RuleError{fmt.Errorf("%w; %s", err, n.olderVoters(fsm.RequiredCommandSet(cmd)))}
+}
+
 // raiseCommandSet, on the leader, raises the cluster's command set as soon
 // as every voter has reported a build that reads a newer one.
 func (n *Node) raiseCommandSet() {
@@ -105,28 +120,35 @@ func (n *Node) raiseCommandSet() {
 			return
 		case <-tick.C:
 		}
-		inEffect := n.fsm.State().CommandSet()
-		if !n.IsLeader() || inEffect >= fsm.CommandSet {
-			continue
+		if err := n.raiseCommandSetOnce(); err != nil {
+			n.log.Warn().Err(err).Msg("could not raise the cluster's command set; retrying")
 		}
-		builds, err := n.voterCommandSets()
-		if err != nil {
-			continue
-		}
-		to := fsm.CommandSet
-		for _, b := range builds {
-			to = min(to, b.commandSet)
-		}
-		if to <= inEffect {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-		_, err = n.Apply(ctx, fsm.RaiseCommandSet{To: to})
-		cancel()
-		if err != nil {
-			n.log.Warn().Err(err).Int("commandSet", to).Msg("could not raise the cluster's command set; retrying")
-			continue
-		}
-		n.log.Info().Int("commandSet", to).Msg("raised the cluster's command set: every voter runs a build that reads it")
 	}
+}
+
+// raiseCommandSetOnce raises the command set, on the leader, to the newest
+// every voter reads, if that is newer than the one in effect.
+func (n *Node) raiseCommandSetOnce() error {
+	inEffect := n.fsm.State().CommandSet()
+	if !n.IsLeader() || inEffect >= fsm.CommandSet {
+		return nil
+	}
+	builds, err := n.voterCommandSets()
+	if err != nil {
+		return err
+	}
+	to := fsm.CommandSet
+	for _, b := range builds {
+		to = min(to, b.commandSet)
+	}
+	if to <= inEffect {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	if _, err := n.Apply(ctx, fsm.RaiseCommandSet{To: to}); err != nil {
+		return err
+	}
+	n.log.Info().Int("commandSet", to).Msg("raised the cluster's command set: every voter runs a build that reads it")
+	return nil
 }

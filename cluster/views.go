@@ -66,7 +66,7 @@ func (n *Node) buildViews() {
 // backups, the one place such an edit could come from, are authenticated.
 // A v2 seal cannot be passed off as an older one: its AAD differs, so
 // stripping the format byte leaves a blob that fails to unseal.
-const sealedV2 = 2
+const sealedV2 = fsm.SealBoundToKeyStore
 
 func credentialAAD(keyStore, accessKeyID string) []byte {
 	return []byte("xksproxy credential v2\x00" + keyStore + "\x00" + accessKeyID)
@@ -77,8 +77,13 @@ func legacyCredentialAAD(accessKeyID string) []byte {
 }
 
 // sealSecret seals a credential's secret for the state, bound to its key
-// store and access key id.
+// store and access key id — or, until every voter's build can open such a
+// seal (the cluster's command set, see upgrade.go), to its access key id
+// only, as older builds do.
 func (n *Node) sealSecret(keyStore, accessKeyID string, secret []byte) ([]byte, error) {
+	if n.fsm.State().CommandSet() < 2 {
+		return n.hsm.Seal(secret, legacyCredentialAAD(accessKeyID))
+	}
 	sealed, err := n.hsm.Seal(secret, credentialAAD(keyStore, accessKeyID))
 	if err != nil {
 		return nil, err

@@ -389,7 +389,8 @@ func (n *node) cliJSON(out any, args ...string) error {
 
 // clusterStatus is the part of `cluster status --json` the suite reads.
 type clusterStatus struct {
-	Leader *struct {
+	CommandSet int `json:"commandSet"`
+	Leader     *struct {
 		ID string `json:"id"`
 	} `json:"leader"`
 	Nodes []struct {
@@ -399,6 +400,8 @@ type clusterStatus struct {
 		CommitIndex  uint64 `json:"commitIndex"`
 		Ready        bool   `json:"ready"`
 		NotReady     string `json:"notReadyReason"`
+		Version      string `json:"version"`    // absent from builds before versions were reported
+		CommandSet   int    `json:"commandSet"` // likewise
 	} `json:"nodes"`
 }
 

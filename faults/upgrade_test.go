@@ -342,6 +342,7 @@ func rollingUpgrade(t *testing.T, scenario string, leaderAt int) {
 	time.Sleep(5 * time.Second)
 
 	upgraded := map[*node]bool{}
+	earlyWrap, earlyWrapRefusal := "untried", ""
 	var stuck error
 	newOverOld := "none"
 	for step := range f.nodes {
@@ -374,6 +375,15 @@ func rollingUpgrade(t *testing.T, scenario string, leaderAt int) {
 		}
 		figs.add("ready_"+n.site.name, "%s", ms(took))
 		upgraded[n] = true
+		if len(upgraded) == 1 {
+			// A key usage older builds cannot decode: refused while any
+			// voter runs one, through the upgraded node's own CLI.
+			out, err := n.cli("key", "create", keyStore, "wrap-while-mixed", "--usage", "WRAP,UNWRAP")
+			earlyWrap = fmt.Sprintf("%v", err == nil)
+			if err == nil || !strings.Contains(out+err.Error(), "command set") {
+				earlyWrapRefusal = "not refused as needing a newer command set: " + out
+			}
+		}
 		tr.phase.Store(fmt.Sprintf("upgraded-%d", step+1))
 		if n == leader {
 			figs.add("leader", "%s", n.site.name)
@@ -381,6 +391,31 @@ func rollingUpgrade(t *testing.T, scenario string, leaderAt int) {
 		// Before the next node, traffic reaches this one as the balancer
 		// would send it, as an operator waits for a healthy target.
 		time.Sleep(5 * time.Second)
+	}
+	// Every voter now reads the new command set: the leader raises it, and
+	// the key usage refused above is accepted.
+	var setErr error
+	raised := time.Now()
+	setErr = eventually(30*time.Second, func() error {
+		st, err := f.nodes[0].status()
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Nodes {
+			if m.Version == "" || m.CommandSet < 2 {
+				return fmt.Errorf("%s reports version %q, command set %d", m.ID, m.Version, m.CommandSet)
+			}
+		}
+		if st.CommandSet < 2 {
+			return fmt.Errorf("the cluster is at command set %d", st.CommandSet)
+		}
+		return nil
+	})
+	figs.add("command_set_raised", "%s", ms(time.Since(raised)))
+	if setErr == nil {
+		if out, err := f.nodes[0].cli("key", "create", keyStore, "wrap-after", "--usage", "WRAP,UNWRAP"); err != nil {
+			setErr = fmt.Errorf("WRAP key after the upgrade: %v: %s", err, out)
+		}
 	}
 	tr.finish()
 	acked, refused := w.finish()
@@ -421,6 +456,9 @@ func rollingUpgrade(t *testing.T, scenario string, leaderAt int) {
 	figs.add("first_attempts_not_200", "%s", tr.first)
 	figs.add("total", "%s", ms(time.Since(testStart)))
 	figs.add("new_leader_over_old", "%s", newOverOld)
-	verdict(t, scenario, tr.failed == 0 && bad == 0 && missing == 0 && len(tr.kept) > 0 && len(acked) > 0 && len(keys) > 0,
-		"old=%s new=HEAD %s failures=%q first_bad=%q first_refused=%q", oldBuild, figs, tr.failures, firstBad, firstRefused)
+	figs.add("wrap_key_while_mixed_accepted", "%s", earlyWrap)
+	verdict(t, scenario, tr.failed == 0 && bad == 0 && missing == 0 && len(tr.kept) > 0 && len(acked) > 0 && len(keys) > 0 &&
+		earlyWrap == "false" && earlyWrapRefusal == "" && setErr == nil,
+		"old=%s new=HEAD %s failures=%q first_bad=%q first_refused=%q wrap_refusal=%q command_set=%v",
+		oldBuild, figs, tr.failures, firstBad, firstRefused, earlyWrapRefusal, setErr)
 }

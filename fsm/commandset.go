@@ -9,13 +9,51 @@ import "fmt"
 // them (decoding is strict) and would stop, or would apply a different
 // change than the others.
 //
-// Every build released before command sets existed reads set 1.
-const CommandSet = 1
+// Every build released before command sets existed reads set 1. Set 2
+// adds the key usages beyond ENCRYPT and DECRYPT, and credential seals
+// bound to their key store (SealBoundToKeyStore).
+const CommandSet = 2
+
+// SealBoundToKeyStore is the first byte of a sealed credential secret whose
+// seal binds its key store as well as its access key id. Builds before
+// command set 2 cannot open it.
+const SealBoundToKeyStore = 2
+
+// usageSet1 is the key usages every build reads.
+const usageSet1 = UsageEncrypt | UsageDecrypt
 
 // RequiredCommandSet is the oldest command set whose nodes apply c exactly
 // as this build does.
 func RequiredCommandSet(c Command) int {
-	return 1
+	need := 1
+	key := func(k *Key) {
+		if k.Usage&^usageSet1 != 0 {
+			need = max(need, 2)
+		}
+	}
+	creds := func(cs []StoredCredential) {
+		for _, cr := range cs {
+			if len(cr.SealedSecret) > 0 && cr.SealedSecret[0] == SealBoundToKeyStore {
+				need = max(need, 2)
+			}
+		}
+	}
+	switch c := c.(type) {
+	case Seed:
+		for i := range c.KeyStores {
+			creds(c.KeyStores[i].Credentials)
+		}
+		for i := range c.Keys {
+			key(&c.Keys[i])
+		}
+	case CreateKeyStore:
+		creds(c.KeyStore.Credentials)
+	case AddCredential:
+		creds([]StoredCredential{c.Credential})
+	case CreateKey:
+		key(&c.Key)
+	}
+	return need
 }
 
 // CommandSetError refuses a command that needs a newer command set than the

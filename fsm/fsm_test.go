@@ -205,6 +205,7 @@ func TestApplyStopsOnWhatItCannotApply(t *testing.T) {
 		"unknown required command": append([]byte{0x7e}, []byte(`{}`)...),
 		"corrupt known command":    append([]byte{byte(CmdSetKeyEnabled)}, []byte(`{"keyStore":`)...),
 		"empty entry":              {},
+		"a command set raised past this build's": append([]byte{byte(CmdRaiseCommandSet)}, []byte(`{"to":99}`)...),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -163,6 +163,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 		Join:            cfg.Cluster.Join,
 		StalenessLimit:  cfg.Cluster.StalenessLimit,
 		MaxLag:          cfg.Cluster.MaxLag,
+		Version:         xksapi.Version,
 		Seed:            seed,
 		Gossip:          gossip,
 		BootstrapExpect: cfg.Gossip.BootstrapExpect,
