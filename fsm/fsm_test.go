@@ -202,9 +202,9 @@ func TestApplyIgnoresOtherEntryTypes(t *testing.T) {
 
 func TestApplyStopsOnWhatItCannotApply(t *testing.T) {
 	cases := map[string][]byte{
-		"unknown required command": append([]byte{0x7e}, []byte(`{}`)...),
-		"corrupt known command":    append([]byte{byte(CmdSetKeyEnabled)}, []byte(`{"keyStore":`)...),
-		"empty entry":              {},
+		"unknown required command":               append([]byte{0x7e}, []byte(`{}`)...),
+		"corrupt known command":                  append([]byte{byte(CmdSetKeyEnabled)}, []byte(`{"keyStore":`)...),
+		"empty entry":                            {},
 		"a command set raised past this build's": append([]byte{byte(CmdRaiseCommandSet)}, []byte(`{"to":99}`)...),
 	}
 	for name, b := range cases {
