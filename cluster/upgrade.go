@@ -93,6 +93,9 @@ func (n *Node) olderVoters(need int) string {
 	return "upgrade first: " + strings.Join(older, ", ")
 }
 
+// CommandSetInEffect is the cluster's command set as this node has applied it.
+func (n *Node) CommandSetInEffect() int { return n.fsm.State().CommandSet() }
+
 // commandSetRefusal refuses cmd when the cluster's command set is older
 // than it needs. The receiving node checks too, not only the leader: a
 // leader of an older build checks nothing, and its followers of that build

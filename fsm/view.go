@@ -113,7 +113,11 @@ func Build(index uint64, stores []KeyStore, keys []Key) (*View, error) {
 		}
 		seed.KeyStores = append(seed.KeyStores, sks)
 	}
-	s, err := newState().execute(index, seed)
+	// A node without a cluster is all of its voters: its build's command
+	// set is in effect.
+	alone := newState()
+	alone.commandSet = CommandSet
+	s, err := alone.execute(index, seed)
 	if err != nil {
 		return nil, err
 	}

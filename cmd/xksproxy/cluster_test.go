@@ -13,6 +13,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/internal/testmetrics"
 )
 
@@ -127,6 +128,12 @@ func TestThreeProcessCluster(t *testing.T) {
 		}
 		if m.Value(t, "xksproxy_cluster_leader_known") != 1 || m.Value(t, "xksproxy_cluster_leader_contact_age_seconds") > 5 {
 			t.Errorf("node %d does not hear from the leader", i+1)
+		}
+		if age := m.Value(t, "xksproxy_cluster_state_age_seconds"); age < 0 || age > 5 {
+			t.Errorf("node %d: state age %v s: not current with the leader", i+1, age)
+		}
+		if m.Value(t, "xksproxy_cluster_command_set") != fsm.CommandSet {
+			t.Errorf("node %d: the cluster's command set is not this build's", i+1)
 		}
 	}
 	survivor := (leader + 1) % 3

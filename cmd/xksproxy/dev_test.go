@@ -265,7 +265,7 @@ func checkBackupCommands(t *testing.T, bin, dir string) {
 		t.Fatalf("snapshot save: %v\n%s", err, out)
 	}
 	out, err := cli(t, bin, dir, 0, "snapshot", "inspect", backup)
-	if err != nil || !strings.Contains(out, "MAC           verified") || !strings.Contains(out, "restorable    yes") || !strings.Contains(out, "keys          1 ") {
+	if err != nil || !strings.Contains(out, "MAC           verified") || !strings.Contains(out, "restorable    yes") || !strings.Contains(out, "keys          2 ") {
 		t.Fatalf("snapshot inspect of a fresh backup: %v\n%s", err, out)
 	}
 	b, err := os.ReadFile(backup)

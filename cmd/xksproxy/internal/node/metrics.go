@@ -1,11 +1,15 @@
 package node
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/xksapi"
 )
 
 // newRegistry holds the node's metrics besides the data plane's own (which
@@ -53,6 +57,10 @@ var (
 		"How long ago this node's state last held everything the leader had applied (-1 before it first did); past cluster.staleness_limit it refuses crypto.", nil, nil)
 	clusterFleet = prometheus.NewDesc("xksproxy_cluster_fleet_members",
 		"Live members of the gossip fleet, this node included (1 without gossip).", nil, nil)
+	buildInfo = prometheus.NewDesc("xksproxy_build_info",
+		"Always 1: this node's version and the newest command set its build reads.", []string{"version", "command_set"}, nil)
+	clusterCommandSet = prometheus.NewDesc("xksproxy_cluster_command_set",
+		"The cluster's command set in effect: raised by the leader once every voter's build reads it.", nil, nil)
 )
 
 func collectHSM(ch chan<- prometheus.Metric, h *hsm.HSM) {
@@ -75,6 +83,8 @@ func collectCluster(ch chan<- prometheus.Metric, c *cluster.Node) {
 	gauge(ch, clusterLeader, flag(c.IsLeader()))
 	gauge(ch, clusterLeaderKnown, flag(c.LeaderID() != ""))
 	gauge(ch, clusterApplied, float64(c.AppliedIndex()))
+	gauge(ch, clusterCommandSet, float64(c.CommandSetInEffect()))
+	ch <- prometheus.MustNewConstMetric(buildInfo, prometheus.GaugeValue, 1, xksapi.Version, strconv.Itoa(fsm.CommandSet))
 	gauge(ch, clusterContactAge, c.LeaderContactAge().Seconds())
 	stateAge := -1.0
 	if age, ok := c.StateAge(); ok {
