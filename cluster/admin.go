@@ -447,19 +447,19 @@ func (a *admin) rotateKey(r *http.Request) (any, error) {
 		return nil, fmt.Errorf("generating the new version's material: %w", err)
 	}
 	v := fsm.KeyVersion{Number: number, HSMLabel: versionLabel(ks.Name, k.ID, number), WrappedMaterial: wrapped, WrapMechanism: mechanism}
-	_, err = a.everywhere(r.Context(), fsm.AddKeyVersion{At: time.Now().UTC(), KeyStore: ks.Name, KeyID: k.ID, Version: v})
+	added, err := a.everywhere(r.Context(), fsm.AddKeyVersion{At: time.Now().UTC(), KeyStore: ks.Name, KeyID: k.ID, Version: v})
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
 	defer cancel()
-	statuses, _ := a.n.Statuses(ctx)
+	statuses := a.n.WaitReconciled(ctx, added.Index)
 	for _, st := range statuses {
 		if st.State == "" {
 			continue // unreachable: it catches up (and unwraps) before it is ready again
 		}
-		for _, m := range st.KeysMissing {
-			if strings.HasPrefix(m, fmt.Sprintf("%s/%s v%d", ks.Name, k.ID, number)) {
+		for _, m := range st.KeysMissingDetail {
+			if m.KeyStore == ks.Name && m.KeyID == k.ID && m.Version == number {
 				return nil, fmt.Errorf("version %d was added but %s cannot hold it (%s); it is not current", number, st.ID, m)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -80,6 +81,9 @@ type Ack struct {
 	Confirmed bool          `json:"confirmed"`
 	After     time.Duration `json:"afterNanos"`
 	Error     string        `json:"error,omitempty"`
+	// StopsServingBy, for a node that did not confirm, is the latest time
+	// at which it refuses crypto by itself: its staleness limit from now.
+	StopsServingBy time.Time `json:"stopsServingBy,omitzero"`
 }
 
 // WaitApplied waits until every voter has built its data-plane view from
@@ -98,10 +102,26 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
 		go func() {
 			defer wg.Done()
 			acks[i] = Ack{Node: string(s.ID)}
+			unconfirmed := func(why string) {
+				acks[i].Error = why
+				if n.cfg.StalenessLimit > 0 {
+					acks[i].StopsServingBy = time.Now().Add(n.cfg.StalenessLimit).UTC().Truncate(time.Second)
+				}
+			}
 			for {
+				if n.gossipSaysDead(string(s.ID)) {
+					unconfirmed("unreachable: the gossip fleet reports it dead")
+					return
+				}
 				st, err := n.statusOf(ctx, s)
 				if err == nil && st.ViewIndex >= index {
 					acks[i].Confirmed, acks[i].After, acks[i].Error = true, time.Since(start), ""
+					return
+				}
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					// Nothing listens there: it is down, and waiting out the
+					// timeout would only delay the answer.
+					unconfirmed("unreachable: " + err.Error())
 					return
 				}
 				if err != nil {
@@ -112,6 +132,7 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
 					if acks[i].Error == "" {
 						acks[i].Error = "did not apply the change in time"
 					}
+					unconfirmed(acks[i].Error)
 					return
 				case <-time.After(5 * time.Millisecond):
 				}
@@ -121,6 +142,43 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
 	wg.Wait()
 	sort.Slice(acks, func(a, b int) bool { return acks[a].Node < acks[b].Node })
 	return acks
+}
+
+// gossipSaysDead reports whether the gossip fleet holds id as dead.
+func (n *Node) gossipSaysDead(id string) bool {
+	if n.gossip == nil || id == n.cfg.NodeID {
+		return false
+	}
+	for _, m := range n.gossip.Members() {
+		if m.ID == id {
+			return m.State == MemberDead
+		}
+	}
+	return false
+}
+
+// WaitReconciled waits until every reachable voter's reconciler has caught
+// up with index, and returns their statuses: a node's KeysMissing is
+// meaningful for a change only once it has. Unreachable voters are left
+// out: they reconcile when they return.
+func (n *Node) WaitReconciled(ctx context.Context, index uint64) []NodeStatus {
+	for {
+		statuses, _ := n.Statuses(ctx)
+		behind := false
+		for _, st := range statuses {
+			if st.State != "" && st.ReconciledIndex < index {
+				behind = true
+			}
+		}
+		if !behind {
+			return statuses
+		}
+		select {
+		case <-ctx.Done():
+			return statuses
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // statusOf asks a server for its status (itself without a network hop).

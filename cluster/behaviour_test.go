@@ -474,9 +474,12 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", backup); err != nil {
 		t.Fatal(err)
 	}
-	fresh.waitFor("the restored node to serve", 20*time.Second, func() bool {
+	// The restored keys' material is unwrapped after the view is published:
+	// until then they answer InternalException, which KMS retries.
+	fresh.waitFor("the restored node to serve the restored key", 20*time.Second, func() bool {
 		store := n.views.Load().StoreByName(demoStore)
-		return n.node.ServingError() == nil && store != nil && store.Key([]byte("backed-up")) != nil
+		return n.node.ServingError() == nil && store != nil && store.Key([]byte("backed-up")) != nil &&
+			len(n.node.KeysMissing()) == 0 && n.node.reconciledIndex.Load() >= n.node.viewIndex.Load()
 	})
 	if got, err := decryptOn(n, enc); err != nil || string(got) != "survives a disaster" {
 		t.Fatalf("decrypt after restore: %q %v", got, err)
@@ -707,4 +710,75 @@ func TestClusterReachesItsBuildsCommandSet(t *testing.T) {
 	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "wrapping", Usage: []string{"WRAP", "UNWRAP"}}, &key); err != nil {
 		t.Fatalf("a key only command set 2 knows: %v", err)
 	}
+}
+
+// The view is published before the HSM is reconciled: while one node's HSM
+// takes seconds to unwrap a new key, a kill switch committed meanwhile is
+// enforced there at once, and only the new key waits for its material.
+func TestKillSwitchDoesNotWaitForAnotherKeysUnwrap(t *testing.T) {
+	c := newTestCluster(t, 3)
+	slow := &slowUnwrap{label: ".slow-key.", held: make(chan string, 8), release: make(chan struct{})}
+	c.slowUnwrap.Store(slow)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(slow.release)
+		}
+	}
+	defer release()
+	leader := c.leader()
+	created := make(chan error, 1)
+	go func() {
+		var key KeyInfo
+		created <- leader.admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "slow-key"}, &key)
+	}()
+	// A follower's HSM is the one held: the far end of the kill switch.
+	var held *testNode
+	for held == nil {
+		select {
+		case id := <-slow.held:
+			for _, n := range c.nodes {
+				if n.id == id && n != leader {
+					held = n
+				}
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no follower started unwrapping the new key")
+		}
+	}
+
+	blockedSince := time.Now()
+	var res ChangeResult
+	if err := leader.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+		t.Fatal(err)
+	}
+	var heldAck *Ack
+	for i, a := range res.Acks {
+		if a.Node == held.id {
+			heldAck = &res.Acks[i]
+		}
+	}
+	if heldAck == nil || !heldAck.Confirmed {
+		t.Fatalf("%s, its HSM busy unwrapping another key, did not confirm the disable: %+v", held.id, res)
+	}
+	_, err := held.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")})
+	if !isXKSError(err, "InvalidStateException") {
+		t.Fatalf("%s still serves the disabled key while its HSM unwraps another: %v", held.id, err)
+	}
+	stillHeld := time.Since(blockedSince)
+	if held.node.ServingError() != nil {
+		t.Fatalf("a key still unwrapping made %s refuse everything: %v", held.id, held.node.ServingError())
+	}
+	if _, err := held.client().Encrypt("slow-key", &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")}); !isXKSError(err, "InternalException") {
+		t.Fatalf("the key whose material has not arrived: %v, want a retryable InternalException", err)
+	}
+	t.Logf("%s confirmed the disable %v after it was sent, %v into a held unwrap", held.id, heldAck.After.Round(time.Millisecond), stillHeld.Round(time.Millisecond))
+	release()
+	if err := <-created; err != nil {
+		t.Fatalf("creating the key: %v", err)
+	}
+	c.waitFor("the new key's material on "+held.id, 20*time.Second, func() bool {
+		return held.client().RoundTrip("slow-key", md("Encrypt"), []byte("x"), nil) == nil
+	})
 }

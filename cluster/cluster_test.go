@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,6 +96,16 @@ type testCluster struct {
 	gossipKey   []byte
 	expect      int
 	deadTimeout time.Duration
+	// slowUnwrap, when set, holds every unwrap of a label that contains it
+	// until the channel closes (fault injection: a slow HSM), announcing
+	// each on unwrapHeld.
+	slowUnwrap atomic.Pointer[slowUnwrap]
+}
+
+type slowUnwrap struct {
+	label   string
+	held    chan string // node ids, as their unwraps are held
+	release chan struct{}
 }
 
 func (c *testCluster) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
@@ -162,12 +173,20 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		}
 	}
 	certFile, keyFile := c.ca.Issue(c.t, tokenLabel)
+	unwrap := func(wrapped []byte, mechanism, label string) error {
+		if s := c.slowUnwrap.Load(); s != nil && strings.Contains(label, s.label) {
+			s.held <- tokenLabel
+			<-s.release
+		}
+		return h.UnwrapKey(wrapped, mechanism, label)
+	}
 	n := &testNode{id: tokenLabel, dir: c.t.TempDir(), hsm: h, views: &fsm.ViewHolder{}, logs: &testlog.Buffer{}, c: c}
 	n.cfg = Config{
 		NodeID: tokenLabel, DataDir: n.dir, Bind: "127.0.0.1:0",
 		TLS:              TLSFiles{CAFile: c.ca.CAFile, CertFile: certFile, KeyFile: keyFile},
 		Bootstrap:        bootstrap,
 		Version:          "test-build",
+		unwrapKey:        unwrap,
 		StalenessLimit:   3 * time.Second,
 		Now:              c.now,
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond,
@@ -228,14 +247,15 @@ func (c *testCluster) start(n *testNode) {
 	// Load shedding off: three nodes in one -race process on a busy CI
 	// machine are CPU-bound enough to shed, and these tests are about the
 	// cluster, not about shedding (xksapi tests that).
-	n.api = xksapi.New(xksapi.Config{NodeID: n.id, Ready: node.ServingError, OverloadWait: -1, Fleet: func() (int, []xksapi.FleetMember) {
-		size, others := node.Fleet()
-		out := make([]xksapi.FleetMember, len(others))
-		for i, m := range others {
-			out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.Status}
-		}
-		return size, out
-	}}, n.views, n.hsm, log)
+	n.api = xksapi.New(xksapi.Config{NodeID: n.id, Ready: node.ServingError, OverloadWait: -1,
+		Degraded: func() bool { return len(node.KeysMissing()) > 0 }, Fleet: func() (int, []xksapi.FleetMember) {
+			size, others := node.Fleet()
+			out := make([]xksapi.FleetMember, len(others))
+			for i, m := range others {
+				out[i] = xksapi.FleetMember{ID: m.ID, Model: m.HSMModel, Status: m.Status}
+			}
+			return size, out
+		}}, n.views, n.hsm, log)
 	n.apiAddr = ln.Addr().String()
 	go n.api.ServeTLS(ln, tlsCfg)
 }

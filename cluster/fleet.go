@@ -23,11 +23,16 @@ func (n *Node) localMeta() NodeMeta {
 	h := n.hsm.Health()
 	model, _, _ := n.hsm.TokenInfo()
 	labels := n.readyLabels()
+	status := h.Status
+	if status == hsm.StatusActive && len(n.KeysMissing()) > 0 {
+		// It serves, but not every key: what GetHealthStatus says of it.
+		status = hsm.StatusDegraded
+	}
 	return NodeMeta{
 		ID:           n.cfg.NodeID,
 		APIAddr:      n.cfg.APIAddr,
 		ClusterAddr:  n.ClusterAddr(),
-		HSMStatus:    h.Status.String(),
+		HSMStatus:    status.String(),
 		HSMModel:     model,
 		AppliedIndex: n.fsm.AppliedIndex(),
 		Ready:        n.ServingError() == nil,
@@ -52,8 +57,8 @@ func (n *Node) readyLabels() []string {
 type FleetMember struct {
 	ID, APIAddr, HSMModel, HSMStatus string
 	// Status is the member as it reports itself: UNAVAILABLE while it
-	// cannot serve (catching up, stale, keys missing), else its HSM's
-	// status. A node that refuses crypto is not ACTIVE, however healthy
+	// cannot serve (catching up, stale), DEGRADED when key material is
+	// missing from its HSM, else its HSM's status. A node that refuses crypto is not ACTIVE, however healthy
 	// its HSM.
 	Status string
 }

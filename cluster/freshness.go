@@ -84,6 +84,9 @@ func (n *Node) trackLeaderIndex() {
 			behind = pending[0].askedAt.UnixNano()
 		}
 		n.behindSince.Store(behind)
+		if !n.hsmWarm.Load() && n.freshnessError() == nil {
+			notify(n.hsmDirty) // warm the HSM against the state it is current with
+		}
 		serving := n.ServingError() == nil
 		if serving != servingBefore {
 			n.logServingChange(serving)

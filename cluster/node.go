@@ -67,6 +67,9 @@ type Config struct {
 	ElectionTimeout  time.Duration // 0: 1s
 	LeaderLease      time.Duration // 0: 500ms
 	ApplyTimeout     time.Duration // 0: 10s, includes waiting through elections
+
+	// unwrapKey replaces the HSM's UnwrapKey in fault-injection tests.
+	unwrapKey func(wrapped []byte, mechanism, label string) error
 	// IndexPollInterval is how often the node asks the leader for its
 	// applied index (see freshness.go). 0: 200ms.
 	IndexPollInterval time.Duration
@@ -101,8 +104,18 @@ type Node struct {
 	destroyed     sync.Map // HSM labels of deleted keys already destroyed here
 	removedAt     sync.Map // node id -> when this leader removed it, so gossip does not re-add it
 	peerBuilds    sync.Map // node id -> peerBuild, as reported to this leader
-	missing       atomic.Pointer[[]string]
-	started       time.Time
+	missing       atomic.Pointer[[]MissingVersion]
+	hsmDirty      chan struct{}
+	// reconciledIndex: the reconciler has made the HSM match this state
+	// (or listed in missing what it could not).
+	reconciledIndex atomic.Uint64
+	// hsmWarm: since the node became current after its start, the
+	// reconciler has been through the state once, so a starting node does
+	// not take traffic for keys whose material it is still unwrapping.
+	hsmWarm atomic.Bool
+	// unwrapKey is the HSM's UnwrapKey; tests inject faults through it.
+	unwrapKey func(wrapped []byte, mechanism, label string) error
+	started   time.Time
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -142,8 +155,12 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log.With().Str("component", "cluster").Logger(), hsm: h, views: views,
-		stateDirty: make(chan struct{}, 1), viewChanged: make(chan struct{}, 1), stop: make(chan struct{}), started: time.Now()}
-	empty := []string{}
+		stateDirty: make(chan struct{}, 1), viewChanged: make(chan struct{}, 1), hsmDirty: make(chan struct{}, 1),
+		stop: make(chan struct{}), started: time.Now(), unwrapKey: cfg.unwrapKey}
+	if n.unwrapKey == nil {
+		n.unwrapKey = h.UnwrapKey
+	}
+	empty := []MissingVersion{}
 	n.missing.Store(&empty)
 	n.fsm = fsm.New(func(*fsm.State) { n.markDirty() })
 
@@ -162,7 +179,8 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	}
 	n.warnIfReaddressed()
 	n.markDirty() // publish a view even before the first command
-	n.wg.Add(5)
+	n.wg.Add(6)
+	go n.reconcileHSM()
 	go n.raiseCommandSet()
 	go n.deleteDueKeys()
 	go n.buildViews()
@@ -328,6 +346,9 @@ func (n *Node) markRemoved() {
 	}
 }
 
+// KeysMissing lists the key versions whose material this node's HSM lacks.
+func (n *Node) KeysMissing() []MissingVersion { return *n.missing.Load() }
+
 // GossipAddr is this node's gossip address, or "" without gossip.
 func (n *Node) GossipAddr() string {
 	if n.gossip == nil {
@@ -454,7 +475,9 @@ func (n *Node) leaderFSMIndex() (index uint64, known bool) {
 // is not known to hold everything the leader had applied within the
 // staleness limit (it is catching up after a start or a partition, or it is
 // cut off, so a key disabled elsewhere cannot live on in a partitioned
-// site), or replicated key material is missing from its HSM.
+// site), or it has just started and not yet been through its key material
+// once. Key material missing later fails only the keys concerned, and shows
+// as DEGRADED in the node's health.
 func (n *Node) ServingError() error {
 	if n.removed.Load() {
 		return errors.New("removed from the cluster")
@@ -462,8 +485,8 @@ func (n *Node) ServingError() error {
 	if err := n.freshnessError(); err != nil {
 		return err
 	}
-	if missing := *n.missing.Load(); len(missing) > 0 {
-		return fmt.Errorf("%d key version(s) are not in this node's HSM, first %s", len(missing), missing[0])
+	if !n.hsmWarm.Load() {
+		return errors.New("loading the replicated key material into this node's HSM")
 	}
 	return nil
 }
@@ -479,9 +502,13 @@ func (n *Node) Status() NodeStatus {
 		CommitIndex:  n.raft.CommitIndex(),
 		ViewIndex:    n.viewIndex.Load(),
 		HSM:          n.hsm.Health().Status.String(),
-		KeysMissing:  *n.missing.Load(),
 		Time:         time.Now().UTC(),
 	}
+	s.KeysMissingDetail = *n.missing.Load()
+	for _, m := range s.KeysMissingDetail {
+		s.KeysMissing = append(s.KeysMissing, m.String())
+	}
+	s.ReconciledIndex = n.reconciledIndex.Load()
 	s.AddressMismatch = n.addressMismatch()
 	s.Version, s.CommandSet = n.cfg.Version, fsm.CommandSet
 	if latest := n.latestSample.Load(); latest != nil {

@@ -33,6 +33,11 @@ type NodeStatus struct {
 	HSM          string   `json:"hsmStatus"`
 	LastContact  string   `json:"lastLeaderContact,omitempty"`
 	KeysMissing  []string `json:"keysMissing,omitempty"`
+	// KeysMissingDetail is KeysMissing as structures, for programs.
+	KeysMissingDetail []MissingVersion `json:"keysMissingDetail,omitempty"`
+	// ReconciledIndex: this node's HSM matches the state at this index
+	// (KeysMissing lists what it could not make match).
+	ReconciledIndex uint64 `json:"reconciledIndex"`
 	// AddressMismatch: the stored Raft configuration names this node at an
 	// address it no longer advertises.
 	AddressMismatch string `json:"addressMismatch,omitempty"`

@@ -11,11 +11,14 @@ import (
 	"github.com/xksproxy/xksproxy/hsm"
 )
 
-// buildViews turns every new replicated state into the data plane's view.
-// It runs beside Raft, not inside FSM.Apply, because it talks to the HSM:
-// first the reconciler makes the local HSM hold every replicated key
-// version, then sealed secrets are unsealed and the view is swapped in.
-// Changes arriving meanwhile coalesce into one rebuild.
+// buildViews turns every new replicated state into the data plane's view
+// and publishes it at once. It runs beside Raft, not inside FSM.Apply,
+// because unsealing a new credential asks the HSM; making the HSM hold the
+// key material is the reconciler's (reconcileHSM), which runs after and
+// apart: a kill switch must not wait for another key's unwrap. A version
+// whose material has not arrived makes only its key fail on this node,
+// with an error KMS retries. Changes arriving meanwhile coalesce into one
+// rebuild.
 func (n *Node) buildViews() {
 	defer n.wg.Done()
 	retry := time.NewTimer(time.Hour)
@@ -28,8 +31,6 @@ func (n *Node) buildViews() {
 		case <-retry.C:
 		}
 		st := n.fsm.State()
-		missing := n.reconcile(st)
-		n.missing.Store(&missing)
 		view, errs := fsm.BuildView(st, n.unseal)
 		n.forgetRemovedSecrets(st)
 		for _, err := range errs {
@@ -37,19 +38,69 @@ func (n *Node) buildViews() {
 		}
 		n.views.Publish(view)
 		n.viewIndex.Store(st.Index())
+		notify(n.viewChanged)
+		notify(n.hsmDirty)
+		if n.gossip != nil {
+			n.gossip.Refresh()
+		}
+		if len(errs) > 0 {
+			// The HSM may come back: unseal again without waiting for
+			// the next change.
+			retry.Reset(2 * time.Second)
+		}
+	}
+}
+
+// reconcileHSM makes the local HSM match each new state (reconcile), and
+// records what is still missing; it retries while something is.
+func (n *Node) reconcileHSM() {
+	defer n.wg.Done()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
 		select {
-		case n.viewChanged <- struct{}{}:
-		default:
+		case <-n.stop:
+			return
+		case <-n.hsmDirty:
+		case <-retry.C:
+		}
+		current := n.freshnessError() == nil
+		st := n.fsm.State()
+		missing := n.reconcile(st)
+		n.missing.Store(&missing)
+		n.reconciledIndex.Store(st.Index())
+		if current && !n.hsmWarm.Swap(true) {
+			notify(n.viewChanged) // readiness changed: let the tracker log it
 		}
 		if n.gossip != nil {
 			n.gossip.Refresh()
 		}
-		if len(missing) > 0 || len(errs) > 0 {
-			// The HSM may come back (a token re-inserted, the ceremony
-			// done): try again without waiting for the next change.
+		if len(missing) > 0 {
+			// A token re-inserted, the ceremony done: try again without
+			// waiting for the next change.
 			retry.Reset(2 * time.Second)
 		}
 	}
+}
+
+// notify signals a coalescing channel without blocking.
+func notify(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// MissingVersion is a key version whose material this node's HSM lacks.
+type MissingVersion struct {
+	KeyStore string `json:"keyStore"`
+	KeyID    string `json:"keyId"`
+	Version  uint32 `json:"version"`
+	Reason   string `json:"reason"`
+}
+
+func (m MissingVersion) String() string {
+	return fmt.Sprintf("%s/%s v%d: %s", m.KeyStore, m.KeyID, m.Version, m.Reason)
 }
 
 // Sealed credentials come in two formats, told apart by their first byte.
@@ -139,8 +190,8 @@ func (n *Node) forgetRemovedSecrets(st *fsm.State) {
 // material of keys whose deletion has committed, and never a label a live
 // key names; an object the state merely stopped naming is kept: a restored
 // older snapshot must not erase keys.
-func (n *Node) reconcile(st *fsm.State) []string {
-	var missing []string
+func (n *Node) reconcile(st *fsm.State) []MissingVersion {
+	var missing []MissingVersion
 	for _, ks := range st.KeyStores() {
 		for _, k := range st.Keys(ks.Name) {
 			if k.Deleted {
@@ -151,14 +202,17 @@ func (n *Node) reconcile(st *fsm.State) []string {
 					continue
 				}
 				ref := fmt.Sprintf("%s/%s v%d", ks.Name, k.ID, v.Number)
+				lacks := MissingVersion{KeyStore: ks.Name, KeyID: k.ID, Version: v.Number}
 				if len(v.WrappedMaterial) == 0 {
-					missing = append(missing, ref+" (shared label "+v.HSMLabel+" not in this HSM)")
+					lacks.Reason = "shared label " + v.HSMLabel + " not in this HSM"
+					missing = append(missing, lacks)
 					continue
 				}
-				err := n.hsm.UnwrapKey(v.WrappedMaterial, v.WrapMechanism, v.HSMLabel)
+				err := n.unwrapKey(v.WrappedMaterial, v.WrapMechanism, v.HSMLabel)
 				if err != nil && !errors.Is(err, hsm.ErrKeyExists) {
 					n.log.Error().Err(err).Str("key", ref).Msg("could not unwrap a replicated key into this HSM")
-					missing = append(missing, ref+": "+err.Error())
+					lacks.Reason = err.Error()
+					missing = append(missing, lacks)
 					continue
 				}
 				n.log.Info().Str("key", ref).Str("hsmLabel", v.HSMLabel).Msg("key material is in this node's HSM")
@@ -169,7 +223,7 @@ func (n *Node) reconcile(st *fsm.State) []string {
 	for _, d := range st.DestroyableVersions() {
 		n.destroyDeleted(d)
 	}
-	sort.Strings(missing)
+	sort.Slice(missing, func(i, j int) bool { return missing[i].String() < missing[j].String() })
 	return missing
 }
 

@@ -345,6 +345,9 @@ func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
 	if time.Since(h.CheckedAt) > healthMaxAge {
 		status = hsm.StatusUnavailable.String()
 	}
+	if status == hsm.StatusActive.String() && s.cfg.Degraded != nil && s.cfg.Degraded() {
+		status = hsm.StatusDegraded.String()
+	}
 	model, manufacturer, serial := s.hsm.TokenInfo()
 	id := s.cfg.NodeID
 	if id == "" {

@@ -50,6 +50,10 @@ type Config struct {
 	// Ready is an extra condition for /ready and for serving crypto (the
 	// cluster's staleness limit); nil means always ready.
 	Ready func() error
+	// Degraded reports that this node serves only part of its keys (some
+	// key material is missing from its HSM): its health entry then says
+	// DEGRADED. nil means never.
+	Degraded func() bool
 	// Fleet reports the fleet size and the other live nodes' HSMs for
 	// GetHealthStatus; nil means this node alone.
 	Fleet func() (size int, others []FleetMember)

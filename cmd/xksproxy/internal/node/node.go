@@ -187,6 +187,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 		MaxConnsPerIP:          cfg.API.MaxConnsPerIP,
 		UnauthenticatedLogRate: cfg.Log.UnauthenticatedLinesPerSecond,
 		Ready:                  n.Cluster.ServingError,
+		Degraded:               func() bool { return len(n.Cluster.KeysMissing()) > 0 },
 		Fleet:                  n.fleet,
 		Metrics:                newRegistry(n.HSM, n.Cluster),
 	}, n.Views, n.HSM, n.log)
