@@ -225,7 +225,9 @@ func (c *testCluster) start(n *testNode) {
 		c.t.Fatal(err)
 	}
 	n.cfg.APIAddr = ln.Addr().String()
-	log := zerolog.New(n.logs).With().Str("node", n.id).Logger()
+	// As a node's own logger: a timestamp and no other context (the code
+	// logs "node" itself, about whichever node a line concerns).
+	log := zerolog.New(n.logs).With().Timestamp().Logger()
 	if n.node, err = Start(n.cfg, n.hsm, n.views, log); err != nil {
 		c.t.Fatal(err)
 	}

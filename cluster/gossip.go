@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"slices"
 	"strconv"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/rs/zerolog"
+
+	"github.com/xksproxy/xksproxy/internal/logbridge"
 )
 
 // Gossip is the fleet's view of itself: hashicorp/memberlist (SWIM failure
@@ -75,6 +76,7 @@ type GossipConfig struct {
 	// a new join brings them back together. 0: 30s.
 	RejoinInterval time.Duration
 
+	// Log carries no component: gossip and memberlist add their own.
 	Log zerolog.Logger
 }
 
@@ -191,7 +193,8 @@ func StartGossip(cfg GossipConfig, local func() NodeMeta) (*Gossip, error) {
 	}
 	mc.Delegate = delegate{g}
 	mc.Events = delegate{g}
-	mc.Logger = log.New(gossipLogWriter{g.log}, "", 0)
+	// memberlist logs through the standard log package, "[LEVEL] memberlist: ..."
+	mc.Logger = logbridge.Hclog(cfg.Log, "memberlist").StandardLogger(nil)
 	if g.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
@@ -603,32 +606,4 @@ func KeysDigestOf(labels []string) string {
 		h.Write([]byte(l))
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// gossipLogWriter turns memberlist's "[LEVEL] memberlist: ..." lines into
-// zerolog events at that level, so its chatty DEBUG lines stay out of an
-// INFO log.
-type gossipLogWriter struct{ log zerolog.Logger }
-
-var memberlistLevels = []struct {
-	prefix string
-	level  zerolog.Level
-}{
-	{"[DEBUG] ", zerolog.DebugLevel},
-	{"[INFO] ", zerolog.InfoLevel},
-	{"[WARN] ", zerolog.WarnLevel},
-	{"[ERR] ", zerolog.ErrorLevel},
-}
-
-func (w gossipLogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimRight(string(p), "\r\n")
-	level := zerolog.InfoLevel
-	for _, l := range memberlistLevels {
-		if rest, ok := strings.CutPrefix(line, l.prefix); ok {
-			line, level = rest, l.level
-			break
-		}
-	}
-	w.log.WithLevel(level).Msg(line)
-	return len(p), nil
 }

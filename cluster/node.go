@@ -23,6 +23,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/logbridge"
 )
 
 // Config is one node's place in the cluster. Zero durations take defaults.
@@ -127,7 +128,9 @@ const maxCommandBytes = 4 << 20
 
 // Start opens the Raft stores under DataDir/raft, binds the cluster port,
 // and bootstraps or joins as configured. It returns before the node has
-// caught up; ServingError says when it may serve crypto.
+// caught up; ServingError says when it may serve crypto. log carries no
+// component: each part of the node (cluster, raft, gossip, memberlist) adds
+// its own, and zerolog would write a second one rather than replace it.
 func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*Node, error) {
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = time.Second
@@ -164,14 +167,14 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	n.missing.Store(&empty)
 	n.fsm = fsm.New(func(*fsm.State) { n.markDirty() })
 
-	if err := n.startRaft(ct); err != nil {
+	if err := n.startRaft(ct, logbridge.Hclog(log, "raft")); err != nil {
 		n.Close()
 		return nil, err
 	}
 	if cfg.Gossip != nil {
 		// Started before the goroutines that refresh it.
 		gc := *cfg.Gossip
-		gc.NodeID, gc.Log = cfg.NodeID, n.log
+		gc.NodeID, gc.Log = cfg.NodeID, log
 		if n.gossip, err = StartGossip(gc, n.localMeta); err != nil {
 			n.Close()
 			return nil, fmt.Errorf("gossip: %w", err)
@@ -201,7 +204,7 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	return n, nil
 }
 
-func (n *Node) startRaft(ct *clusterTLS) error {
+func (n *Node) startRaft(ct *clusterTLS, logger hclog.Logger) error {
 	dir := filepath.Join(n.cfg.DataDir, "raft")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -213,7 +216,6 @@ func (n *Node) startRaft(ct *clusterTLS) error {
 	n.rpcClient = n.newRPCClient()
 	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second}
 
-	logger := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Info, Output: zerologWriter{n.log}})
 	// Never NoSync: a committed write must survive a power cut.
 	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
 	if err != nil {
@@ -526,18 +528,4 @@ func (n *Node) Status() NodeStatus {
 		s.NotReady = err.Error()
 	}
 	return s
-}
-
-type zerologWriter struct{ log zerolog.Logger }
-
-func (w zerologWriter) Write(p []byte) (int, error) {
-	w.log.Info().Msg(string(trimNewline(p)))
-	return len(p), nil
-}
-
-func trimNewline(p []byte) []byte {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
-	}
-	return p
 }

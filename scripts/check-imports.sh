@@ -17,6 +17,8 @@ deny hsm fsm xksapi cluster bench
 deny xksapi cluster bench
 deny bench fsm hsm xksapi cluster
 [ ! -d cluster ] || deny cluster xksapi bench
+# The log bridge sits below everything that logs: no server package.
+deny internal/logbridge fsm hsm xksapi cluster admin bench cmd
 # The fault suite is a black-box user: the binary, its files, the CLI, SigV4.
 deny faults fsm hsm xksapi cluster cmd
 exit $fail

@@ -5,7 +5,6 @@ package xksapi
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"math"
 	"net"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/logbridge"
 	"github.com/xksproxy/xksproxy/xksapi/sigv4"
 )
 
@@ -193,7 +193,10 @@ func (s *Server) newHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
 		IdleTimeout:                  s.cfg.IdleTimeout,
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
-		Logger:                       fasthttpLogger{s},
+		// What fasthttp logs about connections is anyone's input: it goes
+		// through the rate limit of lines about unauthenticated callers.
+		// handleMalformed has logged failed TLS handshakes already.
+		Logger: logbridge.FastHTTP{Log: s.log, Peer: s.unauthenticatedEvent, Cut: cut, Logged: tlsFailure},
 	}
 }
 
@@ -293,20 +296,4 @@ func tlsFailure(err error) bool {
 	var verify *tls.CertificateVerificationError
 	return errors.As(err, &record) || errors.As(err, &alert) || errors.As(err, &verify) ||
 		strings.Contains(err.Error(), "tls: ")
-}
-
-// fasthttpLogger takes what fasthttp logs about connections — anyone's,
-// authenticated or not — through the rate limit of unauthenticated lines.
-type fasthttpLogger struct{ s *Server }
-
-func (l fasthttpLogger) Printf(format string, args ...any) {
-	for _, a := range args {
-		if err, ok := a.(error); ok && tlsFailure(err) {
-			// handleMalformed logged it once already.
-			return
-		}
-	}
-	if ev := l.s.unauthenticatedEvent(zerolog.WarnLevel); ev != nil {
-		ev.Msg(cut(fmt.Sprintf(format, args...)))
-	}
 }

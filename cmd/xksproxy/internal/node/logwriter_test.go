@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -110,5 +111,24 @@ func TestBatchWriterKeepsLinesWhole(t *testing.T) {
 	}
 	if len(seen) != 8000 {
 		t.Fatalf("%d distinct lines, want 8000", len(seen))
+	}
+}
+
+// Log lines are stamped to the millisecond: at 1,800 requests/s a second
+// holds too many lines to order them.
+func TestLoggerStampsMilliseconds(t *testing.T) {
+	out := &testlog.Buffer{}
+	log, closer, err := NewLogger(LogConfig{Level: "info", Format: "json", FlushInterval: -1}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	log.Info().Msg("x")
+	var line struct{ Time string }
+	if err := json.Unmarshal([]byte(out.String()), &line); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := time.Parse("2006-01-02T15:04:05.000Z07:00", line.Time); err != nil {
+		t.Fatalf("time %q is not RFC 3339 with milliseconds: %v", line.Time, err)
 	}
 }

@@ -32,6 +32,9 @@ type Node struct {
 	errc      chan error
 }
 
+// timeFormat is the log lines' "time": RFC 3339 with milliseconds.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // NewLogger builds the process logger from the [log] section, writing to w
 // in batches unless flush_interval is negative. Close the returned closer
 // last: it writes what is waiting.
@@ -45,8 +48,11 @@ func NewLogger(c LogConfig, w io.Writer) (zerolog.Logger, io.Closer, error) {
 		b := newBatchWriter(w, c.FlushInterval)
 		w, closer = b, b
 	}
+	// Milliseconds: at 1,800 requests/s whole seconds order nothing. A
+	// package variable in zerolog; this process has one log format.
+	zerolog.TimeFieldFormat = timeFormat
 	if c.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: timeFormat}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closer, nil
 }
