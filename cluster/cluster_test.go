@@ -13,13 +13,13 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
 	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/xksapi"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // Real Raft over loopback TCP with mutual TLS, real SoftHSMv2 tokens (one per

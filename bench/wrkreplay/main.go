@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 func main() {

@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
 	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testmetrics"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // buildBinary compiles xksproxy once per test run.

@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // ClientFile is DIR/client.json, the contract with scripts, tests and the
