@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +26,6 @@ import (
 
 var (
 	module      string
-	tokensDir   string
 	ceremony    = make([]byte, hsm.ClusterKeysSize)
 	testPIN     = "test-pin-1234"
 	tokenLabels = []string{"node1", "node2", "node3", "node4", "node5"}
@@ -35,29 +33,13 @@ var (
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "cluster-test-")
+		tokens, err := softhsm.TestTokens("cluster-test-", testPIN, tokenLabels...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		conf, err := softhsm.WriteConfig(dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		tokensDir = filepath.Join(dir, "tokens")
-		os.Setenv(softhsm.ConfigEnv, conf)
-		if module, err = softhsm.ModulePath(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		for _, label := range tokenLabels {
-			if err := softhsm.InitToken(module, label, "so-pin-5678", testPIN); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
+		defer tokens.Remove()
+		module = tokens.Module
 		rand.Read(ceremony)
 		return m.Run()
 	}())
