@@ -315,7 +315,7 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 				Name: e.State.KeyStore, URIPath: e.State.URIPath, Region: e.State.Region, Grants: "open",
 				Credentials: []node.BootstrapCredential{{AccessKeyID: e.State.AccessKeyID, SecretFile: e.path("secrets", "credential")}},
 			}},
-			Keys: []node.BootstrapKey{{KeyStore: e.State.KeyStore, ID: e.State.KeyID, Usage: []string{"ENCRYPT", "DECRYPT"}}},
+			Keys: []node.BootstrapKey{{KeyStore: e.State.KeyStore, ID: e.State.KeyID, Usage: fsm.DefaultUsage.Names()}},
 		}
 	}
 	c.Defaults()
