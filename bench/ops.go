@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // sample is one successful encrypt, kept so that a later decrypt can prove

@@ -2,7 +2,7 @@
 // open-loop scheduler (each request has an intended send time on a fixed
 // schedule and its latency counts from that time, so a stalled proxy cannot
 // hide behind a stalled generator), SigV4-signed HTTPS keep-alive requests
-// through bench/xksclient's independent signer, HDR latency histograms, and
+// through xksclient's independent signer, HDR latency histograms, and
 // the Result that the reports in bench/report are drawn from. It imports
 // none of the server's packages.
 package bench

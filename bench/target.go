@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
+
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // Secret is a SigV4 secret access key. It prints and marshals as a
@@ -39,30 +40,12 @@ type Target struct {
 	KeyIDs      []string // external key ids
 }
 
-// clientFile is the client.json that `xksproxy dev` writes (see the README's
-// "dev and the files it writes"). Only the fields the bench uses are read;
-// the file only ever gains fields.
-type clientFile struct {
-	Endpoint        string   `json:"endpoint"`
-	Endpoints       []string `json:"endpoints"`
-	URIPath         string   `json:"uriPath"`
-	KeyStore        string   `json:"keyStore"`
-	AccessKeyID     string   `json:"accessKeyId"`
-	SecretAccessKey string   `json:"secretAccessKey"`
-	Region          string   `json:"region"`
-	KeyID           string   `json:"keyId"`
-	CACertFile      string   `json:"caCertFile"`
-}
-
-// LoadClientFile reads a client.json written by `xksproxy dev`.
+// LoadClientFile reads the target from a client.json written by `xksproxy
+// dev`.
 func LoadClientFile(path string) (Target, error) {
-	data, err := os.ReadFile(path)
+	cf, err := xksclient.LoadClientFile(path)
 	if err != nil {
 		return Target{}, err
-	}
-	var cf clientFile
-	if err := json.Unmarshal(data, &cf); err != nil {
-		return Target{}, fmt.Errorf("%s: %w", path, err)
 	}
 	t := Target{
 		Endpoints: cf.Endpoints, URIPath: cf.URIPath, KeyStore: cf.KeyStore, Region: cf.Region,

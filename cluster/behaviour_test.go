@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/internal/testpki"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 func encryptOn(t *testing.T, n *testNode, plaintext string) *xksclient.EncryptResponse {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,13 +13,13 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
 	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/xksapi"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // Real Raft over loopback TCP with mutual TLS, real SoftHSMv2 tokens (one per
@@ -28,7 +27,6 @@ import (
 
 var (
 	module      string
-	tokensDir   string
 	ceremony    = make([]byte, hsm.ClusterKeysSize)
 	testPIN     = "test-pin-1234"
 	tokenLabels = []string{"node1", "node2", "node3", "node4", "node5"}
@@ -36,29 +34,13 @@ var (
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "cluster-test-")
+		tokens, err := softhsm.TestTokens("cluster-test-", testPIN, tokenLabels...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		conf, err := softhsm.WriteConfig(dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		tokensDir = filepath.Join(dir, "tokens")
-		os.Setenv(softhsm.ConfigEnv, conf)
-		if module, err = softhsm.ModulePath(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		for _, label := range tokenLabels {
-			if err := softhsm.InitToken(module, label, "so-pin-5678", testPIN); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
+		defer tokens.Remove()
+		module = tokens.Module
 		rand.Read(ceremony)
 		return m.Run()
 	}())

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // newGossipCluster forms a cluster the way an operator would with gossip:

@@ -10,9 +10,9 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // editedSnapshot returns this cluster's state as a bare snapshot (no MAC)

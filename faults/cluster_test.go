@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // What deploy/three-site seeds and names.
@@ -480,7 +480,7 @@ func sitesOf(ns []*node) []*site {
 	return out
 }
 
-// client is AWS KMS at the node's site: SigV4 from bench/xksclient, mTLS
+// client is AWS KMS at the node's site: SigV4 from xksclient, mTLS
 // with the KMS client certificate, connections made in the site's namespace.
 func (n *node) client() *xksclient.Client { return n.xks }
 

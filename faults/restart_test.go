@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // adminWriter makes acknowledged admin changes in a loop (a grant per

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // oldBuild is the build the rolling upgrade starts from: the last commit of

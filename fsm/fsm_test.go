@@ -26,7 +26,7 @@ func sampleCommands() []Command {
 	k.Usage = UsageEncrypt
 	g := Grant{ID: "g", KeyStore: "s", KeyID: "k", Principals: []string{"arn:aws:iam::111122223333:role/*"},
 		Accounts: []string{"111122223333"}, Regions: []string{"eu-west-1"}, ViaServices: []string{"ec2.eu-west-1.amazonaws.com"},
-		SourceVPCs: []string{"vpc-0123abcd"}, SourceVPCEs: []string{"vpce-0123abcd"}, Operations: []string{OperationDecrypt}}
+		SourceVPCs: []string{"vpc-0123abcd"}, SourceVPCEs: []string{"vpce-0123abcd"}, Operations: []string{OperationDecrypt.String()}}
 	return []Command{
 		Seed{At: at, KeyStores: []StoredKeyStore{ks}, Keys: []Key{k}, Grants: []Grant{g}},
 		CreateKeyStore{At: at, KeyStore: storeSpec("t", "/t", KeyModeShared)},

@@ -2,18 +2,70 @@ package fsm
 
 import (
 	"fmt"
+	"math/bits"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 )
 
-// The operations a grant may allow, as the data plane names them.
+// Operation is an XKS operation that a grant may allow, as one bit, so that
+// a set of operations is their union (as with Usage). Grants store
+// operations by name (String), the names the data plane and the XKS
+// specification use; the replicated encoding does not depend on the bits.
+type Operation uint8
+
 const (
-	OperationGetKeyMetadata = "GetKeyMetadata"
-	OperationEncrypt        = "Encrypt"
-	OperationDecrypt        = "Decrypt"
+	OperationGetKeyMetadata Operation = 1 << iota
+	OperationEncrypt
+	OperationDecrypt
 )
+
+// AllOperations is every operation a grant may allow, and what a grant that
+// names none allows.
+const AllOperations = OperationGetKeyMetadata | OperationEncrypt | OperationDecrypt
+
+// operationNames lists every operation with its name, in the order of the
+// specification.
+var operationNames = [...]struct {
+	op   Operation
+	name string
+}{
+	{OperationGetKeyMetadata, "GetKeyMetadata"}, {OperationEncrypt, "Encrypt"}, {OperationDecrypt, "Decrypt"},
+}
+
+// ParseOperation returns the operation a grant names ("GetKeyMetadata",
+// "Encrypt" or "Decrypt", exactly), or 0 for any other name.
+func ParseOperation(name string) Operation {
+	for _, on := range operationNames {
+		if on.name == name {
+			return on.op
+		}
+	}
+	return 0
+}
+
+// String is the name of one operation.
+func (o Operation) String() string {
+	for _, on := range operationNames {
+		if on.op == o {
+			return on.name
+		}
+	}
+	return fmt.Sprintf("Operation(%d)", uint8(o))
+}
+
+// Names lists the operations of a set by name, in the specification's
+// order.
+func (o Operation) Names() []string {
+	var names []string
+	for _, on := range operationNames {
+		if o&on.op != 0 {
+			names = append(names, on.name)
+		}
+	}
+	return names
+}
 
 // AllKeys as a grant's KeyID makes it apply to every key of its key store.
 const AllKeys = "*"
@@ -95,7 +147,7 @@ func (g *Grant) validate() error {
 		}
 	}
 	for _, op := range g.Operations {
-		if operationBit(op) == 0 {
+		if ParseOperation(op) == 0 {
 			return invalid("grant %s: operation %q: want %s, %s or %s", g.ID, op, OperationGetKeyMetadata, OperationEncrypt, OperationDecrypt)
 		}
 	}
@@ -113,23 +165,6 @@ func cloneGrant(g Grant) *Grant {
 	return &g
 }
 
-// operations is a set of operations as bits, for a test without strings.
-type operations uint8
-
-const allOperations operations = 1<<3 - 1
-
-func operationBit(op string) operations {
-	switch op {
-	case OperationGetKeyMetadata:
-		return 1
-	case OperationEncrypt:
-		return 2
-	case OperationDecrypt:
-		return 4
-	}
-	return 0
-}
-
 // RequestContext is what a request tells about its caller: the
 // requestMetadata fields a grant can test.
 type RequestContext struct {
@@ -144,8 +179,8 @@ type RequestContext struct {
 // tests it without allocating.
 type compiledGrant struct {
 	id          string
-	rule        string // what Authorize reports when this grant allows
-	ops         operations
+	rule        string    // what Authorize reports when this grant allows
+	ops         Operation // the set the grant allows
 	principals  []pattern
 	accounts    []string
 	regions     []string
@@ -158,7 +193,7 @@ func compileGrant(g *Grant) *compiledGrant {
 	c := &compiledGrant{
 		id:          g.ID,
 		rule:        "grant " + g.ID,
-		ops:         allOperations,
+		ops:         AllOperations,
 		accounts:    g.Accounts,
 		regions:     g.Regions,
 		viaServices: g.ViaServices,
@@ -168,7 +203,7 @@ func compileGrant(g *Grant) *compiledGrant {
 	if len(g.Operations) > 0 {
 		c.ops = 0
 		for _, op := range g.Operations {
-			c.ops |= operationBit(op)
+			c.ops |= ParseOperation(op)
 		}
 	}
 	for _, p := range g.Principals {
@@ -180,7 +215,7 @@ func compileGrant(g *Grant) *compiledGrant {
 // allows tests one request; account and region come from the request's ARNs.
 // The exact-match lists go before the principal patterns: they are cheaper
 // and, in a store with many grants, usually what tells grants apart.
-func (c *compiledGrant) allows(op operations, rc *RequestContext, account, region string) bool {
+func (c *compiledGrant) allows(op Operation, rc *RequestContext, account, region string) bool {
 	if c.ops&op == 0 ||
 		!oneOf(c.accounts, account) ||
 		!oneOf(c.regions, region) ||
@@ -265,14 +300,13 @@ func arnField(arn string, n int) string {
 
 var emptyRequest RequestContext
 
-// Authorize decides whether the request described by rc may perform op
-// ("GetKeyMetadata", "Encrypt" or "Decrypt") on key k of this key store.
+// Authorize decides whether the request described by rc may perform op (one
+// operation, not a set) on key k of this key store.
 // rule names the grant that allowed it, or says why nothing did; it is
 // bounded in length and never quotes the request, so it may go into an API
 // error message as it is. The allow path does not allocate.
-func (s *StoreView) Authorize(k *Key, op string, rc *RequestContext) (allowed bool, rule string) {
-	bit := operationBit(op)
-	if bit == 0 {
+func (s *StoreView) Authorize(k *Key, op Operation, rc *RequestContext) (allowed bool, rule string) {
+	if bits.OnesCount8(uint8(op)) != 1 || op&^AllOperations != 0 {
 		return false, "operation is not one of GetKeyMetadata, Encrypt, Decrypt"
 	}
 	if rc == nil {
@@ -290,7 +324,7 @@ func (s *StoreView) Authorize(k *Key, op string, rc *RequestContext) (allowed bo
 	}
 	account, region := arnField(rc.PrincipalARN, 4), arnField(rc.KMSKeyARN, 3)
 	for _, g := range grants {
-		if g.allows(bit, rc, account, region) {
+		if g.allows(op, rc, account, region) {
 			return true, g.rule
 		}
 	}

@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"fmt"
+	"math/bits"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -77,14 +79,14 @@ func authzView(t *testing.T) *View {
 	grants := []Grant{
 		{ID: "admins", KeyStore: "a", KeyID: "k1", Principals: []string{"arn:aws:iam::111122223333:role/Admin*"}},
 		{ID: "app", KeyStore: "a", KeyID: "k1", Principals: []string{"arn:aws:iam::111122223333:role/app-*-prod"},
-			ViaServices: []string{"s3.us-east-1.amazonaws.com"}, Operations: []string{OperationEncrypt}},
+			ViaServices: []string{"s3.us-east-1.amazonaws.com"}, Operations: []string{OperationEncrypt.String()}},
 		{ID: "reader", KeyStore: "a", KeyID: "k1", Principals: []string{"*:assumed-role/reader/*"},
 			Accounts: []string{"444455556666"}, Regions: []string{"eu-west-1", "eu-central-1"},
-			Operations: []string{OperationDecrypt, OperationGetKeyMetadata}},
+			Operations: []string{OperationDecrypt.String(), OperationGetKeyMetadata.String()}},
 		{ID: "vpc", KeyStore: "a", KeyID: "k1", Principals: []string{"*"},
-			SourceVPCs: []string{"vpc-0a"}, SourceVPCEs: []string{"vpce-0b", "vpce-0c"}, Operations: []string{OperationDecrypt}},
+			SourceVPCs: []string{"vpc-0a"}, SourceVPCEs: []string{"vpce-0b", "vpce-0c"}, Operations: []string{OperationDecrypt.String()}},
 		{ID: "auditor", KeyStore: "a", KeyID: AllKeys, Principals: []string{"arn:aws:iam::999999999999:role/auditor"},
-			Operations: []string{OperationGetKeyMetadata}},
+			Operations: []string{OperationGetKeyMetadata.String()}},
 	}
 	closed := storeSpec("c", "/c", KeyModeShared)
 	closed.GrantsMode = GrantsClosed
@@ -107,10 +109,11 @@ func TestAuthorize(t *testing.T) {
 		usKey = "arn:aws:kms:us-east-1:444455556666:key/x"
 	)
 	cases := []struct {
-		name, store, key, op string
-		rc                   *RequestContext
-		allow                bool
-		rule                 string // a substring of the reported rule
+		name, store, key string
+		op               Operation
+		rc               *RequestContext
+		allow            bool
+		rule             string // a substring of the reported rule
 	}{
 		{"wildcard at the end", "a", "k1", OperationEncrypt, &RequestContext{PrincipalARN: "arn:aws:iam::111122223333:role/AdminTeam"}, true, "grant admins"},
 		{"wildcard matching nothing", "a", "k1", OperationDecrypt, &RequestContext{PrincipalARN: "arn:aws:iam::111122223333:role/Admin"}, true, "grant admins"},
@@ -136,7 +139,8 @@ func TestAuthorize(t *testing.T) {
 		{"open without grants, no metadata", "b", "k3", OperationDecrypt, nil, true, "key store open"},
 		{"closed without grants", "c", "k4", OperationEncrypt, &RequestContext{PrincipalARN: "arn:aws:iam::1:user/anyone"}, false, "(key store c closed)"},
 		{"no metadata", "a", "k1", OperationDecrypt, nil, false, "no grant matches"},
-		{"unknown operation", "b", "k3", "Sign", &RequestContext{}, false, "not one of"},
+		{"unknown operation", "b", "k3", ParseOperation("Sign"), &RequestContext{}, false, "not one of"},
+		{"a set of operations", "b", "k3", AllOperations, &RequestContext{}, false, "not one of"},
 	}
 	for _, c := range cases {
 		sv := v.StoreByName(c.store)
@@ -156,7 +160,7 @@ func benchStore(tb testing.TB) (*StoreView, *Key) {
 			Principals: []string{fmt.Sprintf("arn:aws:iam::1111222233%02d:role/app-*-prod", i), "arn:aws:iam::*:role/break-glass"},
 			Accounts:   []string{fmt.Sprintf("1111222233%02d", i)}, Regions: []string{"us-east-1"},
 			ViaServices: []string{"s3.us-east-1.amazonaws.com", "ebs.us-east-1.amazonaws.com"},
-			Operations:  []string{OperationEncrypt, OperationDecrypt}})
+			Operations:  []string{OperationEncrypt.String(), OperationDecrypt.String()}})
 	}
 	ks := storeSpec("a", "/a", KeyModeShared)
 	ks.GrantsMode = GrantsClosed
@@ -211,5 +215,29 @@ func BenchmarkAuthorize(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestOperationNames: grants store operations by name in the log and in
+// snapshots, so the names are part of the replicated encoding and must
+// never change.
+func TestOperationNames(t *testing.T) {
+	want := []string{"GetKeyMetadata", "Encrypt", "Decrypt"}
+	if got := AllOperations.Names(); !slices.Equal(got, want) {
+		t.Fatalf("names = %q, want %q", got, want)
+	}
+	for _, name := range want {
+		op := ParseOperation(name)
+		if bits.OnesCount8(uint8(op)) != 1 || op.String() != name {
+			t.Errorf("ParseOperation(%q) = %d (%s)", name, op, op)
+		}
+	}
+	for _, name := range []string{"", "encrypt", "GetHealthStatus", "Sign"} {
+		if op := ParseOperation(name); op != 0 {
+			t.Errorf("ParseOperation(%q) = %s, want 0", name, op)
+		}
+	}
+	if got := (OperationEncrypt | OperationDecrypt).Names(); !slices.Equal(got, want[1:]) {
+		t.Errorf("Encrypt|Decrypt names = %q", got)
 	}
 }

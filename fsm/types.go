@@ -40,6 +40,10 @@ var usageNames = [...]struct {
 	{UsageWrap, "WRAP"}, {UsageUnwrap, "UNWRAP"}, {UsageDerive, "DERIVE"},
 }
 
+// DefaultUsage is what a key holds when its creator names no usage: the two
+// usages that open this proxy's operations.
+const DefaultUsage = UsageEncrypt | UsageDecrypt
+
 // usageAll is every usage a key may hold.
 const usageAll = UsageEncrypt | UsageDecrypt | UsageSign | UsageVerify | UsageWrap | UsageUnwrap | UsageDerive
 

@@ -26,7 +26,6 @@ const (
 	nodeC = "xks-node-c"
 	// halfToken is left holding only one of the cluster keys.
 	halfToken = "xks-half"
-	soPIN     = "so-pin-4821"
 	userPIN   = "user-pin-7305"
 )
 
@@ -40,28 +39,13 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	var err error
-	if testModule, err = softhsm.ModulePath(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if testDir, err = os.MkdirTemp("", "hsm-test-"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(testDir)
-	conf, err := softhsm.WriteConfig(testDir)
+	tokens, err := softhsm.TestTokens("hsm-test-", userPIN, testToken, recoveryToken, nodeA, nodeB, nodeC, halfToken)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	os.Setenv(softhsm.ConfigEnv, conf)
-	for _, label := range []string{testToken, recoveryToken, nodeA, nodeB, nodeC, halfToken} {
-		if err := softhsm.InitToken(testModule, label, soPIN, userPIN); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
+	defer tokens.Remove()
+	testModule, testDir = tokens.Module, tokens.Dir
 	return m.Run()
 }
 

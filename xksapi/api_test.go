@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 func TestEveryOperation(t *testing.T) {

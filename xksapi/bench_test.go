@@ -10,10 +10,10 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/xksapi"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // signedEncrypt builds one signed Encrypt request (32-byte plaintext, 64-byte

@@ -142,7 +142,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	md := x.req.RequestMetadata
 	rc := fsm.RequestContext{PrincipalARN: md.AWSPrincipalARN, KMSKeyARN: md.KMSKeyARN,
 		ViaService: md.KMSViaService, SourceVPC: md.AWSSourceVPC, SourceVPCE: md.AWSSourceVPCE}
-	allowed, rule := x.store.Authorize(key, r.op.String(), &rc)
+	allowed, rule := x.store.Authorize(key, r.op.grantOp(), &rc)
 	x.rule = rule
 	if !allowed {
 		return fail(AccessDeniedException, "no grant of key store "+x.store.Name+" allows this principal to "+r.op.String()+" with key "+key.ID)

@@ -7,19 +7,18 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
 	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/xksapi"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // One SoftHSMv2 token and one logged-in HSM serve the whole package: PKCS#11
@@ -38,27 +37,13 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "xksapi-test-")
+	tokens, err := softhsm.TestTokens("xksapi-test-", testPIN, testToken)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	conf, err := softhsm.WriteConfig(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	tokenDir = filepath.Join(dir, "tokens")
-	os.Setenv("SOFTHSM2_CONF", conf)
-	if testModule, err = softhsm.ModulePath(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := softhsm.InitToken(testModule, testToken, "5678-so-pin", testPIN); err != nil {
 		fmt.Fprintln(os.Stderr, "init token:", err)
 		return 1
 	}
+	defer tokens.Remove()
+	testModule, tokenDir = tokens.Module, tokens.TokenDir()
 	// Generous HSM deadlines: these tests are about the API, and the race
 	// detector makes every call many times slower than in production.
 	testHSM, err = hsm.Open(hsm.Config{ModulePath: testModule, TokenLabel: testToken, PIN: testPIN,

@@ -16,8 +16,8 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 func getJSON(t *testing.T, client *http.Client, url string) (int, map[string]any) {

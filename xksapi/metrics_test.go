@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/internal/testmetrics"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // The label values metrics may carry: enums only, never anything a caller

@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // notReadyDetail is what a cluster's readiness error says about a node that

@@ -2,6 +2,8 @@ package xksapi
 
 import (
 	"bytes"
+
+	"github.com/xksproxy/xksproxy/fsm"
 )
 
 // Operation is an XKS API operation, decided by the URI.
@@ -15,15 +17,23 @@ const (
 	OpHealth
 )
 
+// grantOps are the key operations as grants name them. GetHealthStatus is
+// no key's operation, and no grant governs it.
+var grantOps = [...]fsm.Operation{OpMetadata: fsm.OperationGetKeyMetadata, OpEncrypt: fsm.OperationEncrypt, OpDecrypt: fsm.OperationDecrypt}
+
+// grantOp is o as grants name it; 0 for GetHealthStatus and OpUnknown.
+func (o Operation) grantOp() fsm.Operation {
+	if int(o) < len(grantOps) {
+		return grantOps[o]
+	}
+	return 0
+}
+
 func (o Operation) String() string {
-	switch o {
-	case OpMetadata:
-		return "GetKeyMetadata"
-	case OpEncrypt:
-		return "Encrypt"
-	case OpDecrypt:
-		return "Decrypt"
-	case OpHealth:
+	if g := o.grantOp(); g != 0 {
+		return g.String()
+	}
+	if o == OpHealth {
 		return "GetHealthStatus"
 	}
 	return "unknown"

@@ -3,6 +3,8 @@ package xksapi
 import (
 	"strings"
 	"testing"
+
+	"github.com/xksproxy/xksproxy/fsm"
 )
 
 func TestParseRoute(t *testing.T) {
@@ -35,6 +37,26 @@ func TestParseRoute(t *testing.T) {
 	for _, p := range bad {
 		if r, found := parseRoute([]byte(p)); found {
 			t.Errorf("parseRoute(%q) accepted: {%v %q %q}", p, r.op, r.uriPath, r.keyID)
+		}
+	}
+}
+
+// TestOperationNames: the data plane names its operations as the
+// specification does, in logs and error messages, and asks grants about the
+// same three operations fsm names; health is no grant's business.
+func TestOperationNames(t *testing.T) {
+	for op, want := range map[Operation]struct {
+		name  string
+		grant fsm.Operation
+	}{
+		OpMetadata: {"GetKeyMetadata", fsm.OperationGetKeyMetadata},
+		OpEncrypt:  {"Encrypt", fsm.OperationEncrypt},
+		OpDecrypt:  {"Decrypt", fsm.OperationDecrypt},
+		OpHealth:   {"GetHealthStatus", 0},
+		OpUnknown:  {"unknown", 0},
+	} {
+		if op.String() != want.name || op.grantOp() != want.grant {
+			t.Errorf("%d: %q %v, want %q %v", op, op.String(), op.grantOp(), want.name, want.grant)
 		}
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/internal/testpki"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 const kmsSubject = "cks.kms.us-east-1.amazonaws.com"

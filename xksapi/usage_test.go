@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // Key usage as the specification and AWS's conformance suites have it.

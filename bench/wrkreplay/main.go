@@ -10,11 +10,10 @@ import (
 	"fmt"
 	"log"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 func main() {
@@ -22,14 +21,8 @@ func main() {
 	plaintext := flag.Int("plaintext", 32, "plaintext bytes")
 	aad := flag.Int("aad", 64, "AAD bytes")
 	flag.Parse()
-	var cf struct {
-		Endpoint, URIPath, AccessKeyID, SecretAccessKey, Region, KeyID string
-	}
-	b, err := os.ReadFile(*clientFile)
+	cf, err := xksclient.LoadClientFile(*clientFile)
 	if err != nil {
-		log.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &cf); err != nil {
 		log.Fatal(err)
 	}
 	u, err := url.Parse(cf.Endpoint)

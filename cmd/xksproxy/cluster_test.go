@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/internal/testmetrics"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // cli runs the xksproxy CLI with node i's admin.env exported.

@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
 	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testmetrics"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // buildBinary compiles xksproxy once per test run.
@@ -288,9 +288,9 @@ func checkBackupCommands(t *testing.T, bin, dir string) {
 	}
 }
 
-func readClientFile(t *testing.T, dir string, p *process) devenv.ClientFile {
+func readClientFile(t *testing.T, dir string, p *process) xksclient.ClientFile {
 	t.Helper()
-	var client devenv.ClientFile
+	var client xksclient.ClientFile
 	if err := json.Unmarshal(waitForFile(t, filepath.Join(dir, "client.json"), p), &client); err != nil {
 		t.Fatal(err)
 	}
@@ -347,15 +347,14 @@ func printedCurl(t *testing.T, stdout string) string {
 	return ""
 }
 
-func clientFrom(t *testing.T, f devenv.ClientFile, node int) *xksclient.Client {
+func clientFrom(t *testing.T, f xksclient.ClientFile, node int) *xksclient.Client {
 	t.Helper()
-	hc, err := xksclient.NewHTTPClient(f.CACertFile, nil)
+	c, err := f.Client(node)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(hc.CloseIdleConnections)
-	return &xksclient.Client{Endpoint: f.Endpoints[node], URIPath: f.URIPath, HTTP: hc,
-		Creds: xksclient.Credentials{AccessKeyID: f.AccessKeyID, Secret: f.SecretAccessKey, Region: f.Region}}
+	t.Cleanup(c.HTTP.CloseIdleConnections)
+	return c
 }
 
 func decrypt(t *testing.T, c *xksclient.Client, keyID string, enc *xksclient.EncryptResponse, want string) {

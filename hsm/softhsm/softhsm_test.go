@@ -122,3 +122,57 @@ func TestInitToken(t *testing.T) {
 		t.Errorf("InitToken finalized a module it did not initialise: %v", err)
 	}
 }
+
+func TestTestTokens(t *testing.T) {
+	t.Setenv(ConfigEnv, "") // restored after the test: TestTokens sets it for the process
+	tok, err := TestTokens("softhsm-test-", "user-pin-1", "one", "two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := os.Getenv(ConfigEnv); got != filepath.Join(tok.Dir, "softhsm2.conf") {
+		t.Errorf("%s = %q", ConfigEnv, got)
+	}
+	if module, _ := ModulePath(); tok.Module != module {
+		t.Errorf("module = %q, want %q", tok.Module, module)
+	}
+	tokens, err := os.ReadDir(tok.TokenDir())
+	if err != nil || len(tokens) != 2 {
+		t.Errorf("token directory holds %d entries (%v), want one per label", len(tokens), err)
+	}
+	// The tokens take the user PIN.
+	ctx := pkcs11.New(tok.Module)
+	defer ctx.Destroy()
+	if err := ctx.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logins := 0
+	for _, s := range slots {
+		if ti, err := ctx.GetTokenInfo(s); err != nil || ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
+			continue
+		}
+		sh, err := ctx.OpenSession(s, pkcs11.CKF_SERIAL_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ctx.Login(sh, pkcs11.CKU_USER, "user-pin-1"); err != nil {
+			t.Errorf("user login: %v", err)
+		} else {
+			logins++
+		}
+		ctx.CloseSession(sh)
+	}
+	ctx.Finalize()
+	if logins != 2 {
+		t.Errorf("logged in to %d tokens, want 2", logins)
+	}
+	if err := tok.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tok.Dir); !os.IsNotExist(err) {
+		t.Errorf("Remove left %s: %v", tok.Dir, err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/node"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
+	"github.com/xksproxy/xksproxy/internal/atomicfile"
 )
 
 // DefaultListen is where node 1's XKS API listens by default; node N
@@ -136,7 +137,7 @@ func (e *Env) loadOrCreateState(listen string, nodes int) error {
 		cred := fsm.GenerateCredential()
 		e.State = State{Region: "us-east-1", KeyStore: "demo", URIPath: "/demo/kms/xks/v1",
 			AccessKeyID: cred.AccessKeyID, KeyID: "demo-key"}
-		if err := writeFileAtomic(e.path("secrets", "credential"), append(cred.Secret, '\n'), 0o600); err != nil {
+		if err := atomicfile.WriteFile(e.path("secrets", "credential"), append(cred.Secret, '\n'), 0o600); err != nil {
 			return err
 		}
 	default:
@@ -179,7 +180,7 @@ func (e *Env) loadOrCreateState(listen string, nodes int) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(statePath, append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(statePath, append(b, '\n'), 0o600)
 }
 
 func (e *Env) prepareSecrets() error {
@@ -189,14 +190,14 @@ func (e *Env) prepareSecrets() error {
 		}
 		secret := string(fsm.GenerateCredential().Secret)
 		secret = strings.NewReplacer("/", "", "+", "", "=", "").Replace(secret)
-		if err := writeFileAtomic(e.path("secrets", name), []byte(secret+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteFile(e.path("secrets", name), []byte(secret+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
 	if _, err := os.Stat(e.path("secrets", "gossip-key")); errors.Is(err, os.ErrNotExist) {
 		key := make([]byte, 32)
 		rand.Read(key)
-		if err := writeFileAtomic(e.path("secrets", "gossip-key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteFile(e.path("secrets", "gossip-key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
@@ -314,7 +315,7 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 				Name: e.State.KeyStore, URIPath: e.State.URIPath, Region: e.State.Region, Grants: "open",
 				Credentials: []node.BootstrapCredential{{AccessKeyID: e.State.AccessKeyID, SecretFile: e.path("secrets", "credential")}},
 			}},
-			Keys: []node.BootstrapKey{{KeyStore: e.State.KeyStore, ID: e.State.KeyID, Usage: []string{"ENCRYPT", "DECRYPT"}}},
+			Keys: []node.BootstrapKey{{KeyStore: e.State.KeyStore, ID: e.State.KeyID, Usage: fsm.DefaultUsage.Names()}},
 		}
 	}
 	c.Defaults()
@@ -330,7 +331,7 @@ func (e *Env) stageClusterKeys(i int) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(e.nodeDir(i, "cluster-keys.import"), b, 0o600)
+	return atomicfile.WriteFile(e.nodeDir(i, "cluster-keys.import"), b, 0o600)
 }
 
 func (e *Env) writeNodeConfig(i int) error {
@@ -343,5 +344,5 @@ func (e *Env) writeNodeConfig(i int) error {
 	if err := toml.NewEncoder(&b).Encode(c); err != nil {
 		return err
 	}
-	return writeFileAtomic(e.nodeDir(i, "node.toml"), []byte(b.String()), 0o600)
+	return atomicfile.WriteFile(e.nodeDir(i, "node.toml"), []byte(b.String()), 0o600)
 }

@@ -14,24 +14,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xksproxy/xksproxy/bench/xksclient"
 	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/internal/atomicfile"
+	"github.com/xksproxy/xksproxy/xksclient"
 )
-
-// ClientFile is DIR/client.json, the contract with scripts, tests and the
-// bench harness. Fields are only ever added.
-type ClientFile struct {
-	Endpoint        string   `json:"endpoint"`
-	Endpoints       []string `json:"endpoints"`
-	URIPath         string   `json:"uriPath"`
-	KeyStore        string   `json:"keyStore"`
-	AccessKeyID     string   `json:"accessKeyId"`
-	SecretAccessKey string   `json:"secretAccessKey"`
-	Region          string   `json:"region"`
-	KeyID           string   `json:"keyId"`
-	CACertFile      string   `json:"caCertFile"`
-	HealthEndpoints []string `json:"healthEndpoints"`
-}
 
 // KMSConsoleFile is the AWS KMS console's proxy configuration file.
 type KMSConsoleFile = cluster.KMSConsoleFile
@@ -60,7 +46,7 @@ func (e *Env) Start(bin string, logs io.Writer) (*Supervisor, error) {
 			return nil, fmt.Errorf("starting %s: %w", e.State.Nodes[i].ID, err)
 		}
 		s.procs = append(s.procs, cmd)
-		if err := writeFileAtomic(e.nodeDir(i, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+		if err := atomicfile.WriteFile(e.nodeDir(i, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
 			return nil, err
 		}
 		go func() {
@@ -175,24 +161,25 @@ func (e *Env) AdminClient(i int) (*cluster.AdminClient, error) {
 // Endpoint is node i's XKS API URL.
 func (e *Env) Endpoint(i int) string { return "https://" + e.State.Nodes[i].Listen }
 
-// Client returns an XKS client for the demo key store through node i.
-func (e *Env) Client(i int) (*xksclient.Client, error) {
-	httpClient, err := xksclient.NewHTTPClient(e.path("tls", "ca.pem"), nil)
-	if err != nil {
-		return nil, err
+// clientFile is what DIR/client.json says: the demo key store through every
+// node.
+func (e *Env) clientFile() xksclient.ClientFile {
+	cf := xksclient.ClientFile{
+		URIPath: e.State.URIPath, KeyStore: e.State.KeyStore, AccessKeyID: e.State.AccessKeyID,
+		SecretAccessKey: e.secret, Region: e.State.Region, KeyID: e.State.KeyID, CACertFile: e.path("tls", "ca.pem"),
 	}
-	return &xksclient.Client{
-		Endpoint: e.Endpoint(i),
-		URIPath:  e.State.URIPath,
-		Creds:    xksclient.Credentials{AccessKeyID: e.State.AccessKeyID, Secret: e.secret, Region: e.State.Region},
-		HTTP:     httpClient,
-	}, nil
+	for i, n := range e.State.Nodes {
+		cf.Endpoints = append(cf.Endpoints, e.Endpoint(i))
+		cf.HealthEndpoints = append(cf.HealthEndpoints, "http://"+n.HealthListen)
+	}
+	cf.Endpoint = cf.Endpoints[0]
+	return cf
 }
 
 // Verify proves node i serves: a real encrypt (with CDIV) and decrypt of the
 // demo key through HTTPS and SigV4.
 func (e *Env) Verify(i int) error {
-	c, err := e.Client(i)
+	c, err := e.clientFile().Client(i)
 	if err != nil {
 		return err
 	}
@@ -216,7 +203,7 @@ func (e *Env) WriteClientFiles() error {
 	for i, n := range e.State.Nodes {
 		env := fmt.Sprintf("# Source this to point the xksproxy CLI at %s's admin API.\nexport XKSPROXY_ADMIN=https://%s\nexport XKSPROXY_ADMIN_TOKEN=%s\nexport XKSPROXY_ADMIN_CA=%s\n",
 			n.ID, n.AdminListen, token, e.path("tls", "ca.pem"))
-		if err := writeFileAtomic(e.nodeDir(i, "admin.env"), []byte(env), 0o600); err != nil {
+		if err := atomicfile.WriteFile(e.nodeDir(i, "admin.env"), []byte(env), 0o600); err != nil {
 			return err
 		}
 	}
@@ -227,16 +214,7 @@ func (e *Env) WriteClientFiles() error {
 	if err := writeJSON(e.path("kms-console.json"), console); err != nil {
 		return err
 	}
-	cf := ClientFile{
-		URIPath: e.State.URIPath, KeyStore: e.State.KeyStore, AccessKeyID: e.State.AccessKeyID,
-		SecretAccessKey: e.secret, Region: e.State.Region, KeyID: e.State.KeyID, CACertFile: e.path("tls", "ca.pem"),
-	}
-	for i, n := range e.State.Nodes {
-		cf.Endpoints = append(cf.Endpoints, e.Endpoint(i))
-		cf.HealthEndpoints = append(cf.HealthEndpoints, "http://"+n.HealthListen)
-	}
-	cf.Endpoint = cf.Endpoints[0]
-	return writeJSON(e.path("client.json"), cf)
+	return e.clientFile().Save(e.path("client.json"))
 }
 
 // RemoveClientFile deletes a stale client.json before the nodes start, so
@@ -254,7 +232,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, 0o600)
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 // PrintWelcome tells a newcomer what is running and how to call it. The

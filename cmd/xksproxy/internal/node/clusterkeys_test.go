@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,25 +11,34 @@ import (
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
 )
 
+// testModule is the SoftHSMv2 module holding the token importTestToken.
+var testModule string
+
+const (
+	importTestToken = "import-test"
+	importTestPIN   = "user-pin-1234"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		tokens, err := softhsm.TestTokens("node-test-", importTestPIN, importTestToken)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer tokens.Remove()
+		testModule = tokens.Module
+		return m.Run()
+	}())
+}
+
 // TestImportKeysFileIsDestroyedOnceImported: the ceremony material in
 // import_keys_file unseals every secret of raft.db or a backup, so serve
 // overwrites and removes it once the HSM holds the cluster keys, whether it
 // imported them now or they were there already. A real SoftHSMv2 token.
 func TestImportKeysFileIsDestroyedOnceImported(t *testing.T) {
 	dir := t.TempDir()
-	conf, err := softhsm.WriteConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(softhsm.ConfigEnv, conf)
-	module, err := softhsm.ModulePath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := softhsm.InitToken(module, "import-test", "so-pin-5678", "user-pin-1234"); err != nil {
-		t.Fatal(err)
-	}
-	h, err := hsm.Open(hsm.Config{ModulePath: module, TokenLabel: "import-test", PIN: "user-pin-1234",
+	h, err := hsm.Open(hsm.Config{ModulePath: testModule, TokenLabel: importTestToken, PIN: importTestPIN,
 		WaitTimeout: 5 * time.Second, CallTimeout: 10 * time.Second, HealthInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

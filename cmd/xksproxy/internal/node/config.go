@@ -226,7 +226,7 @@ func (c *Config) Defaults() {
 	}
 	for i := range c.Bootstrap.Keys {
 		if len(c.Bootstrap.Keys[i].Usage) == 0 {
-			c.Bootstrap.Keys[i].Usage = []string{"ENCRYPT", "DECRYPT"}
+			c.Bootstrap.Keys[i].Usage = fsm.DefaultUsage.Names()
 		}
 	}
 }

@@ -1,7 +1,9 @@
 // Package xksclient speaks the XKS Proxy API as AWS KMS does: JSON bodies
 // signed with SigV4. It is the bench harness's client and the test suites'
 // second signer, written apart from the server's verifier so that a bug
-// cannot hide by being shared.
+// cannot hide by being shared: it imports none of the server's packages
+// (scripts/check-imports.sh). It also owns client.json (ClientFile), which
+// dev writes and the bench, the tests and outside tools read.
 package xksclient
 
 import (
