@@ -1,3 +1,6 @@
+// Package server serves a node's admin API: authentication, one log line
+// per request, and a handler for every route of admin.Routes, built on the
+// node API of package cluster (see admin/DESIGN.md).
 package server
 
 import (
