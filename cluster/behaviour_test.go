@@ -2,7 +2,7 @@ package cluster
 
 import (
 	"bytes"
-	"net/http"
+	"context"
 	"os"
 	"path/filepath"
 	"sort"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/internal/testpki"
 	"github.com/xksproxy/xksproxy/xksclient"
@@ -46,9 +47,9 @@ func TestEncryptOnOneNodeDecryptOnEvery(t *testing.T) {
 
 func TestKillSwitchReachesEveryNode(t *testing.T) {
 	c := newTestCluster(t, 3)
-	var res ChangeResult
+	var res admin.Change
 	start := time.Now()
-	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+	if err := set(&res)(c.nodes[1].admin.DisableKey(t.Context(), "demo", "demo-key")); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("disable confirmed on %d/%d nodes in %v (admin call %v)", res.Confirmed, res.Nodes, res.Elapsed, time.Since(start))
@@ -65,7 +66,7 @@ func TestKillSwitchReachesEveryNode(t *testing.T) {
 			t.Fatalf("%s metadata after disable: %+v %v", n.id, meta, err)
 		}
 	}
-	if err := c.nodes[2].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/enable", nil, &res); err != nil || res.Confirmed != 3 {
+	if err := set(&res)(c.nodes[2].admin.EnableKey(t.Context(), "demo", "demo-key")); err != nil || res.Confirmed != 3 {
 		t.Fatalf("enable: %+v %v", res, err)
 	}
 	for _, n := range c.nodes {
@@ -75,7 +76,7 @@ func TestKillSwitchReachesEveryNode(t *testing.T) {
 	}
 
 	// The whole key store, too.
-	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/disable", nil, &res); err != nil || res.Confirmed != 3 {
+	if err := set(&res)(c.nodes[0].admin.DisableKeyStore(t.Context(), "demo")); err != nil || res.Confirmed != 3 {
 		t.Fatalf("key store disable: %+v %v", res, err)
 	}
 	for _, n := range c.nodes {
@@ -87,8 +88,8 @@ func TestKillSwitchReachesEveryNode(t *testing.T) {
 
 func TestCredentialsReplicate(t *testing.T) {
 	c := newTestCluster(t, 3)
-	var cred NewCredential
-	if err := c.nodes[2].admin.Do(http.MethodPost, "/v1/keystores/demo/credentials", AddCredentialRequest{}, &cred); err != nil {
+	var cred admin.NewCredential
+	if err := set(&cred)(c.nodes[2].admin.AddCredential(t.Context(), "demo", admin.AddCredentialRequest{})); err != nil {
 		t.Fatal(err)
 	}
 	creds := xksclient.Credentials{AccessKeyID: cred.AccessKeyID, Secret: cred.SecretAccessKey, Region: "us-east-1"}
@@ -101,8 +102,8 @@ func TestCredentialsReplicate(t *testing.T) {
 			return err == nil
 		})
 	}
-	var res ChangeResult
-	if err := c.nodes[1].admin.Do(http.MethodDelete, "/v1/keystores/demo/credentials/"+cred.AccessKeyID, nil, &res); err != nil || res.Confirmed != 3 {
+	var res admin.Change
+	if err := set(&res)(c.nodes[1].admin.RemoveCredential(t.Context(), "demo", cred.AccessKeyID)); err != nil || res.Confirmed != 3 {
 		t.Fatalf("remove: %+v %v", res, err)
 	}
 	for _, n := range c.nodes {
@@ -112,7 +113,7 @@ func TestCredentialsReplicate(t *testing.T) {
 	}
 
 	expires := time.Now().Add(2 * time.Second).UTC()
-	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/credentials", AddCredentialRequest{ExpiresAt: &expires}, &cred); err != nil {
+	if err := set(&cred)(c.nodes[0].admin.AddCredential(t.Context(), "demo", admin.AddCredentialRequest{ExpiresAt: &expires})); err != nil {
 		t.Fatal(err)
 	}
 	short := xksclient.Credentials{AccessKeyID: cred.AccessKeyID, Secret: cred.SecretAccessKey, Region: "us-east-1"}
@@ -130,15 +131,15 @@ func TestCredentialsReplicate(t *testing.T) {
 
 func TestGrantsAreEnforcedEverywhere(t *testing.T) {
 	c := newTestCluster(t, 3)
-	var ks CreateKeyStoreResponse
-	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores", CreateKeyStoreRequest{Name: "pay", Region: "eu-west-1"}, &ks); err != nil {
+	var ks admin.CreateKeyStoreResponse
+	if err := set(&ks)(c.nodes[0].admin.CreateKeyStore(t.Context(), admin.CreateKeyStoreRequest{Name: "pay", Region: "eu-west-1"})); err != nil {
 		t.Fatal(err)
 	}
 	if ks.KeyStore.GrantsMode != "closed" || ks.KeyStore.URIPath != "/pay/kms/xks/v1" {
 		t.Fatalf("created %+v", ks.KeyStore)
 	}
-	var key KeyInfo
-	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/pay/keys", CreateKeyRequest{ID: "k1"}, &key); err != nil {
+	var key admin.KeyInfo
+	if err := set(&key)(c.nodes[1].admin.CreateKey(t.Context(), "pay", admin.CreateKeyRequest{ID: "k1"})); err != nil {
 		t.Fatal(err)
 	}
 	creds := xksclient.Credentials{AccessKeyID: ks.Credential.AccessKeyID, Secret: ks.Credential.SecretAccessKey, Region: "eu-west-1"}
@@ -153,9 +154,9 @@ func TestGrantsAreEnforcedEverywhere(t *testing.T) {
 			return isXKSError(err, "AccessDeniedException")
 		})
 	}
-	var g GrantInfo
-	if err := c.nodes[2].admin.Do(http.MethodPost, "/v1/keystores/pay/grants", GrantInfo{KeyID: "k1",
-		Principals: []string{"arn:aws:iam::111122223333:role/app*"}, Operations: []string{"Encrypt"}}, &g); err != nil {
+	var g admin.GrantInfo
+	if err := set(&g)(c.nodes[2].admin.AddGrant(t.Context(), "pay", admin.GrantInfo{KeyID: "k1",
+		Principals: []string{"arn:aws:iam::111122223333:role/app*"}, Operations: []string{"Encrypt"}})); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range c.nodes {
@@ -172,8 +173,8 @@ func TestGrantsAreEnforcedEverywhere(t *testing.T) {
 			t.Fatalf("other principal on %s: %v", n.id, err)
 		}
 	}
-	var res ChangeResult
-	if err := c.nodes[0].admin.Do(http.MethodDelete, "/v1/keystores/pay/grants/"+g.ID, nil, &res); err != nil || res.Confirmed != 3 {
+	var res admin.Change
+	if err := set(&res)(c.nodes[0].admin.RemoveGrant(t.Context(), "pay", g.ID)); err != nil || res.Confirmed != 3 {
 		t.Fatalf("grant remove: %+v %v", res, err)
 	}
 	for _, n := range c.nodes {
@@ -215,8 +216,8 @@ func TestLeaderLossRestartAndFullRestart(t *testing.T) {
 	c.stop(old)
 	c.waitFor("a new leader", 20*time.Second, func() bool { return c.leader() != nil })
 	t.Logf("new leader %s after %v", c.leader().id, time.Since(electionStart))
-	var key KeyInfo
-	if err := survivors[0].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "after-failover"}, &key); err != nil {
+	var key admin.KeyInfo
+	if err := set(&key)(survivors[0].admin.CreateKey(t.Context(), "demo", admin.CreateKeyRequest{ID: "after-failover"})); err != nil {
 		t.Fatalf("admin write after the failover: %v", err)
 	}
 	close(stopTraffic)
@@ -310,8 +311,8 @@ func TestPartitionedNodeStopsServingAndCatchesUp(t *testing.T) {
 			majority = n
 		}
 	}
-	var res ChangeResult
-	if err := majority.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+	var res admin.Change
+	if err := set(&res)(majority.admin.DisableKey(t.Context(), "demo", "demo-key")); err != nil {
 		t.Fatal(err)
 	}
 	if res.Confirmed != 2 || res.Nodes != 3 {
@@ -340,13 +341,13 @@ func TestNodeCutOffFromEveryPeerStopsServing(t *testing.T) {
 
 func TestSnapshotRestoreAndNoSecretsOnDisk(t *testing.T) {
 	c := newTestCluster(t, 3)
-	var cred NewCredential
-	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/credentials", AddCredentialRequest{}, &cred); err != nil {
+	var cred admin.NewCredential
+	if err := set(&cred)(c.nodes[0].admin.AddCredential(t.Context(), "demo", admin.AddCredentialRequest{})); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		var key KeyInfo
-		if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "snap-" + string(rune('a'+i))}, &key); err != nil {
+		var key admin.KeyInfo
+		if err := set(&key)(c.nodes[0].admin.CreateKey(t.Context(), "demo", admin.CreateKeyRequest{ID: "snap-" + string(rune('a'+i))})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -404,15 +405,15 @@ func TestKeyRotationWithANodeDown(t *testing.T) {
 	old := encryptOn(t, c.nodes[0], "made with version 1")
 	down := c.nodes[2]
 	c.stop(down)
-	var res ChangeResult
-	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/rotate", nil, &res); err != nil {
+	var res admin.Change
+	if err := set(&res)(c.nodes[1].admin.RotateKey(t.Context(), "demo", "demo-key")); err != nil {
 		t.Fatal(err)
 	}
 	if res.Confirmed != 2 {
 		t.Fatalf("rotation confirmed by %d nodes: %+v", res.Confirmed, res.Acks)
 	}
-	var info KeyInfo
-	if err := c.nodes[0].admin.Do(http.MethodGet, "/v1/keystores/demo/keys/demo-key", nil, &info); err != nil || info.CurrentVersion != 2 || len(info.Versions) != 2 {
+	var info admin.KeyInfo
+	if err := set(&info)(c.nodes[0].admin.ShowKey(t.Context(), "demo", "demo-key")); err != nil || info.CurrentVersion != 2 || len(info.Versions) != 2 {
 		t.Fatalf("key after rotation: %+v %v", info, err)
 	}
 	fresh := encryptOn(t, c.nodes[0], "made with version 2")
@@ -436,19 +437,19 @@ func TestKeyRotationWithANodeDown(t *testing.T) {
 func TestSnapshotSaveWipeRestore(t *testing.T) {
 	c := newTestCluster(t, 3)
 	enc := encryptOn(t, c.nodes[0], "survives a disaster")
-	var key KeyInfo
-	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "backed-up"}, &key); err != nil {
+	var key admin.KeyInfo
+	if err := set(&key)(c.nodes[1].admin.CreateKey(t.Context(), "demo", admin.CreateKeyRequest{ID: "backed-up"})); err != nil {
 		t.Fatal(err)
 	}
 	// A cluster well along its log: more commands than a fresh one holds.
 	for range 6 {
-		for _, change := range []string{"disable", "enable"} {
-			if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys/backed-up/"+change, nil, nil); err != nil {
+		for _, change := range []func(context.Context, string, string) (admin.Change, error){c.nodes[1].admin.DisableKey, c.nodes[1].admin.EnableKey} {
+			if _, err := change(t.Context(), demoStore, "backed-up"); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	backup, err := c.nodes[2].admin.Raw(http.MethodGet, "/v1/snapshot", nil)
+	backup, err := c.nodes[2].admin.SaveSnapshot(t.Context(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,10 +469,10 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	if len(n.node.fsm.State().KeyStores()) != 0 {
 		t.Fatal("the restore target is not empty")
 	}
-	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", []byte("not a snapshot")); err == nil {
+	if _, err := n.admin.RestoreSnapshot(t.Context(), []byte("not a snapshot"), false); err == nil {
 		t.Fatal("a garbage snapshot was restored")
 	}
-	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", backup); err != nil {
+	if _, err := n.admin.RestoreSnapshot(t.Context(), backup, false); err != nil {
 		t.Fatal(err)
 	}
 	// The restored keys' material is unwrapped after the view is published:
@@ -489,8 +490,8 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	// the restored state, or the kill switch would be confirmed by nodes
 	// that had only installed the snapshot.
 	restored := n.node.AppliedIndex()
-	var res ChangeResult
-	if err := n.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/backed-up/disable", nil, &res); err != nil {
+	var res admin.Change
+	if err := set(&res)(n.admin.DisableKey(t.Context(), "demo", "backed-up")); err != nil {
 		t.Fatal(err)
 	}
 	if res.Index <= restored || n.node.AppliedIndex() < res.Index {
@@ -501,28 +502,26 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 
 func TestScheduledDeletion(t *testing.T) {
 	c := newTestCluster(t, 3)
-	admin := c.nodes[1].admin
-	path := "/v1/keystores/demo/keys/demo-key"
+	client := c.nodes[1].admin
 	label := c.nodes[0].views.Load().StoreByName(demoStore).Key([]byte(demoKey)).Versions[0].HSMLabel
-	var info KeyInfo
-	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 7}, &info); err == nil {
+	var info admin.KeyInfo
+	if err := set(&info)(client.ScheduleDeletion(t.Context(), demoStore, demoKey, 7)); err == nil {
 		t.Fatal("an enabled key was scheduled for deletion")
 	}
-	var res ChangeResult
-	if err := admin.Do(http.MethodPost, path+"/disable", nil, &res); err != nil {
+	if _, err := client.DisableKey(t.Context(), demoStore, demoKey); err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 3}, &info); err == nil {
+	if err := set(&info)(client.ScheduleDeletion(t.Context(), demoStore, demoKey, 3)); err == nil {
 		t.Fatal("a 3-day window was accepted")
 	}
-	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 7}, &info); err != nil || info.DeletionDate == nil {
+	if err := set(&info)(client.ScheduleDeletion(t.Context(), demoStore, demoKey, 7)); err != nil || info.DeletionDate == nil {
 		t.Fatalf("schedule: %+v %v", info, err)
 	}
-	var cancelled KeyInfo
-	if err := c.nodes[2].admin.Do(http.MethodPost, path+"/cancel-deletion", nil, &cancelled); err != nil || cancelled.DeletionDate != nil {
+	cancelled, err := c.nodes[2].admin.CancelDeletion(t.Context(), demoStore, demoKey)
+	if err != nil || cancelled.DeletionDate != nil {
 		t.Fatalf("cancel: %+v %v", cancelled, err)
 	}
-	if err := admin.Do(http.MethodPost, path+"/schedule-deletion", ScheduleDeletionRequest{Days: 7}, &info); err != nil {
+	if _, err := client.ScheduleDeletion(t.Context(), demoStore, demoKey, 7); err != nil {
 		t.Fatal(err)
 	}
 	// Nothing happens inside the window.
@@ -544,17 +543,17 @@ func TestScheduledDeletion(t *testing.T) {
 			t.Fatalf("%s still knows the deleted key: %v", n.id, err)
 		}
 	}
-	var deleted KeyInfo
-	if err := admin.Do(http.MethodGet, path, nil, &deleted); err != nil || !deleted.Deleted {
+	deleted, err := client.ShowKey(t.Context(), demoStore, demoKey)
+	if err != nil || !deleted.Deleted {
 		t.Fatalf("key after deletion: %+v %v", deleted, err)
 	}
 }
 
 func TestSharedModeAdoptsOnlyALabelEveryNodeHolds(t *testing.T) {
 	c := newTestCluster(t, 3)
-	var ks CreateKeyStoreResponse
-	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/keystores", CreateKeyStoreRequest{Name: "netHSM", Region: "us-east-1",
-		GrantsMode: "open", KeyMode: "shared"}, &ks); err != nil {
+	var ks admin.CreateKeyStoreResponse
+	if err := set(&ks)(c.nodes[0].admin.CreateKeyStore(t.Context(), admin.CreateKeyStoreRequest{Name: "netHSM", Region: "us-east-1",
+		GrantsMode: "open", KeyMode: "shared"})); err != nil {
 		t.Fatal(err)
 	}
 	// The same AES key in every token, as a network HSM or an HSM vendor's
@@ -565,8 +564,8 @@ func TestSharedModeAdoptsOnlyALabelEveryNodeHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	create := func() error {
-		var k KeyInfo
-		return c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/netHSM/keys", CreateKeyRequest{ID: "k1", HSMLabel: label}, &k)
+		var k admin.KeyInfo
+		return set(&k)(c.nodes[1].admin.CreateKey(t.Context(), "netHSM", admin.CreateKeyRequest{ID: "k1", HSMLabel: label}))
 	}
 	for i, n := range c.nodes {
 		if err := create(); err == nil || !strings.Contains(err.Error(), c.nodes[2].id) {
@@ -620,8 +619,8 @@ func TestHealedNodeNeverServesAKeyDisabledWhileCutOff(t *testing.T) {
 	// Long enough cut off for raft's retries to the node to back off by
 	// seconds, as they do in a real partition.
 	time.Sleep(4 * time.Second)
-	var res ChangeResult
-	if err := majority.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+	var res admin.Change
+	if err := set(&res)(majority.admin.DisableKey(t.Context(), "demo", "demo-key")); err != nil {
 		t.Fatal(err)
 	}
 	cut.node.mux.isolate(false)
@@ -706,8 +705,8 @@ func TestClusterReachesItsBuildsCommandSet(t *testing.T) {
 			t.Fatalf("%s reports version %q, command set %d", n.id, st.Version, st.CommandSet)
 		}
 	}
-	var key KeyInfo
-	if err := c.nodes[1].admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "wrapping", Usage: []string{"WRAP", "UNWRAP"}}, &key); err != nil {
+	var key admin.KeyInfo
+	if err := set(&key)(c.nodes[1].admin.CreateKey(t.Context(), "demo", admin.CreateKeyRequest{ID: "wrapping", Usage: []string{"WRAP", "UNWRAP"}})); err != nil {
 		t.Fatalf("a key only command set 2 knows: %v", err)
 	}
 }
@@ -730,8 +729,8 @@ func TestKillSwitchDoesNotWaitForAnotherKeysUnwrap(t *testing.T) {
 	leader := c.leader()
 	created := make(chan error, 1)
 	go func() {
-		var key KeyInfo
-		created <- leader.admin.Do(http.MethodPost, "/v1/keystores/demo/keys", CreateKeyRequest{ID: "slow-key"}, &key)
+		_, err := leader.admin.CreateKey(t.Context(), demoStore, admin.CreateKeyRequest{ID: "slow-key"})
+		created <- err
 	}()
 	// A follower's HSM is the one held: the far end of the kill switch.
 	var held *testNode
@@ -749,11 +748,11 @@ func TestKillSwitchDoesNotWaitForAnotherKeysUnwrap(t *testing.T) {
 	}
 
 	blockedSince := time.Now()
-	var res ChangeResult
-	if err := leader.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+	res, err := leader.admin.DisableKey(t.Context(), demoStore, demoKey)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var heldAck *Ack
+	var heldAck *admin.Ack
 	for i, a := range res.Acks {
 		if a.Node == held.id {
 			heldAck = &res.Acks[i]
@@ -762,7 +761,7 @@ func TestKillSwitchDoesNotWaitForAnotherKeysUnwrap(t *testing.T) {
 	if heldAck == nil || !heldAck.Confirmed {
 		t.Fatalf("%s, its HSM busy unwrapping another key, did not confirm the disable: %+v", held.id, res)
 	}
-	_, err := held.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")})
+	_, err = held.client().Encrypt(demoKey, &xksclient.EncryptRequest{RequestMetadata: md("Encrypt"), Plaintext: []byte("x")})
 	if !isXKSError(err, "InvalidStateException") {
 		t.Fatalf("%s still serves the disabled key while its HSM unwraps another: %v", held.id, err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/hsm/softhsm"
@@ -31,6 +32,21 @@ var (
 	testPIN     = "test-pin-1234"
 	tokenLabels = []string{"node1", "node2", "node3", "node4", "node5"}
 )
+
+// ServeAdmin starts node n's admin API on a loopback port and returns its
+// address and how to stop it. The server (admin/server) imports this
+// package, so these internal tests cannot; adminserver_test.go, an
+// external test file in the same test binary, sets it.
+var ServeAdmin func(n *Node, token string, log zerolog.Logger) (addr string, stop func(), err error)
+
+// set stores a typed client call's answer in *out and returns its error,
+// so that a test can check both in one if statement.
+func set[T any](out *T) func(T, error) error {
+	return func(v T, err error) error {
+		*out = v
+		return err
+	}
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
@@ -55,10 +71,12 @@ type testNode struct {
 	node    *Node
 	api     *xksapi.Server
 	apiAddr string
-	admin   *AdminClient
-	cfg     Config
-	logs    *testlog.Buffer
-	c       *testCluster
+	admin   *admin.Client
+	// closeAdmin stops n's admin API, as a crash would.
+	closeAdmin func()
+	cfg        Config
+	logs       *testlog.Buffer
+	c          *testCluster
 }
 
 type testCluster struct {
@@ -215,11 +233,12 @@ func (c *testCluster) start(n *testNode) {
 	}
 	// Restarts must come back at the same address: fix it after the first bind.
 	n.cfg.Bind = n.node.ClusterAddr()
-	adminAddr, err := n.node.ServeAdmin(AdminConfig{Listen: "127.0.0.1:0", Token: c.token})
+	adminAddr, closeAdmin, err := ServeAdmin(n.node, c.token, log)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if n.admin, err = NewAdminClient("https://"+adminAddr.String(), c.token, c.ca.CAFile); err != nil {
+	n.closeAdmin = closeAdmin
+	if n.admin, err = admin.NewClient("https://"+adminAddr, c.token, c.ca.CAFile); err != nil {
 		c.t.Fatal(err)
 	}
 	apiCert, apiKey := c.apiCA.Issue(c.t, "localhost")
@@ -250,6 +269,7 @@ func (c *testCluster) stop(n *testNode) {
 		return
 	}
 	n.api.Shutdown()
+	n.closeAdmin()
 	n.node.Close()
 	n.node = nil
 }

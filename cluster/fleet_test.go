@@ -2,10 +2,10 @@ package cluster
 
 import (
 	"crypto/rand"
-	"net/http"
 	"testing"
 	"time"
 
+	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/xksclient"
 )
 
@@ -79,8 +79,8 @@ func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
 	if err != nil || len(servers) != 3 {
 		t.Fatalf("a dead node must stay a voter: %v %v", servers, err)
 	}
-	var st ClusterStatus
-	if err := c.nodes[0].admin.Do(http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
+	var st admin.ClusterStatus
+	if err := set(&st)(c.nodes[0].admin.ClusterStatus(t.Context())); err != nil {
 		t.Fatal(err)
 	}
 	dead := false
@@ -100,7 +100,7 @@ func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
 
 	// An operator removes it while it runs: it leaves the fleet and the
 	// leader does not add it back.
-	if err := c.nodes[0].admin.Do(http.MethodPost, "/v1/cluster/remove", MembershipRequest{ID: gone.id}, nil); err != nil {
+	if err := c.nodes[0].admin.RemoveNode(t.Context(), gone.id); err != nil {
 		t.Fatal(err)
 	}
 	c.waitFor("the removed node to leave the fleet", 15*time.Second, func() bool { return health(t, c.nodes[0]).FleetSize == 2 })

@@ -2,14 +2,15 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/xksclient"
@@ -21,7 +22,7 @@ import (
 // allow-unauthenticated: the state's own checks must still hold.
 func editedSnapshot(t *testing.T, n *testNode, edit func(state map[string]any)) []byte {
 	t.Helper()
-	backup, err := n.admin.Raw(http.MethodGet, "/v1/snapshot", nil)
+	backup, err := n.admin.SaveSnapshot(t.Context(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func stateStore(state map[string]any, name string) map[string]any {
 }
 
 func restoreRaw(n *testNode, snap []byte) error {
-	_, err := n.admin.Raw(http.MethodPost, "/v1/snapshot?allow-unauthenticated=1", snap)
+	_, err := n.admin.RestoreSnapshot(context.Background(), snap, true)
 	return err
 }
 
@@ -116,8 +117,8 @@ func TestRestoreCannotDestroyALiveKeysMaterial(t *testing.T) {
 func TestSealedCredentialIsBoundToItsKeyStore(t *testing.T) {
 	c := newTestCluster(t, 1)
 	n := c.nodes[0]
-	var other CreateKeyStoreResponse
-	if err := n.admin.Do(http.MethodPost, "/v1/keystores", CreateKeyStoreRequest{Name: "other", Region: "us-east-1", GrantsMode: "open"}, &other); err != nil {
+	var other admin.CreateKeyStoreResponse
+	if err := set(&other)(n.admin.CreateKeyStore(t.Context(), admin.CreateKeyStoreRequest{Name: "other", Region: "us-east-1", GrantsMode: "open"})); err != nil {
 		t.Fatal(err)
 	}
 	snap := editedSnapshot(t, n, func(st map[string]any) {
@@ -167,8 +168,8 @@ func TestCredentialsSealedByTheOlderFormatStillWork(t *testing.T) {
 func TestUnsealedSecretsFollowTheView(t *testing.T) {
 	c := newTestCluster(t, 1)
 	n := c.nodes[0]
-	var cred NewCredential
-	if err := n.admin.Do(http.MethodPost, "/v1/keystores/demo/credentials", AddCredentialRequest{}, &cred); err != nil {
+	var cred admin.NewCredential
+	if err := set(&cred)(n.admin.AddCredential(t.Context(), "demo", admin.AddCredentialRequest{})); err != nil {
 		t.Fatal(err)
 	}
 	cached := func(akid string) (found bool) {
@@ -181,7 +182,7 @@ func TestUnsealedSecretsFollowTheView(t *testing.T) {
 		return found
 	}
 	c.waitFor("the new credential's secret in the cache", 10*time.Second, func() bool { return cached(cred.AccessKeyID) })
-	if err := n.admin.Do(http.MethodDelete, "/v1/keystores/demo/credentials/"+cred.AccessKeyID, nil, nil); err != nil {
+	if _, err := n.admin.RemoveCredential(t.Context(), "demo", cred.AccessKeyID); err != nil {
 		t.Fatal(err)
 	}
 	c.waitFor("the removed credential's secret to leave the cache", 10*time.Second, func() bool { return !cached(cred.AccessKeyID) })
@@ -228,14 +229,10 @@ func editBackup(t *testing.T, backup []byte, edit func(state map[string]any)) []
 	return out
 }
 
-func inspect(t *testing.T, n *testNode, file []byte) BackupInfo {
+func inspect(t *testing.T, n *testNode, file []byte) admin.BackupInfo {
 	t.Helper()
-	var info BackupInfo
-	out, err := n.admin.Raw(http.MethodPost, "/v1/snapshot/inspect", file)
+	info, err := n.admin.InspectSnapshot(t.Context(), file)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(out, &info); err != nil {
 		t.Fatal(err)
 	}
 	return info
@@ -249,11 +246,11 @@ func inspect(t *testing.T, n *testNode, file []byte) BackupInfo {
 func TestBackupsAreAuthenticated(t *testing.T) {
 	c := newTestCluster(t, 1)
 	n := c.nodes[0]
-	var res ChangeResult
-	if err := n.admin.Do(http.MethodPost, "/v1/keystores/demo/keys/demo-key/disable", nil, &res); err != nil {
+	var res admin.Change
+	if err := set(&res)(n.admin.DisableKey(t.Context(), "demo", "demo-key")); err != nil {
 		t.Fatal(err)
 	}
-	backup, err := n.admin.Raw(http.MethodGet, "/v1/snapshot", nil)
+	backup, err := n.admin.SaveSnapshot(t.Context(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +289,7 @@ func TestBackupsAreAuthenticated(t *testing.T) {
 		info.SavedBy != "node1" || info.SavedAt == nil || info.KeyStores != 1 || info.Keys != 1 || info.Credentials != 1 || info.Index == 0 {
 		t.Fatalf("inspect of an untouched backup: %+v", info)
 	}
-	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", backup); err != nil {
+	if _, err := n.admin.RestoreSnapshot(t.Context(), backup, false); err != nil {
 		t.Fatalf("restore of an untouched backup: %v", err)
 	}
 
@@ -303,7 +300,7 @@ func TestBackupsAreAuthenticated(t *testing.T) {
 	if err := json.Unmarshal(backup, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot", doc.Snapshot); err == nil || !strings.Contains(err.Error(), "--allow-unauthenticated") {
+	if _, err := n.admin.RestoreSnapshot(t.Context(), doc.Snapshot, false); err == nil || !strings.Contains(err.Error(), "--allow-unauthenticated") {
 		t.Fatalf("restore of a backup without a MAC: %v", err)
 	}
 	if info := inspect(t, n, doc.Snapshot); info.MAC != "absent" || info.Restorable || !info.Valid || info.Keys != 1 {
@@ -312,7 +309,7 @@ func TestBackupsAreAuthenticated(t *testing.T) {
 	if err := restoreRaw(n, doc.Snapshot); err != nil {
 		t.Fatalf("restore of a backup without a MAC, allowed: %v", err)
 	}
-	if _, err := n.admin.Raw(http.MethodPost, "/v1/snapshot/inspect", []byte("not a backup")); err == nil {
+	if _, err := n.admin.InspectSnapshot(t.Context(), []byte("not a backup")); err == nil {
 		t.Fatal("inspect took garbage for a backup")
 	}
 }

@@ -63,6 +63,10 @@ type Config struct {
 
 	// Now is the leader's clock for scheduled deletions; nil means time.Now.
 	Now func() time.Time
+	// OnListenerError hears of the cluster port's RPC server failing (not
+	// of its closing), so that the process can stop instead of running on
+	// as a member that answers no peer; nil only logs it.
+	OnListenerError func(error)
 
 	HeartbeatTimeout time.Duration // 0: 1s
 	ElectionTimeout  time.Duration // 0: 1s
@@ -78,18 +82,17 @@ type Config struct {
 
 // Node is a running cluster member.
 type Node struct {
-	cfg         Config
-	log         zerolog.Logger
-	hsm         *hsm.HSM
-	fsm         *fsm.FSM
-	views       *fsm.ViewHolder
-	raft        *raft.Raft
-	mux         *mux
-	rpcServer   *http.Server
-	adminServer *http.Server
-	rpcClient   *http.Client
-	gossip      *Gossip
-	stores      []interface{ Close() error }
+	cfg       Config
+	log       zerolog.Logger
+	hsm       *hsm.HSM
+	fsm       *fsm.FSM
+	views     *fsm.ViewHolder
+	raft      *raft.Raft
+	mux       *mux
+	rpcServer *http.Server
+	rpcClient *http.Client
+	gossip    *Gossip
+	stores    []interface{ Close() error }
 
 	viewIndex     atomic.Uint64
 	viewChanged   chan struct{}
@@ -267,7 +270,7 @@ func (n *Node) startRaft(ct *clusterTLS, logger hclog.Logger) error {
 	}
 	// Every RPC handler uses n.raft: a join arriving before it was set
 	// dereferenced nil. Connections wait in the mux until then.
-	go n.rpcServer.Serve(n.mux.rpc)
+	go func() { n.listenerFailed("cluster RPC", n.rpcServer.Serve(n.mux.rpc)) }()
 	return nil
 }
 
@@ -376,9 +379,6 @@ func (n *Node) Close() error {
 	}
 	if n.rpcServer != nil {
 		n.rpcServer.Close()
-	}
-	if n.adminServer != nil {
-		n.adminServer.Close()
 	}
 	if n.mux != nil {
 		n.mux.Close()

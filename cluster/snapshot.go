@@ -166,6 +166,31 @@ func parseBackup(file []byte) (*Backup, error) {
 	return &b, nil
 }
 
+// BackupInfo is `snapshot inspect`: a backup file described without
+// restoring it.
+type BackupInfo struct {
+	ClusterID     string     `json:"clusterId,omitempty"` // of the cluster that saved it
+	ThisClusterID string     `json:"thisClusterId"`       // of the cluster asked
+	SavedAt       *time.Time `json:"savedAt,omitempty"`
+	SavedBy       string     `json:"savedBy,omitempty"`
+	// MAC: "verified" (this cluster's HSMs made it for this content),
+	// "failed" (modified, or another cluster's), "absent" (a backup of an
+	// older version), "unchecked" (the HSM could not answer).
+	MAC string `json:"mac"`
+	// Valid: the state obeys every rule this version restores with; the
+	// counts are known only then.
+	Valid       bool   `json:"valid"`
+	Index       uint64 `json:"index"`
+	KeyStores   int    `json:"keyStores"`
+	Credentials int    `json:"credentials"`
+	Keys        int    `json:"keys"`
+	DeletedKeys int    `json:"deletedKeys"`
+	Grants      int    `json:"grants"`
+	// Restorable: valid and verified, so `snapshot restore` takes it.
+	Restorable bool   `json:"restorable"`
+	Problem    string `json:"problem,omitempty"` // the first reason it is not restorable
+}
+
 // InspectBackup describes a backup file without restoring it: who saved it,
 // what it holds, whether its MAC verifies with this node's HSM and whether
 // this version could restore its state. Only a file that is no backup at

@@ -380,7 +380,7 @@ func (n *node) cli(args ...string) (string, error) {
 // cliJSON runs the CLI with --json and decodes its answer into out.
 func (n *node) cliJSON(out any, args ...string) error {
 	text, err := n.cli(append(args, "--json")...)
-	// A partly confirmed change prints its JSON, then why it exits 1.
+	// A partly confirmed change prints its JSON, then why it exits 3.
 	if jerr := json.NewDecoder(strings.NewReader(text)).Decode(out); err == nil && jerr != nil {
 		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), jerr, text)
 	}

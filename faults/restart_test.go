@@ -1,7 +1,9 @@
 package faults
 
 import (
+	"errors"
 	"fmt"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -55,8 +57,11 @@ func (f *fleet) writeAdmin(prefix string, every time.Duration, maxCount, keyEver
 				name, args, list = fmt.Sprintf("%s-key-%d", prefix, i), []string{"key", "create", keyStore}, &w.keys
 			}
 			_, err := n.cli(append(args, name)...)
+			// Exit status 3: committed, not confirmed by a node that is
+			// down; the change must survive all the same.
+			var exit *exec.ExitError
 			w.mu.Lock()
-			if err == nil {
+			if err == nil || errors.As(err, &exit) && exit.ExitCode() == 3 {
 				*list = append(*list, name)
 			} else {
 				w.fails++

@@ -28,6 +28,12 @@ deny_code() { # package, forbidden import prefix...: its code; its tests may
   deps "./$1/..."
   check code "$@"
 }
+deny_only() { # package alone (not its subpackages), forbidden import prefix...
+  deps "./$1"
+  check code "$@"
+  deps -test "./$1"
+  check tests "$@"
+}
 deny fsm hsm xksapi cluster admin bench xksclient
 deny hsm fsm xksapi cluster admin bench xksclient
 deny xksapi cluster admin bench
@@ -37,12 +43,18 @@ deny xksapi cluster admin bench
 deny xksclient fsm hsm xksapi cluster admin bench cmd
 deny bench fsm hsm xksapi cluster admin cmd
 if [ -d cluster ]; then
-  deny cluster bench admin
-  # cluster's tests run every node's real data plane to prove end to end
-  # that a committed disable is refused and every ciphertext decrypts on
-  # every node (DESIGN.md, invariants 1 and 2); its code never serves it.
-  deny_code cluster xksapi
+  deny cluster bench
+  # cluster's tests run every node's real data plane, and call the admin API
+  # through its client, to prove end to end that a committed disable is
+  # refused and every ciphertext decrypts on every node (DESIGN.md,
+  # invariants 1 and 2); its code never serves the one nor imports the other.
+  deny_code cluster xksapi admin
 fi
+# The operator API's server builds on cluster and fsm; the package with the
+# routes, types and client imports none of ours, so that cluster's own
+# tests (and any tool) can call the API without the server.
+deny admin xksapi bench
+deny_only admin cluster fsm hsm xksapi bench
 # The log bridge sits below everything that logs: no server package.
 deny internal/logbridge fsm hsm xksapi cluster admin bench cmd
 # The fault suite is a black-box user: the binary, its files, the CLI, SigV4.

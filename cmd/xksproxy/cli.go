@@ -1,11 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -13,7 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/admin"
+	"github.com/xksproxy/xksproxy/fsm"
 )
 
 // The operator CLI talks to any node's admin API. The endpoint and its
@@ -33,9 +33,9 @@ func (o *cliOptions) bind(cmd *cobra.Command) {
 	f.BoolVar(&o.json, "json", false, "print the admin API's JSON instead of a table")
 }
 
-func (o *cliOptions) client() (*cluster.AdminClient, error) {
-	admin := firstNonEmpty(o.admin, os.Getenv("XKSPROXY_ADMIN"))
-	if admin == "" {
+func (o *cliOptions) client() (*admin.Client, error) {
+	endpoint := firstNonEmpty(o.admin, os.Getenv("XKSPROXY_ADMIN"))
+	if endpoint == "" {
 		return nil, errors.New("no admin endpoint: pass --admin or set XKSPROXY_ADMIN (see DIR/node1/admin.env)")
 	}
 	token := firstNonEmpty(o.token, os.Getenv("XKSPROXY_ADMIN_TOKEN"))
@@ -46,7 +46,7 @@ func (o *cliOptions) client() (*cluster.AdminClient, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return cluster.NewAdminClient(admin, token, firstNonEmpty(o.ca, os.Getenv("XKSPROXY_ADMIN_CA")))
+	return admin.NewClient(endpoint, token, firstNonEmpty(o.ca, os.Getenv("XKSPROXY_ADMIN_CA")))
 }
 
 func firstNonEmpty(vals ...string) string {
@@ -58,32 +58,89 @@ func firstNonEmpty(vals ...string) string {
 	return ""
 }
 
-// run calls the admin API and prints the answer as JSON or with human.
-func (o *cliOptions) run(method, path string, in, out any, human func()) error {
+// run calls the admin API through do and prints the answer as JSON or with
+// human.
+func run[T any](o *cliOptions, do func(context.Context, *admin.Client) (T, error), human func(T)) (T, error) {
 	c, err := o.client()
 	if err != nil {
-		return err
+		var zero T
+		return zero, err
 	}
-	if err := c.Do(method, path, in, out); err != nil {
-		return err
+	out, err := do(context.Background(), c)
+	if err != nil {
+		return out, err
 	}
-	return o.print(out, human)
+	return out, o.print(out, func() { human(out) })
 }
 
-// runRaw is run with a body sent as it is (a file), not as JSON.
-func (o *cliOptions) runRaw(method, path string, body []byte, out any, human func()) error {
-	c, err := o.client()
-	if err != nil {
+// The exit statuses scripts may rely on (README, The operator CLI): 0 when
+// a change is committed and every node confirmed it, exitNotConfirmed when
+// it is committed but some node did not confirm it, 1 when it was not
+// committed (or any other failure).
+const exitNotConfirmed = 3
+
+// exitError is a failure with its own exit status.
+type exitError struct {
+	status int
+	err    error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+// exitStatus is the process's exit status for err.
+func exitStatus(err error) int {
+	var e *exitError
+	if errors.As(err, &e) {
+		return e.status
+	}
+	return 1
+}
+
+// confirmed turns a committed change that some node did not confirm into
+// exitNotConfirmed, naming each such node, why, and when it stops serving
+// by itself at the latest.
+func confirmed(res admin.Change, err error) error {
+	if err != nil || res.ConfirmedEverywhere() {
 		return err
 	}
-	data, err := c.Raw(method, path, body)
-	if err != nil {
+	var nodes []string
+	for _, a := range res.Acks {
+		if !a.Confirmed {
+			nodes = append(nodes, a.Node+" ("+unconfirmedReason(a)+")")
+		}
+	}
+	return &exitError{exitNotConfirmed, fmt.Errorf("committed (raft index %d) but not confirmed by %d of %d nodes: %s",
+		res.Index, res.Nodes-res.Confirmed, res.Nodes, strings.Join(nodes, "; "))}
+}
+
+// confirmedAlso is confirmed for an answer that carries its change's
+// confirmation (key create, grant add).
+func confirmedAlso(c *admin.Change, err error) error {
+	if c == nil {
 		return err
 	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return err
+	return confirmed(*c, err)
+}
+
+// printUnconfirmed lists the nodes that did not confirm a change whose
+// answer is not the change itself.
+func printUnconfirmed(c *admin.Change) {
+	if c == nil {
+		return
 	}
-	return o.print(out, human)
+	for _, a := range c.Acks {
+		if !a.Confirmed {
+			fmt.Printf("  %-20s NOT CONFIRMED: %s\n", a.Node, unconfirmedReason(a))
+		}
+	}
+}
+
+func unconfirmedReason(a admin.Ack) string {
+	why := a.Error
+	if !a.StopsServingBy.IsZero() {
+		why += "; stops serving by itself by " + a.StopsServingBy.Format(time.RFC3339)
+	}
+	return why
 }
 
 func (o *cliOptions) print(out any, human func()) error {
@@ -105,8 +162,6 @@ func table(header string, rows [][]string) {
 	w.Flush()
 }
 
-func esc(s string) string { return url.PathEscape(s) }
-
 func onOff(b bool, on, off string) string {
 	if b {
 		return on
@@ -125,16 +180,18 @@ func cliCommands() []*cobra.Command {
 
 func keyStoreCommand(o *cliOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "keystore", Short: "Manage key stores (one per XKS URI path prefix)"}
-	var req cluster.CreateKeyStoreRequest
+	var req admin.CreateKeyStoreRequest
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create a key store and its first SigV4 credential", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			req.Name = args[0]
-			var res cluster.CreateKeyStoreResponse
-			return o.run(http.MethodPost, "/v1/keystores", req, &res, func() {
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (admin.CreateKeyStoreResponse, error) {
+				return c.CreateKeyStore(ctx, req)
+			}, func(res admin.CreateKeyStoreResponse) {
 				fmt.Printf("created key store %s at %s (region %s, grants %s)\n", res.KeyStore.Name, res.KeyStore.URIPath, res.KeyStore.Region, res.KeyStore.GrantsMode)
 				printNewCredential(&res.Credential)
 			})
+			return err
 		},
 	}
 	create.Flags().StringVar(&req.URIPath, "uri-path", "", "XksProxyUriPath, e.g. /payments/kms/xks/v1 (default /NAME/kms/xks/v1)")
@@ -146,8 +203,9 @@ func keyStoreCommand(o *cliOptions) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List key stores", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var res []cluster.KeyStoreInfo
-			return o.run(http.MethodGet, "/v1/keystores", nil, &res, func() {
+			_, err := run(o, func(ctx context.Context, c *admin.Client) ([]admin.KeyStoreInfo, error) {
+				return c.ListKeyStores(ctx)
+			}, func(res []admin.KeyStoreInfo) {
 				rows := [][]string{}
 				for _, ks := range res {
 					rows = append(rows, []string{ks.Name, ks.URIPath, ks.Region, onOff(ks.Enabled, "enabled", "DISABLED"),
@@ -155,17 +213,20 @@ func keyStoreCommand(o *cliOptions) *cobra.Command {
 				}
 				table("NAME\tURI PATH\tREGION\tSTATE\tGRANTS\tCREDENTIALS\tKEYS", rows)
 			})
+			return err
 		},
 	}
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show a key store", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var ks cluster.KeyStoreInfo
-			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0]), nil, &ks, func() {
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (admin.KeyStoreInfo, error) {
+				return c.ShowKeyStore(ctx, args[0])
+			}, func(ks admin.KeyStoreInfo) {
 				fmt.Printf("name        %s\nuri path    %s\nregion      %s\nstate       %s\ngrants      %s\nkey mode    %s\nquota       %d/s\nkeys        %d\n",
 					ks.Name, ks.URIPath, ks.Region, onOff(ks.Enabled, "enabled", "DISABLED"), ks.GrantsMode, ks.KeyMode, ks.QuotaRPS, ks.Keys)
 				printCredentials(ks.Credentials)
 			})
+			return err
 		},
 	}
 	cmd.AddCommand(create, list, show,
@@ -184,34 +245,39 @@ func switchCommand(o *cliOptions, verb, what, short string, nargs int) *cobra.Co
 	return &cobra.Command{
 		Use: use, Short: short, Args: cobra.ExactArgs(nargs),
 		RunE: func(_ *cobra.Command, args []string) error {
-			path := "/v1/keystores/" + esc(args[0])
 			subject := "key store " + args[0]
+			do := func(ctx context.Context, c *admin.Client) (admin.Change, error) {
+				if verb == "enable" {
+					return c.EnableKeyStore(ctx, args[0])
+				}
+				return c.DisableKeyStore(ctx, args[0])
+			}
 			if nargs == 2 {
-				path += "/keys/" + esc(args[1])
 				subject = "key " + args[0] + "/" + args[1]
+				do = func(ctx context.Context, c *admin.Client) (admin.Change, error) {
+					if verb == "enable" {
+						return c.EnableKey(ctx, args[0], args[1])
+					}
+					return c.DisableKey(ctx, args[0], args[1])
+				}
 			}
-			var res cluster.ChangeResult
-			err := o.run(http.MethodPost, path+"/"+verb, nil, &res, func() { printChange(verb+"d", subject, &res) })
-			if err == nil && res.Confirmed < res.Nodes {
-				return fmt.Errorf("%d of %d nodes did not confirm in time", res.Nodes-res.Confirmed, res.Nodes)
-			}
-			return err
+			return confirmed(run(o, do, func(res admin.Change) { printChange(verb+"d", subject, &res) }))
 		},
 	}
 }
 
-func printChange(verb, subject string, res *cluster.ChangeResult) {
+func printChange(verb, subject string, res *admin.Change) {
 	fmt.Printf("%s %s on %d/%d nodes in %s (raft index %d)\n", verb, subject, res.Confirmed, res.Nodes, res.Elapsed, res.Index)
 	for _, a := range res.Acks {
 		if a.Confirmed {
 			fmt.Printf("  %-20s confirmed after %v\n", a.Node, a.After.Round(time.Microsecond))
 		} else {
-			fmt.Printf("  %-20s NOT CONFIRMED: %s\n", a.Node, a.Error)
+			fmt.Printf("  %-20s NOT CONFIRMED: %s\n", a.Node, unconfirmedReason(a))
 		}
 	}
 }
 
-func printNewCredential(c *cluster.NewCredential) {
+func printNewCredential(c *admin.NewCredential) {
 	console, _ := json.MarshalIndent(c.KMSConsole, "", "  ")
 	fmt.Printf(`
 New SigV4 credential for key store %s — the secret is shown only now:
@@ -224,7 +290,7 @@ New SigV4 credential for key store %s — the secret is shown only now:
 	fmt.Printf("\nAWS KMS console proxy configuration file:\n%s\n", console)
 }
 
-func printCredentials(creds []cluster.CredentialInfo) {
+func printCredentials(creds []admin.CredentialInfo) {
 	rows := [][]string{}
 	for _, c := range creds {
 		exp := "never"
@@ -243,13 +309,14 @@ func credentialCommand(o *cliOptions) *cobra.Command {
 	add := &cobra.Command{
 		Use: "add KEYSTORE", Short: "Add a credential; its secret is shown once", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var req cluster.AddCredentialRequest
+			var req admin.AddCredentialRequest
 			if expiresIn > 0 {
 				t := time.Now().Add(expiresIn).UTC()
 				req.ExpiresAt = &t
 			}
-			var res cluster.NewCredential
-			err := o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/credentials", req, &res, func() { printNewCredential(&res) })
+			res, err := run(o, func(ctx context.Context, c *admin.Client) (admin.NewCredential, error) {
+				return c.AddCredential(ctx, args[0], req)
+			}, func(res admin.NewCredential) { printNewCredential(&res) })
 			if err == nil && consoleFile != "" {
 				b, _ := json.MarshalIndent(res.KMSConsole, "", "  ")
 				err = os.WriteFile(consoleFile, append(b, '\n'), 0o600)
@@ -262,16 +329,18 @@ func credentialCommand(o *cliOptions) *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove KEYSTORE ACCESS_KEY_ID", Short: "Revoke a credential on every node", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var res cluster.ChangeResult
-			return o.run(http.MethodDelete, "/v1/keystores/"+esc(args[0])+"/credentials/"+esc(args[1]), nil, &res,
-				func() { printChange("revoked", "credential "+args[1], &res) })
+			return confirmed(run(o, func(ctx context.Context, c *admin.Client) (admin.Change, error) {
+				return c.RemoveCredential(ctx, args[0], args[1])
+			}, func(res admin.Change) { printChange("revoked", "credential "+args[1], &res) }))
 		},
 	}
 	list := &cobra.Command{
 		Use: "list KEYSTORE", Short: "List credentials (never their secrets)", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var res []cluster.CredentialInfo
-			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/credentials", nil, &res, func() { printCredentials(res) })
+			_, err := run(o, func(ctx context.Context, c *admin.Client) ([]admin.CredentialInfo, error) {
+				return c.ListCredentials(ctx, args[0])
+			}, printCredentials)
+			return err
 		},
 	}
 	cmd.AddCommand(add, remove, list)
@@ -280,7 +349,7 @@ func credentialCommand(o *cliOptions) *cobra.Command {
 
 func keyCommand(o *cliOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Manage external keys"}
-	var req cluster.CreateKeyRequest
+	var req admin.CreateKeyRequest
 	create := &cobra.Command{
 		Use: "create KEYSTORE KEYID", Short: "Create a key (AES-256, replicated to every node's HSM)", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -290,32 +359,38 @@ func keyCommand(o *cliOptions) *cobra.Command {
 			if len(req.Usage) == 0 {
 				return errors.New("--usage is empty: name at least one of ENCRYPT, DECRYPT, SIGN, VERIFY, WRAP, UNWRAP, DERIVE (default ENCRYPT,DECRYPT)")
 			}
-			var k cluster.KeyInfo
-			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys", req, &k, func() {
+			k, err := run(o, func(ctx context.Context, c *admin.Client) (admin.KeyInfo, error) {
+				return c.CreateKey(ctx, args[0], req)
+			}, func(k admin.KeyInfo) {
 				fmt.Printf("created key %s/%s (%s, version %d)\n", k.KeyStore, k.ID, strings.Join(k.Usage, "+"), k.CurrentVersion)
+				printUnconfirmed(k.Confirmation)
 			})
+			return confirmedAlso(k.Confirmation, err)
 		},
 	}
-	create.Flags().StringSliceVar(&req.Usage, "usage", []string{"ENCRYPT", "DECRYPT"}, "usages the key holds, as GetKeyMetadata reports them: ENCRYPT, DECRYPT, SIGN, VERIFY, WRAP, UNWRAP, DERIVE (only ENCRYPT and DECRYPT open an operation)")
+	create.Flags().StringSliceVar(&req.Usage, "usage", fsm.DefaultUsage.Names(), "usages the key holds, as GetKeyMetadata reports them: ENCRYPT, DECRYPT, SIGN, VERIFY, WRAP, UNWRAP, DERIVE (only ENCRYPT and DECRYPT open an operation)")
 	create.Flags().StringVar(&req.HSMLabel, "hsm-label", "", "adopt an AES-256 key every HSM already holds under this label instead of generating one")
 	list := &cobra.Command{
 		Use: "list KEYSTORE", Short: "List a key store's keys", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var res []cluster.KeyInfo
-			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/keys", nil, &res, func() {
+			_, err := run(o, func(ctx context.Context, c *admin.Client) ([]admin.KeyInfo, error) {
+				return c.ListKeys(ctx, args[0])
+			}, func(res []admin.KeyInfo) {
 				rows := [][]string{}
 				for _, k := range res {
 					rows = append(rows, []string{k.ID, keyState(&k), strings.Join(k.Usage, "+"), fmt.Sprint(k.CurrentVersion), fmt.Sprint(len(k.Versions))})
 				}
 				table("KEY ID\tSTATE\tUSAGE\tCURRENT\tVERSIONS", rows)
 			})
+			return err
 		},
 	}
 	show := &cobra.Command{
 		Use: "show KEYSTORE KEYID", Short: "Show a key and its versions", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var k cluster.KeyInfo
-			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1]), nil, &k, func() {
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (admin.KeyInfo, error) {
+				return c.ShowKey(ctx, args[0], args[1])
+			}, func(k admin.KeyInfo) {
 				fmt.Printf("key         %s/%s\nstate       %s\nusage       %s\ncurrent     version %d\ncreated     %s\n",
 					k.KeyStore, k.ID, keyState(&k), strings.Join(k.Usage, "+"), k.CurrentVersion, k.CreatedAt.Format(time.RFC3339))
 				rows := [][]string{}
@@ -324,34 +399,39 @@ func keyCommand(o *cliOptions) *cobra.Command {
 				}
 				table("VERSION\tHSM LABEL\tMATERIAL\tCREATED", rows)
 			})
+			return err
 		},
 	}
 	rotate := &cobra.Command{
 		Use: "rotate KEYSTORE KEYID", Short: "Add a new version and make it current once every node holds it", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var res cluster.ChangeResult
-			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1])+"/rotate", nil, &res,
-				func() { printChange("rotated", "key "+args[0]+"/"+args[1], &res) })
+			return confirmed(run(o, func(ctx context.Context, c *admin.Client) (admin.Change, error) {
+				return c.RotateKey(ctx, args[0], args[1])
+			}, func(res admin.Change) { printChange("rotated", "key "+args[0]+"/"+args[1], &res) }))
 		},
 	}
 	var days int
 	schedule := &cobra.Command{
 		Use: "schedule-deletion KEYSTORE KEYID", Short: "Delete a disabled key after a waiting period (7-30 days)", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var k cluster.KeyInfo
-			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1])+"/schedule-deletion",
-				cluster.ScheduleDeletionRequest{Days: days}, &k, func() {
-					fmt.Printf("key %s/%s will be deleted, and its material destroyed in every HSM, on %s\n", k.KeyStore, k.ID, k.DeletionDate.Format(time.RFC3339))
-				})
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (admin.KeyInfo, error) {
+				return c.ScheduleDeletion(ctx, args[0], args[1], days)
+			}, func(k admin.KeyInfo) {
+				fmt.Printf("key %s/%s will be deleted, and its material destroyed in every HSM, on %s\n", k.KeyStore, k.ID, k.DeletionDate.Format(time.RFC3339))
+			})
+			return err
 		},
 	}
 	schedule.Flags().IntVar(&days, "days", 30, "waiting period in days (7-30)")
 	cancelDeletion := &cobra.Command{
 		Use: "cancel-deletion KEYSTORE KEYID", Short: "Cancel a scheduled deletion (the key stays disabled)", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var k cluster.KeyInfo
-			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/keys/"+esc(args[1])+"/cancel-deletion", nil, &k,
-				func() { fmt.Printf("cancelled the deletion of key %s/%s; it is still disabled\n", k.KeyStore, k.ID) })
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (admin.KeyInfo, error) {
+				return c.CancelDeletion(ctx, args[0], args[1])
+			}, func(k admin.KeyInfo) {
+				fmt.Printf("cancelled the deletion of key %s/%s; it is still disabled\n", k.KeyStore, k.ID)
+			})
+			return err
 		},
 	}
 	cmd.AddCommand(create, list, show, rotate, schedule, cancelDeletion,
@@ -360,7 +440,7 @@ func keyCommand(o *cliOptions) *cobra.Command {
 	return cmd
 }
 
-func keyState(k *cluster.KeyInfo) string {
+func keyState(k *admin.KeyInfo) string {
 	switch {
 	case k.Deleted:
 		return "DELETED"
@@ -372,15 +452,18 @@ func keyState(k *cluster.KeyInfo) string {
 
 func grantCommand(o *cliOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "grant", Short: "Manage who may use keys (secondary authorization)"}
-	var g cluster.GrantInfo
+	var g admin.GrantInfo
 	add := &cobra.Command{
 		Use: "add KEYSTORE", Short: "Allow principals to use a key (or every key: --key '*')", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var res cluster.GrantInfo
-			return o.run(http.MethodPost, "/v1/keystores/"+esc(args[0])+"/grants", g, &res, func() {
+			res, err := run(o, func(ctx context.Context, c *admin.Client) (admin.GrantInfo, error) {
+				return c.AddGrant(ctx, args[0], g)
+			}, func(res admin.GrantInfo) {
 				fmt.Printf("added grant %s: %s may %s on %s/%s\n", res.ID, strings.Join(res.Principals, ", "),
 					strings.Join(res.Operations, "+"), res.KeyStore, res.KeyID)
+				printUnconfirmed(res.Confirmation)
 			})
+			return confirmedAlso(res.Confirmation, err)
 		},
 	}
 	f := add.Flags()
@@ -395,16 +478,17 @@ func grantCommand(o *cliOptions) *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove KEYSTORE GRANT_ID", Short: "Remove a grant on every node", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var res cluster.ChangeResult
-			return o.run(http.MethodDelete, "/v1/keystores/"+esc(args[0])+"/grants/"+esc(args[1]), nil, &res,
-				func() { printChange("removed", "grant "+args[1], &res) })
+			return confirmed(run(o, func(ctx context.Context, c *admin.Client) (admin.Change, error) {
+				return c.RemoveGrant(ctx, args[0], args[1])
+			}, func(res admin.Change) { printChange("removed", "grant "+args[1], &res) }))
 		},
 	}
 	list := &cobra.Command{
 		Use: "list KEYSTORE", Short: "List grants", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var res []cluster.GrantInfo
-			return o.run(http.MethodGet, "/v1/keystores/"+esc(args[0])+"/grants", nil, &res, func() {
+			_, err := run(o, func(ctx context.Context, c *admin.Client) ([]admin.GrantInfo, error) {
+				return c.ListGrants(ctx, args[0])
+			}, func(res []admin.GrantInfo) {
 				rows := [][]string{}
 				for _, g := range res {
 					var cond []string
@@ -420,6 +504,7 @@ func grantCommand(o *cliOptions) *cobra.Command {
 				}
 				table("GRANT ID\tKEY\tPRINCIPALS\tOPERATIONS\tCONDITIONS", rows)
 			})
+			return err
 		},
 	}
 	cmd.AddCommand(add, remove, list)
@@ -431,8 +516,9 @@ func clusterCommand(o *cliOptions) *cobra.Command {
 	status := &cobra.Command{
 		Use: "status", Short: "Show the leader, the voters and each node's readiness", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var st cluster.ClusterStatus
-			return o.run(http.MethodGet, "/v1/cluster/status", nil, &st, func() {
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (admin.ClusterStatus, error) {
+				return c.ClusterStatus(ctx)
+			}, func(st admin.ClusterStatus) {
 				if st.Leader == nil {
 					fmt.Println("leader: none (election in progress)")
 				} else {
@@ -453,20 +539,25 @@ func clusterCommand(o *cliOptions) *cobra.Command {
 					}
 				}
 			})
+			return err
 		},
 	}
 	join := &cobra.Command{
 		Use: "join NODE_ID CLUSTER_ADDRESS", Short: "Admit a node as a voter (idempotent)", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return o.run(http.MethodPost, "/v1/cluster/join", cluster.MembershipRequest{ID: args[0], Address: args[1]}, &struct{}{},
-				func() { fmt.Printf("%s is a voter at %s\n", args[0], args[1]) })
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (struct{}, error) {
+				return struct{}{}, c.JoinNode(ctx, args[0], args[1])
+			}, func(struct{}) { fmt.Printf("%s is a voter at %s\n", args[0], args[1]) })
+			return err
 		},
 	}
 	remove := &cobra.Command{
 		Use: "remove NODE_ID", Short: "Remove a node from the voters", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return o.run(http.MethodPost, "/v1/cluster/remove", cluster.MembershipRequest{ID: args[0]}, &struct{}{},
-				func() { fmt.Printf("removed %s\n", args[0]) })
+			_, err := run(o, func(ctx context.Context, c *admin.Client) (struct{}, error) {
+				return struct{}{}, c.RemoveNode(ctx, args[0])
+			}, func(struct{}) { fmt.Printf("removed %s\n", args[0]) })
+			return err
 		},
 	}
 	cmd.AddCommand(status, join, remove)
@@ -483,11 +574,7 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			path := "/v1/snapshot"
-			if stale {
-				path += "?stale=1"
-			}
-			data, err := c.Raw(http.MethodGet, path, nil)
+			data, err := c.SaveSnapshot(context.Background(), stale)
 			if err != nil {
 				return err
 			}
@@ -511,17 +598,9 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			path := "/v1/snapshot"
-			if allowUnauthenticated {
-				path += "?allow-unauthenticated=1"
-			}
-			out, err := c.Raw(http.MethodPost, path, data)
+			res, err := c.RestoreSnapshot(context.Background(), data, allowUnauthenticated)
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			var res cluster.ChangeResult
-			if err := json.Unmarshal(out, &res); err != nil {
-				return err
 			}
 			fmt.Printf("restored %s (raft index %d); nodes unwrap its keys into their HSMs and turn ready\n", args[0], res.Index)
 			return nil
@@ -536,8 +615,9 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var info cluster.BackupInfo
-			err = o.runRaw(http.MethodPost, "/v1/snapshot/inspect", data, &info, func() {
+			info, err := run(o, func(ctx context.Context, c *admin.Client) (admin.BackupInfo, error) {
+				return c.InspectSnapshot(ctx, data)
+			}, func(info admin.BackupInfo) {
 				savedAt := "unknown"
 				if info.SavedAt != nil {
 					savedAt = info.SavedAt.Format(time.RFC3339)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/internal/testmetrics"
 	"github.com/xksproxy/xksproxy/xksclient"
@@ -35,10 +36,10 @@ func cli(t *testing.T, bin, dir string, node int, args ...string) (string, error
 	return string(out), err
 }
 
-func clusterStatus(t *testing.T, bin, dir string, node int) (cluster.ClusterStatus, error) {
+func clusterStatus(t *testing.T, bin, dir string, node int) (admin.ClusterStatus, error) {
 	t.Helper()
 	out, err := cli(t, bin, dir, node, "cluster", "status", "--json")
-	var st cluster.ClusterStatus
+	var st admin.ClusterStatus
 	if err == nil {
 		err = json.Unmarshal([]byte(out), &st)
 	}
@@ -146,9 +147,33 @@ func TestThreeProcessCluster(t *testing.T) {
 		return err == nil && st.Leader != nil && st.Leader.APIAddress != client.Endpoints[leader][len("https://"):]
 	}, p)
 	t.Logf("new leader after %v", time.Since(killedAt))
-	if out, err := cli(t, bin, dir, survivor, "key", "create", client.KeyStore, "after-kill"); err != nil {
-		t.Fatalf("key create after the leader died: %v\n%s", err, out)
+	// Committed, but the dead node cannot confirm: exit status 3 (README,
+	// The operator CLI), naming the node, why, and when it stops serving by
+	// itself.
+	dead := "node" + strconv.Itoa(leader+1)
+	var exit *exec.ExitError
+	notConfirmed := func(what string, args ...string) {
+		t.Helper()
+		start := time.Now()
+		out, err := cli(t, bin, dir, survivor, args...)
+		// A node that refuses the connection is reported at once, not
+		// after the 5 s confirmation timeout (the issue asks for well
+		// under a second; this allows for -race and a busy machine).
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("%s with %s dead took %v", what, dead, took)
+		} else {
+			t.Logf("%s with %s dead: exit status 3 after %v", what, dead, took.Round(time.Millisecond))
+		}
+		if !errors.As(err, &exit) || exit.ExitCode() != 3 || !strings.Contains(out, dead) || !strings.Contains(out, "stops serving by itself by") {
+			t.Fatalf("%s with %s dead: %v (want exit status 3 naming it)\n%s", what, dead, err, out)
+		}
 	}
+	notConfirmed("key create", "key", "create", client.KeyStore, "after-kill")
+	notConfirmed("key disable", "key", "disable", client.KeyStore, "after-kill")
+	if out, err := cli(t, bin, dir, survivor, "key", "disable", "no-such-store", "k"); !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("a change that was not committed: %v (want exit status 1)\n%s", err, out)
+	}
+	notConfirmed("key enable", "key", "enable", client.KeyStore, "after-kill")
 	for i := range 3 {
 		if i != leader {
 			decrypt(t, clientFrom(t, client, i), client.KeyID, enc, "three nodes")

@@ -31,7 +31,7 @@ func main() {
 	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xksproxy:", err)
-		os.Exit(1)
+		os.Exit(exitStatus(err))
 	}
 }
 

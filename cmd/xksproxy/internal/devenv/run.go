@@ -14,13 +14,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/internal/atomicfile"
 	"github.com/xksproxy/xksproxy/xksclient"
 )
 
 // KMSConsoleFile is the AWS KMS console's proxy configuration file.
-type KMSConsoleFile = cluster.KMSConsoleFile
+type KMSConsoleFile = admin.KMSConsoleFile
 
 // Supervisor runs one `xksproxy serve` process per node. It never restarts
 // a node that dies: tests kill nodes on purpose.
@@ -80,13 +80,13 @@ func (s *Supervisor) Stop(grace time.Duration) {
 // WaitReady waits until every node reports ready, they agree on one leader
 // with every node a voter, and the demo key round-trips through each node.
 func (e *Env) WaitReady(ctx context.Context, exited func() bool) error {
-	admin, err := e.AdminClient(0)
+	client, err := e.AdminClient(0)
 	if err != nil {
 		return err
 	}
 	var last error
 	for {
-		if last = e.checkReady(admin); last == nil {
+		if last = e.checkReady(ctx, client); last == nil {
 			return nil
 		}
 		if exited() {
@@ -100,7 +100,7 @@ func (e *Env) WaitReady(ctx context.Context, exited func() bool) error {
 	}
 }
 
-func (e *Env) checkReady(admin *cluster.AdminClient) error {
+func (e *Env) checkReady(ctx context.Context, client *admin.Client) error {
 	for _, n := range e.State.Nodes {
 		resp, err := http.Get("http://" + n.HealthListen + "/ready")
 		if err != nil {
@@ -111,8 +111,8 @@ func (e *Env) checkReady(admin *cluster.AdminClient) error {
 			return fmt.Errorf("%s is not ready", n.ID)
 		}
 	}
-	var st cluster.ClusterStatus
-	if err := admin.Do(http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
+	st, err := client.ClusterStatus(ctx)
+	if err != nil {
 		return err
 	}
 	if st.Leader == nil || len(st.Nodes) != len(e.State.Nodes) {
@@ -150,12 +150,12 @@ func changedByUser(err error) bool {
 }
 
 // AdminClient returns an admin API client for node i.
-func (e *Env) AdminClient(i int) (*cluster.AdminClient, error) {
+func (e *Env) AdminClient(i int) (*admin.Client, error) {
 	token, err := e.readSecret("admin-token")
 	if err != nil {
 		return nil, err
 	}
-	return cluster.NewAdminClient("https://"+e.State.Nodes[i].AdminListen, token, e.path("tls", "ca.pem"))
+	return admin.NewClient("https://"+e.State.Nodes[i].AdminListen, token, e.path("tls", "ca.pem"))
 }
 
 // Endpoint is node i's XKS API URL.

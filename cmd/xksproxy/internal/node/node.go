@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/xksproxy/xksproxy/admin/server"
 	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
@@ -26,6 +27,7 @@ type Node struct {
 	Views     *fsm.ViewHolder
 	API       *xksapi.Server
 	AdminAddr net.Addr
+	admin     *server.Server
 	log       zerolog.Logger
 	apiLn     net.Listener
 	hlthLn    net.Listener
@@ -119,7 +121,7 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 2)}
+	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 4)}
 	if err := n.start(cfg, tlsCfg, seed); err != nil {
 		n.Close()
 		return nil, err
@@ -174,13 +176,17 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 		Gossip:          gossip,
 		BootstrapExpect: cfg.Gossip.BootstrapExpect,
 		DeadTimeout:     cfg.Gossip.DeadTimeout,
+		OnListenerError: n.listenerFailed,
 	}, n.HSM, n.Views, n.log)
 	if err != nil {
 		return err
 	}
-	if n.AdminAddr, err = n.Cluster.ServeAdmin(cluster.AdminConfig{Listen: cfg.Admin.Listen, Token: strings.TrimSpace(string(token))}); err != nil {
+	n.admin, err = server.Serve(n.Cluster, server.Config{Listen: cfg.Admin.Listen, Token: strings.TrimSpace(string(token)),
+		OnError: n.listenerFailed}, n.log)
+	if err != nil {
 		return err
 	}
+	n.AdminAddr = n.admin.Addr()
 
 	n.API = xksapi.New(xksapi.Config{
 		Limits:                 xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
@@ -312,8 +318,19 @@ func (n *Node) HealthAddr() string {
 	return n.hlthLn.Addr().String()
 }
 
-// Err delivers a listener's failure.
+// Err delivers a listener's failure: the XKS, health, admin or cluster RPC
+// listener's.
 func (n *Node) Err() <-chan error { return n.errc }
+
+// listenerFailed passes on the admin or cluster RPC listener's failure. The
+// first failure stops the process; later ones find the channel full and
+// are dropped instead of blocking the listener's goroutine.
+func (n *Node) listenerFailed(err error) {
+	select {
+	case n.errc <- err:
+	default:
+	}
+}
 
 // Close stops serving, leaves the cluster data for a restart, and closes the HSM.
 func (n *Node) Close() error {
@@ -326,6 +343,9 @@ func (n *Node) Close() error {
 				ln.Close()
 			}
 		}
+	}
+	if n.admin != nil {
+		n.admin.Close()
 	}
 	if n.Cluster != nil {
 		errs = append(errs, n.Cluster.Close())

@@ -1,4 +1,4 @@
-package cluster
+package admin
 
 import "time"
 
@@ -55,6 +55,8 @@ type KeyInfo struct {
 	CreatedAt      time.Time     `json:"createdAt"`
 	DeletionDate   *time.Time    `json:"deletionDate,omitempty"`
 	Deleted        bool          `json:"deleted,omitempty"`
+	// Confirmation answers key create: which nodes serve the new key.
+	Confirmation *Change `json:"confirmation,omitempty"`
 }
 
 // ScheduleDeletionRequest schedules a disabled key's deletion.
@@ -82,16 +84,35 @@ type GrantInfo struct {
 	SourceVPCs  []string `json:"sourceVpcs,omitempty"`
 	SourceVPCEs []string `json:"sourceVpces,omitempty"`
 	Operations  []string `json:"operations"`
+	// Confirmation answers grant add: which nodes enforce the grant.
+	Confirmation *Change `json:"confirmation,omitempty"`
 }
 
-// ChangeResult answers a write: its Raft index and, for changes that must
-// take effect everywhere (disable, enable, revoke), each node's confirmation.
-type ChangeResult struct {
+// Change answers a write: its Raft index and, for changes that must take
+// effect everywhere (disable, enable, revoke), each node's confirmation.
+type Change struct {
 	Index     uint64 `json:"index"`
 	Acks      []Ack  `json:"acks,omitempty"`
 	Confirmed int    `json:"confirmed"`
 	Nodes     int    `json:"nodes"`
 	Elapsed   string `json:"elapsed,omitempty"`
+}
+
+// ConfirmedEverywhere: every node serves the change. A committed change
+// that some node has not confirmed is still enforced by every node that
+// serves at all: the others stop serving by their staleness limit.
+func (c Change) ConfirmedEverywhere() bool { return c.Confirmed == c.Nodes }
+
+// Ack is one node's confirmation that it serves a committed change.
+type Ack struct {
+	Node      string        `json:"node"`
+	Confirmed bool          `json:"confirmed"`
+	After     time.Duration `json:"afterNanos"`
+	Error     string        `json:"error,omitempty"`
+	// StopsServingBy, for a node that did not confirm, is the latest time
+	// at which it stops serving crypto by itself unless it hears from the
+	// leader (and so learns of the change): its staleness limit.
+	StopsServingBy time.Time `json:"stopsServingBy,omitzero"`
 }
 
 // BackupInfo is `snapshot inspect`: a backup file described without
@@ -128,6 +149,45 @@ type ClusterStatus struct {
 	Leader     *LeaderInfo   `json:"leader"`
 	Nodes      []NodeStatus  `json:"nodes"`
 	Fleet      []FleetStatus `json:"fleet,omitempty"`
+}
+
+// NodeStatus is what a node says of itself (cluster.NodeStatus, as the
+// admin API answers it).
+type NodeStatus struct {
+	ID           string   `json:"id"`
+	ClusterAddr  string   `json:"clusterAddress"`
+	APIAddr      string   `json:"apiAddress"`
+	State        string   `json:"raftState"`
+	AppliedIndex uint64   `json:"appliedIndex"`
+	CommitIndex  uint64   `json:"commitIndex"`
+	ViewIndex    uint64   `json:"viewIndex"`
+	LeaderIndex  uint64   `json:"leaderIndex,omitempty"` // the leader's index as last learned; viewIndex must reach it
+	Ready        bool     `json:"ready"`
+	NotReady     string   `json:"notReadyReason,omitempty"`
+	HSM          string   `json:"hsmStatus"`
+	LastContact  string   `json:"lastLeaderContact,omitempty"`
+	KeysMissing  []string `json:"keysMissing,omitempty"`
+	// KeysMissingDetail is KeysMissing as structures, for programs.
+	KeysMissingDetail []MissingVersion `json:"keysMissingDetail,omitempty"`
+	// ReconciledIndex: this node's HSM matches the state at this index
+	// (KeysMissing lists what it could not make match).
+	ReconciledIndex uint64 `json:"reconciledIndex"`
+	// AddressMismatch: the stored Raft configuration names this node at an
+	// address it no longer advertises.
+	AddressMismatch string `json:"addressMismatch,omitempty"`
+	// Version and CommandSet describe the node's build; builds from before
+	// they were reported leave them out.
+	Version    string    `json:"version,omitempty"`
+	CommandSet int       `json:"commandSet,omitempty"`
+	Time       time.Time `json:"time"`
+}
+
+// MissingVersion is a key version a node's HSM does not hold, and why.
+type MissingVersion struct {
+	KeyStore string `json:"keyStore"`
+	KeyID    string `json:"keyId"`
+	Version  uint32 `json:"version"`
+	Reason   string `json:"reason"`
 }
 
 // FleetStatus is one gossip member as the answering node last heard of it.

@@ -1,11 +1,13 @@
-package cluster
+// Package server serves a node's admin API: authentication, one log line
+// per request, and a handler for every route of admin.Routes, built on the
+// node API of package cluster (see admin/DESIGN.md).
+package server
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,54 +18,76 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/xksproxy/xksproxy/admin"
+	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 )
 
-// AdminConfig is the operator API's listener. It serves HTTPS with the
-// node's cluster certificate and admits a request that carries the bearer
-// token or a client certificate from the cluster CA.
-type AdminConfig struct {
+// Config is the operator API's listener. It serves HTTPS with the node's
+// cluster certificate and admits a request that carries the bearer token or
+// a client certificate from the cluster CA.
+type Config struct {
 	Listen string // default 127.0.0.1:7100 is the caller's choice
 	Token  string
 	// AckTimeout bounds how long a kill-switch change waits for every
 	// node's confirmation; 0 means 5s.
 	AckTimeout time.Duration
+	// OnError hears of the listener failing (not of its closing), as the
+	// XKS listeners report theirs; nil only logs it.
+	OnError func(error)
 }
 
-// ServeAdmin starts the admin API; it stops with Close.
-func (n *Node) ServeAdmin(cfg AdminConfig) (net.Addr, error) {
+// Server is a running admin API.
+type Server struct {
+	n    *cluster.Node
+	cfg  Config
+	log  zerolog.Logger
+	srv  *http.Server
+	addr net.Addr
+}
+
+// Serve starts node n's admin API; it stops with Close.
+func Serve(n *cluster.Node, cfg Config, log zerolog.Logger) (*Server, error) {
 	if len(cfg.Token) < 16 {
 		return nil, errors.New("the admin token must be at least 16 characters")
 	}
 	if cfg.AckTimeout == 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
-	ct, err := n.cfg.TLS.load()
+	tlsCfg, err := n.AdminTLS()
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg := ct.server.Clone()
-	tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
-	tlsCfg.MinVersion = tls.VersionTLS12
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
-	a := &admin{n: n, cfg: cfg}
+	a := &Server{n: n, cfg: cfg, log: log, addr: ln.Addr()}
 	// Bounded so that idle or trickling connections cannot pile up; the
 	// write bound leaves room for a pprof profile (?seconds= under 110)
 	// and a snapshot download.
-	srv := &http.Server{Handler: a.routes(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+	a.srv = &http.Server{Handler: a.routes(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
-	go srv.ServeTLS(ln, "", "")
-	n.adminServer = srv
-	return ln.Addr(), nil
+	go func() {
+		err := a.srv.ServeTLS(ln, "", "")
+		if errors.Is(err, http.ErrServerClosed) {
+			return
+		}
+		a.log.Error().Err(err).Str("listener", "admin").Msg("listener failed")
+		if cfg.OnError != nil {
+			cfg.OnError(fmt.Errorf("admin listener: %w", err))
+		}
+	}()
+	return a, nil
 }
 
-type admin struct {
-	n   *Node
-	cfg AdminConfig
-}
+// Addr is the bound address of the listener.
+func (a *Server) Addr() net.Addr { return a.addr }
+
+// Close stops the listener and every connection.
+func (a *Server) Close() error { return a.srv.Close() }
 
 // httpError carries a status with a message for the operator.
 type httpError struct {
@@ -79,21 +103,82 @@ func badRequest(format string, a ...any) error {
 
 type handlerFunc func(r *http.Request) (any, error)
 
-func (a *admin) handle(mux *http.ServeMux, pattern string, h handlerFunc) {
-	mux.Handle(pattern, a.authenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// binding is what serves a route: h answers JSON (and is logged as an admin
+// request); raw writes the answer itself (a file, a profile, the document).
+type binding struct {
+	h   handlerFunc
+	raw http.HandlerFunc
+}
+
+// bindings pairs every route of admin.Routes with its handler; the paths,
+// methods and sync choices are the route table's.
+func (a *Server) bindings() map[*admin.Route]binding {
+	return map[*admin.Route]binding{
+		admin.ListKeyStores:    {h: a.listKeyStores},
+		admin.CreateKeyStore:   {h: a.createKeyStore},
+		admin.ShowKeyStore:     {h: a.showKeyStore},
+		admin.EnableKeyStore:   {h: a.setKeyStoreEnabled(true)},
+		admin.DisableKeyStore:  {h: a.setKeyStoreEnabled(false)},
+		admin.ListCredentials:  {h: a.listCredentials},
+		admin.AddCredential:    {h: a.addCredential},
+		admin.RemoveCredential: {h: a.removeCredential},
+		admin.ListKeys:         {h: a.listKeys},
+		admin.CreateKey:        {h: a.createKey},
+		admin.ShowKey:          {h: a.showKey},
+		admin.EnableKey:        {h: a.setKeyEnabled(true)},
+		admin.DisableKey:       {h: a.setKeyEnabled(false)},
+		admin.RotateKey:        {h: a.rotateKey},
+		admin.ScheduleDeletion: {h: a.scheduleDeletion},
+		admin.CancelDeletion:   {h: a.cancelDeletion},
+		admin.ListGrants:       {h: a.listGrants},
+		admin.AddGrant:         {h: a.addGrant},
+		admin.RemoveGrant:      {h: a.removeGrant},
+		admin.GetClusterStatus: {h: a.clusterStatus},
+		admin.JoinNode:         {h: a.join},
+		admin.RemoveNode:       {h: a.remove},
+		admin.SaveSnapshot:     {raw: a.saveSnapshot},
+		admin.RestoreSnapshot:  {h: a.restoreSnapshot},
+		admin.InspectSnapshot:  {raw: a.inspectSnapshot},
+		admin.Profile:          {raw: profile},
+		admin.OpenAPI:          {raw: openAPI},
+	}
+}
+
+func (a *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	bindings := a.bindings()
+	for _, route := range admin.Routes {
+		b, ok := bindings[route]
+		switch {
+		case !ok:
+			panic("admin route " + route.Name + " has no handler")
+		case b.raw != nil:
+			mux.Handle(route.Method+" "+route.Pattern, a.authenticated(b.raw))
+		default:
+			a.handle(mux, route, b.h)
+		}
+	}
+	return mux
+}
+
+func (a *Server) handle(mux *http.ServeMux, route *admin.Route, h handlerFunc) {
+	mux.Handle(route.Method+" "+route.Pattern, a.authenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var out any
-		err := a.n.syncWithLeader(r.Context())
-		if err == nil || strings.HasPrefix(pattern, "GET /v1/cluster/") {
+		var err error
+		if route.Sync != admin.NoSync {
+			err = a.n.SyncWithLeader(r.Context())
+		}
+		if err == nil || route.Sync == admin.SyncTry {
 			out, err = h(r)
 		}
-		ev := a.n.log.Info()
+		ev := a.log.Info()
 		if err != nil {
-			ev = a.n.log.Warn().Err(err)
+			ev = a.log.Warn().Err(err)
 		}
 		ev.Str("method", r.Method).Str("path", r.URL.Path).Dur("took", time.Since(start)).Msg("admin request")
 		if err != nil {
-			writeJSON(w, errorStatus(err), APIError{Error: err.Error()})
+			writeJSON(w, errorStatus(err), admin.APIError{Error: err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
@@ -112,7 +197,7 @@ func errorStatus(err error) int {
 	case errors.Is(err, fsm.ErrInvalid):
 		return http.StatusBadRequest
 	}
-	var rule *RuleError
+	var rule *cluster.RuleError
 	if errors.As(err, &rule) {
 		return http.StatusConflict
 	}
@@ -120,17 +205,17 @@ func errorStatus(err error) int {
 }
 
 // authenticated lets through only requests that authorized accepts.
-func (a *admin) authenticated(h http.Handler) http.Handler {
+func (a *Server) authenticated(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
-			writeJSON(w, http.StatusUnauthorized, APIError{Error: "admin API: missing or wrong bearer token"})
+			writeJSON(w, http.StatusUnauthorized, admin.APIError{Error: "admin API: missing or wrong bearer token"})
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-func (a *admin) authorized(r *http.Request) bool {
+func (a *Server) authorized(r *http.Request) bool {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		return true
 	}
@@ -147,56 +232,25 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-func (a *admin) routes() http.Handler {
-	mux := http.NewServeMux()
-	a.handle(mux, "GET /v1/keystores", a.listKeyStores)
-	a.handle(mux, "POST /v1/keystores", a.createKeyStore)
-	a.handle(mux, "GET /v1/keystores/{ks}", a.showKeyStore)
-	a.handle(mux, "POST /v1/keystores/{ks}/enable", a.setKeyStoreEnabled(true))
-	a.handle(mux, "POST /v1/keystores/{ks}/disable", a.setKeyStoreEnabled(false))
-	a.handle(mux, "GET /v1/keystores/{ks}/credentials", a.listCredentials)
-	a.handle(mux, "POST /v1/keystores/{ks}/credentials", a.addCredential)
-	a.handle(mux, "DELETE /v1/keystores/{ks}/credentials/{akid}", a.removeCredential)
-	a.handle(mux, "GET /v1/keystores/{ks}/keys", a.listKeys)
-	a.handle(mux, "POST /v1/keystores/{ks}/keys", a.createKey)
-	a.handle(mux, "GET /v1/keystores/{ks}/keys/{key}", a.showKey)
-	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/enable", a.setKeyEnabled(true))
-	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/disable", a.setKeyEnabled(false))
-	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/rotate", a.rotateKey)
-	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/schedule-deletion", a.scheduleDeletion)
-	a.handle(mux, "POST /v1/keystores/{ks}/keys/{key}/cancel-deletion", a.cancelDeletion)
-	a.handle(mux, "GET /v1/keystores/{ks}/grants", a.listGrants)
-	a.handle(mux, "POST /v1/keystores/{ks}/grants", a.addGrant)
-	a.handle(mux, "DELETE /v1/keystores/{ks}/grants/{id}", a.removeGrant)
-	a.handle(mux, "GET /v1/cluster/status", a.clusterStatus)
-	mux.Handle("GET /v1/snapshot", a.authenticated(http.HandlerFunc(a.saveSnapshot)))
-	a.handle(mux, "POST /v1/snapshot", a.restoreSnapshot)
-	mux.Handle("POST /v1/snapshot/inspect", a.authenticated(http.HandlerFunc(a.inspectSnapshot)))
-	a.handle(mux, "POST /v1/cluster/join", a.join)
-	a.handle(mux, "POST /v1/cluster/remove", a.remove)
-	a.debugRoutes(mux)
-	return mux
-}
-
-func (a *admin) store(r *http.Request) (*fsm.StoredKeyStore, error) {
-	ks := a.n.fsm.State().KeyStore(r.PathValue("ks"))
+func (a *Server) store(r *http.Request) (*fsm.StoredKeyStore, error) {
+	ks := a.n.State().KeyStore(r.PathValue("ks"))
 	if ks == nil {
 		return nil, &httpError{http.StatusNotFound, "no key store " + r.PathValue("ks")}
 	}
 	return ks, nil
 }
 
-func keyStoreInfo(st *fsm.State, ks *fsm.StoredKeyStore, now time.Time) KeyStoreInfo {
-	info := KeyStoreInfo{Name: ks.Name, URIPath: ks.URIPath, Region: ks.Region, Enabled: ks.Enabled,
+func keyStoreInfo(st *fsm.State, ks *fsm.StoredKeyStore, now time.Time) admin.KeyStoreInfo {
+	info := admin.KeyStoreInfo{Name: ks.Name, URIPath: ks.URIPath, Region: ks.Region, Enabled: ks.Enabled,
 		QuotaRPS: int(ks.QuotaRPS), GrantsMode: string(ks.GrantsMode), KeyMode: string(ks.KeyMode),
 		Credentials: credentialInfos(ks, now), Keys: len(st.Keys(ks.Name))}
 	return info
 }
 
-func credentialInfos(ks *fsm.StoredKeyStore, now time.Time) []CredentialInfo {
-	out := make([]CredentialInfo, 0, len(ks.Credentials))
+func credentialInfos(ks *fsm.StoredKeyStore, now time.Time) []admin.CredentialInfo {
+	out := make([]admin.CredentialInfo, 0, len(ks.Credentials))
 	for _, c := range ks.Credentials {
-		ci := CredentialInfo{AccessKeyID: c.AccessKeyID, CreatedAt: c.CreatedAt}
+		ci := admin.CredentialInfo{AccessKeyID: c.AccessKeyID, CreatedAt: c.CreatedAt}
 		if !c.ExpiresAt.IsZero() {
 			t := c.ExpiresAt
 			ci.ExpiresAt = &t
@@ -207,25 +261,25 @@ func credentialInfos(ks *fsm.StoredKeyStore, now time.Time) []CredentialInfo {
 	return out
 }
 
-func (a *admin) listKeyStores(*http.Request) (any, error) {
-	st := a.n.fsm.State()
-	out := []KeyStoreInfo{}
+func (a *Server) listKeyStores(*http.Request) (any, error) {
+	st := a.n.State()
+	out := []admin.KeyStoreInfo{}
 	for _, ks := range st.KeyStores() {
 		out = append(out, keyStoreInfo(st, ks, time.Now()))
 	}
 	return out, nil
 }
 
-func (a *admin) showKeyStore(r *http.Request) (any, error) {
+func (a *Server) showKeyStore(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
 	}
-	return keyStoreInfo(a.n.fsm.State(), ks, time.Now()), nil
+	return keyStoreInfo(a.n.State(), ks, time.Now()), nil
 }
 
-func (a *admin) createKeyStore(r *http.Request) (any, error) {
-	var req CreateKeyStoreRequest
+func (a *Server) createKeyStore(r *http.Request) (any, error) {
+	var req admin.CreateKeyStoreRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
@@ -245,7 +299,7 @@ func (a *admin) createKeyStore(r *http.Request) (any, error) {
 		return nil, badRequest("quota %d requests/s is out of range (0 for unlimited, at most %d)", req.QuotaRPS, fsm.MaxQuotaRPS)
 	}
 	cred := fsm.GenerateCredential()
-	sealed, err := a.n.sealCredential(req.Name, cred.AccessKeyID, cred.Secret, time.Time{})
+	sealed, err := a.n.SealCredential(req.Name, cred.AccessKeyID, cred.Secret, time.Time{})
 	if err != nil {
 		return nil, err
 	}
@@ -259,15 +313,15 @@ func (a *admin) createKeyStore(r *http.Request) (any, error) {
 	if _, err := a.n.Apply(r.Context(), fsm.CreateKeyStore{At: time.Now().UTC(), KeyStore: ks}); err != nil {
 		return nil, err
 	}
-	st := a.n.fsm.State()
-	return CreateKeyStoreResponse{
+	st := a.n.State()
+	return admin.CreateKeyStoreResponse{
 		KeyStore:   keyStoreInfo(st, st.KeyStore(req.Name), time.Now()),
 		Credential: newCredential(&ks, cred.AccessKeyID, string(cred.Secret), nil),
 	}, nil
 }
 
-func newCredential(ks *fsm.StoredKeyStore, akid, secret string, expires *time.Time) NewCredential {
-	nc := NewCredential{KeyStore: ks.Name, AccessKeyID: akid, SecretAccessKey: secret, ExpiresAt: expires}
+func newCredential(ks *fsm.StoredKeyStore, akid, secret string, expires *time.Time) admin.NewCredential {
+	nc := admin.NewCredential{KeyStore: ks.Name, AccessKeyID: akid, SecretAccessKey: secret, ExpiresAt: expires}
 	nc.KMSConsole.XksProxyURIPath = ks.URIPath
 	nc.KMSConsole.Credential.AccessKeyID = akid
 	nc.KMSConsole.Credential.RawSecretAccessKey = secret
@@ -276,26 +330,34 @@ func newCredential(ks *fsm.StoredKeyStore, akid, secret string, expires *time.Ti
 
 // everywhere commits cmd and waits until every node serves it: the kill
 // switch returns only once each node has confirmed, or says who did not.
-func (a *admin) everywhere(ctx context.Context, cmd fsm.Command) (ChangeResult, error) {
+func (a *Server) everywhere(ctx context.Context, cmd fsm.Command) (admin.Change, error) {
 	start := time.Now()
 	index, err := a.n.Apply(ctx, cmd)
 	if err != nil {
-		return ChangeResult{}, err
+		return admin.Change{}, err
 	}
+	return a.confirm(ctx, start, index), nil
+}
+
+// confirm waits until every node serves index, up to AckTimeout, and says
+// how long each took; a node that did not confirm is named with why and
+// with the latest time it stops serving by itself (its staleness limit).
+func (a *Server) confirm(ctx context.Context, start time.Time, index uint64) admin.Change {
 	actx, cancel := context.WithTimeout(ctx, a.cfg.AckTimeout)
 	defer cancel()
-	res := ChangeResult{Index: index, Acks: a.n.WaitApplied(actx, index)}
-	for _, ack := range res.Acks {
+	acks := a.n.WaitApplied(actx, index)
+	res := admin.Change{Index: index, Nodes: len(acks), Acks: make([]admin.Ack, len(acks))}
+	for i, ack := range acks {
+		res.Acks[i] = admin.Ack(ack)
 		if ack.Confirmed {
 			res.Confirmed++
 		}
 	}
-	res.Nodes = len(res.Acks)
 	res.Elapsed = time.Since(start).Round(time.Microsecond).String()
-	return res, nil
+	return res
 }
 
-func (a *admin) setKeyStoreEnabled(enabled bool) handlerFunc {
+func (a *Server) setKeyStoreEnabled(enabled bool) handlerFunc {
 	return func(r *http.Request) (any, error) {
 		if _, err := a.store(r); err != nil {
 			return nil, err
@@ -304,7 +366,7 @@ func (a *admin) setKeyStoreEnabled(enabled bool) handlerFunc {
 	}
 }
 
-func (a *admin) listCredentials(r *http.Request) (any, error) {
+func (a *Server) listCredentials(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
@@ -312,12 +374,12 @@ func (a *admin) listCredentials(r *http.Request) (any, error) {
 	return credentialInfos(ks, time.Now()), nil
 }
 
-func (a *admin) addCredential(r *http.Request) (any, error) {
+func (a *Server) addCredential(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
 	}
-	var req AddCredentialRequest
+	var req admin.AddCredentialRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
@@ -329,7 +391,7 @@ func (a *admin) addCredential(r *http.Request) (any, error) {
 		}
 	}
 	cred := fsm.GenerateCredential()
-	sealed, err := a.n.sealCredential(ks.Name, cred.AccessKeyID, cred.Secret, expires)
+	sealed, err := a.n.SealCredential(ks.Name, cred.AccessKeyID, cred.Secret, expires)
 	if err != nil {
 		return nil, err
 	}
@@ -339,89 +401,90 @@ func (a *admin) addCredential(r *http.Request) (any, error) {
 	return newCredential(ks, cred.AccessKeyID, string(cred.Secret), req.ExpiresAt), nil
 }
 
-func (a *admin) removeCredential(r *http.Request) (any, error) {
+func (a *Server) removeCredential(r *http.Request) (any, error) {
 	return a.everywhere(r.Context(), fsm.RemoveCredential{At: time.Now().UTC(), KeyStore: r.PathValue("ks"), AccessKeyID: r.PathValue("akid")})
 }
 
-func keyInfo(k *fsm.Key) KeyInfo {
-	info := KeyInfo{KeyStore: k.KeyStore, ID: k.ID, Usage: k.Usage.Names(), Enabled: k.Enabled,
+func keyInfo(k *fsm.Key) admin.KeyInfo {
+	info := admin.KeyInfo{KeyStore: k.KeyStore, ID: k.ID, Usage: k.Usage.Names(), Enabled: k.Enabled,
 		CurrentVersion: k.CurrentVersion, CreatedAt: k.CreatedAt, Deleted: k.Deleted}
 	if !k.DeletionDate.IsZero() {
 		d := k.DeletionDate
 		info.DeletionDate = &d
 	}
 	for _, v := range k.Versions {
-		info.Versions = append(info.Versions, VersionInfo{Number: v.Number, HSMLabel: v.HSMLabel,
+		info.Versions = append(info.Versions, admin.VersionInfo{Number: v.Number, HSMLabel: v.HSMLabel,
 			Wrapped: len(v.WrappedMaterial) > 0, CreatedAt: v.CreatedAt})
 	}
 	return info
 }
 
-func (a *admin) listKeys(r *http.Request) (any, error) {
+func (a *Server) listKeys(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
 	}
-	out := []KeyInfo{}
-	for _, k := range a.n.fsm.State().Keys(ks.Name) {
+	out := []admin.KeyInfo{}
+	for _, k := range a.n.State().Keys(ks.Name) {
 		out = append(out, keyInfo(k))
 	}
 	return out, nil
 }
 
-func (a *admin) showKey(r *http.Request) (any, error) {
-	k := a.n.fsm.State().Key(r.PathValue("ks"), r.PathValue("key"))
+func (a *Server) showKey(r *http.Request) (any, error) {
+	k := a.n.State().Key(r.PathValue("ks"), r.PathValue("key"))
 	if k == nil {
 		return nil, &httpError{http.StatusNotFound, "no key " + r.PathValue("ks") + "/" + r.PathValue("key")}
 	}
 	return keyInfo(k), nil
 }
 
-func (a *admin) createKey(r *http.Request) (any, error) {
+func (a *Server) createKey(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
 	}
-	var req CreateKeyRequest
+	var req admin.CreateKeyRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
 	if len(req.Usage) == 0 {
-		req.Usage = []string{"ENCRYPT", "DECRYPT"}
+		req.Usage = fsm.DefaultUsage.Names()
 	}
 	usage, err := fsm.ParseUsage(req.Usage)
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	if a.n.fsm.State().Key(ks.Name, req.ID) != nil {
+	if a.n.State().Key(ks.Name, req.ID) != nil {
 		return nil, &httpError{http.StatusConflict, "key " + ks.Name + "/" + req.ID + " already exists"}
 	}
-	v, err := a.n.firstVersion(ks.KeyMode, ks.Name, req.ID, req.HSMLabel)
+	v, err := a.n.FirstVersion(ks.KeyMode, ks.Name, req.ID, req.HSMLabel)
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
 	if ks.KeyMode == fsm.KeyModeShared {
 		// Adopting a label is safe only if every live node's HSM holds it:
 		// otherwise some node would fail every request for the key.
-		if missing := a.n.nodesLacking(r.Context(), v.HSMLabel); len(missing) > 0 {
+		if missing := a.n.NodesLacking(r.Context(), v.HSMLabel); len(missing) > 0 {
 			return nil, &httpError{http.StatusConflict, fmt.Sprintf("HSM label %q is not visible on %s; import the key there first", v.HSMLabel, strings.Join(missing, ", "))}
 		}
 	}
 	key := fsm.Key{KeyStore: ks.Name, ID: req.ID, Usage: usage, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{v}}
+	start := time.Now()
 	index, err := a.n.Apply(r.Context(), fsm.CreateKey{At: time.Now().UTC(), Key: key})
 	if err != nil {
 		return nil, err
 	}
 	// The key is answered once every reachable node serves it (its
 	// material unwrapped into each HSM), so that a script may use it at
-	// once through any node.
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
-	defer cancel()
-	a.n.WaitApplied(ctx, index)
-	if k := a.n.fsm.State().Key(ks.Name, req.ID); k != nil {
-		return keyInfo(k), nil
+	// once through any node; the answer names the nodes that do not yet.
+	change := a.confirm(r.Context(), start, index)
+	info := keyInfo(&key)
+	if k := a.n.State().Key(ks.Name, req.ID); k != nil {
+		info = keyInfo(k)
 	}
-	return keyInfo(&key), nil
+	info.Confirmation = &change
+	return info, nil
 }
 
 // rotateKey adds a version and makes it current in two phases, so that no
@@ -429,12 +492,12 @@ func (a *admin) createKey(r *http.Request) (any, error) {
 // reaches every node's HSM (each reachable node confirms its view and
 // reports nothing missing), and only then becomes current. A node that is
 // down catches up before it turns ready again. Old versions stay forever.
-func (a *admin) rotateKey(r *http.Request) (any, error) {
+func (a *Server) rotateKey(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
 	}
-	k := a.n.fsm.State().Key(ks.Name, r.PathValue("key"))
+	k := a.n.State().Key(ks.Name, r.PathValue("key"))
 	if k == nil {
 		return nil, &httpError{http.StatusNotFound, "no key " + ks.Name + "/" + r.PathValue("key")}
 	}
@@ -442,11 +505,10 @@ func (a *admin) rotateKey(r *http.Request) (any, error) {
 		return nil, badRequest("key store %s is in %s mode: rotate by adopting a new HSM label (not supported yet)", ks.Name, ks.KeyMode)
 	}
 	number := k.Versions[len(k.Versions)-1].Number + 1
-	wrapped, mechanism, err := a.n.hsm.GenerateWrappedKey()
+	v, err := a.n.NewVersion(ks.Name, k.ID, number)
 	if err != nil {
 		return nil, fmt.Errorf("generating the new version's material: %w", err)
 	}
-	v := fsm.KeyVersion{Number: number, HSMLabel: versionLabel(ks.Name, k.ID, number), WrappedMaterial: wrapped, WrapMechanism: mechanism}
 	added, err := a.everywhere(r.Context(), fsm.AddKeyVersion{At: time.Now().UTC(), KeyStore: ks.Name, KeyID: k.ID, Version: v})
 	if err != nil {
 		return nil, err
@@ -467,23 +529,23 @@ func (a *admin) rotateKey(r *http.Request) (any, error) {
 	return a.everywhere(r.Context(), fsm.SetCurrentVersion{KeyStore: ks.Name, KeyID: k.ID, Version: number})
 }
 
-func (a *admin) scheduleDeletion(r *http.Request) (any, error) {
-	var req ScheduleDeletionRequest
+func (a *Server) scheduleDeletion(r *http.Request) (any, error) {
+	var req admin.ScheduleDeletionRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
 	ks, id := r.PathValue("ks"), r.PathValue("key")
-	index, err := a.n.Apply(r.Context(), fsm.ScheduleDeletion{At: a.n.cfg.Now().UTC(), KeyStore: ks, KeyID: id, Days: req.Days})
+	index, err := a.n.Apply(r.Context(), fsm.ScheduleDeletion{At: a.n.Now().UTC(), KeyStore: ks, KeyID: id, Days: req.Days})
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
 	defer cancel()
-	a.n.waitViewIndex(ctx, index)
-	return keyInfo(a.n.fsm.State().Key(ks, id)), nil
+	a.n.WaitViewIndex(ctx, index)
+	return keyInfo(a.n.State().Key(ks, id)), nil
 }
 
-func (a *admin) cancelDeletion(r *http.Request) (any, error) {
+func (a *Server) cancelDeletion(r *http.Request) (any, error) {
 	ks, id := r.PathValue("ks"), r.PathValue("key")
 	index, err := a.n.Apply(r.Context(), fsm.CancelDeletion{KeyStore: ks, KeyID: id})
 	if err != nil {
@@ -491,32 +553,32 @@ func (a *admin) cancelDeletion(r *http.Request) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
 	defer cancel()
-	a.n.waitViewIndex(ctx, index)
-	return keyInfo(a.n.fsm.State().Key(ks, id)), nil
+	a.n.WaitViewIndex(ctx, index)
+	return keyInfo(a.n.State().Key(ks, id)), nil
 }
 
-func (a *admin) setKeyEnabled(enabled bool) handlerFunc {
+func (a *Server) setKeyEnabled(enabled bool) handlerFunc {
 	return func(r *http.Request) (any, error) {
 		return a.everywhere(r.Context(), fsm.SetKeyEnabled{KeyStore: r.PathValue("ks"), KeyID: r.PathValue("key"), Enabled: enabled})
 	}
 }
 
-func grantInfo(g *fsm.Grant) GrantInfo {
+func grantInfo(g *fsm.Grant) admin.GrantInfo {
 	ops := g.Operations
 	if len(ops) == 0 {
-		ops = []string{"GetKeyMetadata", "Encrypt", "Decrypt"}
+		ops = fsm.AllOperations.Names()
 	}
-	return GrantInfo{ID: g.ID, KeyStore: g.KeyStore, KeyID: g.KeyID, Principals: g.Principals, Accounts: g.Accounts,
+	return admin.GrantInfo{ID: g.ID, KeyStore: g.KeyStore, KeyID: g.KeyID, Principals: g.Principals, Accounts: g.Accounts,
 		Regions: g.Regions, ViaServices: g.ViaServices, SourceVPCs: g.SourceVPCs, SourceVPCEs: g.SourceVPCEs, Operations: ops}
 }
 
-func (a *admin) listGrants(r *http.Request) (any, error) {
+func (a *Server) listGrants(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
 	}
-	out := []GrantInfo{}
-	for _, g := range a.n.fsm.State().Grants() {
+	out := []admin.GrantInfo{}
+	for _, g := range a.n.State().Grants() {
 		if g.KeyStore == ks.Name {
 			out = append(out, grantInfo(g))
 		}
@@ -524,12 +586,12 @@ func (a *admin) listGrants(r *http.Request) (any, error) {
 	return out, nil
 }
 
-func (a *admin) addGrant(r *http.Request) (any, error) {
+func (a *Server) addGrant(r *http.Request) (any, error) {
 	ks, err := a.store(r)
 	if err != nil {
 		return nil, err
 	}
-	var req GrantInfo
+	var req admin.GrantInfo
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
@@ -538,33 +600,39 @@ func (a *admin) addGrant(r *http.Request) (any, error) {
 	g := fsm.Grant{ID: "g-" + hex.EncodeToString(id), KeyStore: ks.Name, KeyID: req.KeyID, Principals: req.Principals,
 		Accounts: req.Accounts, Regions: req.Regions, ViaServices: req.ViaServices, SourceVPCs: req.SourceVPCs,
 		SourceVPCEs: req.SourceVPCEs, Operations: req.Operations}
-	if _, err := a.everywhere(r.Context(), fsm.AddGrant{At: time.Now().UTC(), Grant: g}); err != nil {
+	change, err := a.everywhere(r.Context(), fsm.AddGrant{At: time.Now().UTC(), Grant: g})
+	if err != nil {
 		return nil, err
 	}
-	return grantInfo(&g), nil
+	info := grantInfo(&g)
+	info.Confirmation = &change
+	return info, nil
 }
 
-func (a *admin) removeGrant(r *http.Request) (any, error) {
-	g := a.n.fsm.State().Grant(r.PathValue("id"))
+func (a *Server) removeGrant(r *http.Request) (any, error) {
+	g := a.n.State().Grant(r.PathValue("id"))
 	if g == nil || g.KeyStore != r.PathValue("ks") {
 		return nil, &httpError{http.StatusNotFound, "no grant " + r.PathValue("id") + " in key store " + r.PathValue("ks")}
 	}
 	return a.everywhere(r.Context(), fsm.RemoveGrant{ID: g.ID})
 }
 
-func (a *admin) clusterStatus(r *http.Request) (any, error) {
+func (a *Server) clusterStatus(r *http.Request) (any, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	nodes, _ := a.n.Statuses(ctx)
-	st := ClusterStatus{Nodes: nodes, CommandSet: a.n.fsm.State().CommandSet()}
+	st := admin.ClusterStatus{Nodes: make([]admin.NodeStatus, len(nodes)), CommandSet: a.n.State().CommandSet()}
+	for i, n := range nodes {
+		st.Nodes[i] = nodeStatus(n)
+	}
 	for _, m := range a.n.Members() {
-		st.Fleet = append(st.Fleet, FleetStatus{ID: m.ID, State: m.State, APIAddr: m.APIAddr, HSMStatus: m.HSMStatus,
+		st.Fleet = append(st.Fleet, admin.FleetStatus{ID: m.ID, State: m.State, APIAddr: m.APIAddr, HSMStatus: m.HSMStatus,
 			Ready: m.Ready, AppliedIndex: m.AppliedIndex, KeysReady: m.KeysReady})
 	}
-	if addr, id := a.n.raft.LeaderWithID(); addr != "" {
-		st.Leader = &LeaderInfo{ID: string(id), ClusterAddr: string(addr)}
+	if id, addr := a.n.Leader(); addr != "" {
+		st.Leader = &admin.LeaderInfo{ID: id, ClusterAddr: addr}
 		for _, n := range nodes {
-			if n.ID == string(id) {
+			if n.ID == id {
 				st.Leader.APIAddress = n.APIAddr
 			}
 		}
@@ -574,21 +642,21 @@ func (a *admin) clusterStatus(r *http.Request) (any, error) {
 
 // saveSnapshot writes a backup file (the state and its MAC), after catching
 // up with the leader so that the backup holds every committed change.
-func (a *admin) saveSnapshot(w http.ResponseWriter, r *http.Request) {
+func (a *Server) saveSnapshot(w http.ResponseWriter, r *http.Request) {
 	// ?stale=1 takes this node's state as it is: the way out when the
 	// cluster has lost its quorum and no leader can confirm anything.
 	if r.URL.Query().Get("stale") != "1" {
-		if err := a.n.syncWithLeader(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, APIError{Error: err.Error() + " (save with --stale to take this node's state as it is)"})
+		if err := a.n.SyncWithLeader(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, admin.APIError{Error: err.Error() + " (save with --stale to take this node's state as it is)"})
 			return
 		}
 	}
 	var buf bytes.Buffer
 	if err := a.n.SaveBackup(&buf); err != nil {
-		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
+		writeJSON(w, http.StatusInternalServerError, admin.APIError{Error: err.Error()})
 		return
 	}
-	a.n.log.Info().Int("bytes", buf.Len()).Uint64("index", a.n.fsm.AppliedIndex()).Msg("admin: snapshot saved")
+	a.log.Info().Int("bytes", buf.Len()).Uint64("index", a.n.AppliedIndex()).Msg("admin: snapshot saved")
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Write(buf.Bytes())
 }
@@ -596,16 +664,16 @@ func (a *admin) saveSnapshot(w http.ResponseWriter, r *http.Request) {
 // restoreSnapshot restores a backup whose MAC this node's HSM verifies.
 // ?allow-unauthenticated=1 also takes a file without a MAC (a backup of an
 // older version, once); a failed MAC is never accepted.
-func (a *admin) restoreSnapshot(r *http.Request) (any, error) {
-	data, err := io.ReadAll(io.LimitReader(r.Body, maxSnapshotBytes))
+func (a *Server) restoreSnapshot(r *http.Request) (any, error) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, cluster.MaxBackupBytes))
 	if err != nil {
 		return nil, badRequest("reading the snapshot: %v", err)
 	}
 	b, err := a.n.OpenBackup(data)
 	switch {
-	case errors.Is(err, ErrUnauthenticatedBackup) && r.URL.Query().Get("allow-unauthenticated") == "1":
-		a.n.log.Warn().Msg("admin: restoring a backup without a MAC (--allow-unauthenticated): nothing proves it unmodified; take a new backup once it is restored")
-	case errors.Is(err, ErrUnauthenticatedBackup), errors.Is(err, ErrBackupMAC), b == nil:
+	case errors.Is(err, cluster.ErrUnauthenticatedBackup) && r.URL.Query().Get("allow-unauthenticated") == "1":
+		a.log.Warn().Msg("admin: restoring a backup without a MAC (--allow-unauthenticated): nothing proves it unmodified; take a new backup once it is restored")
+	case errors.Is(err, cluster.ErrUnauthenticatedBackup), errors.Is(err, cluster.ErrBackupMAC), b == nil:
 		return nil, badRequest("%v", err)
 	case err != nil:
 		return nil, &httpError{http.StatusServiceUnavailable, err.Error()}
@@ -614,35 +682,61 @@ func (a *admin) restoreSnapshot(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ChangeResult{Index: index}, nil
+	return admin.Change{Index: index}, nil
 }
 
 // inspectSnapshot describes a backup file. It needs no leader (a backup is
 // inspected when things have gone wrong), only this node's HSM for the MAC.
-func (a *admin) inspectSnapshot(w http.ResponseWriter, r *http.Request) {
-	data, err := io.ReadAll(io.LimitReader(r.Body, maxSnapshotBytes))
+func (a *Server) inspectSnapshot(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, cluster.MaxBackupBytes))
 	if err == nil {
-		var info BackupInfo
+		var info cluster.BackupInfo
 		if info, err = a.n.InspectBackup(data); err == nil {
-			writeJSON(w, http.StatusOK, info)
+			writeJSON(w, http.StatusOK, admin.BackupInfo(info))
 			return
 		}
 	}
-	writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error()})
+	writeJSON(w, http.StatusBadRequest, admin.APIError{Error: err.Error()})
 }
 
-func (a *admin) join(r *http.Request) (any, error) {
-	var req MembershipRequest
+func (a *Server) join(r *http.Request) (any, error) {
+	var req admin.MembershipRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
 	return struct{}{}, a.n.Join(req.ID, req.Address)
 }
 
-func (a *admin) remove(r *http.Request) (any, error) {
-	var req MembershipRequest
+func (a *Server) remove(r *http.Request) (any, error) {
+	var req admin.MembershipRequest
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
 	return struct{}{}, a.n.Remove(req.ID)
+}
+
+// openAPI serves the admin API's OpenAPI document.
+func openAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(admin.DocumentJSON())
+}
+
+// nodeStatus is a node's status as the admin API answers it: the JSON the
+// node reported (TestNodeStatusKeepsEveryField keeps the types in step).
+func nodeStatus(st cluster.NodeStatus) admin.NodeStatus {
+	var out admin.NodeStatus
+	b, err := json.Marshal(st)
+	if err == nil {
+		err = json.Unmarshal(b, &out)
+	}
+	if err != nil {
+		panic(err) // strings, numbers and a time always round-trip
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
 }

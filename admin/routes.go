@@ -1,0 +1,103 @@
+// Package admin is the operator API: its route table, request and response
+// types, the typed client the CLI uses, and the OpenAPI document. The
+// server is admin/server; it binds a handler to every route here.
+//
+// This package imports none of ours, so that anything may call the API
+// (cluster's own tests among them) without pulling in the server.
+package admin
+
+import (
+	"net/url"
+	"strings"
+)
+
+// Sync says what a node does before answering a route.
+type Sync int
+
+const (
+	// NoSync answers from this node at once: backups are inspected and
+	// profiles taken when things are wrong.
+	NoSync Sync = iota
+	// SyncFirst catches up with the leader first and refuses without one,
+	// so that an operator sees one state through any node: a key store
+	// created through node 1 exists for the next command sent to node 2.
+	SyncFirst
+	// SyncTry catches up when it can and answers anyway: the cluster's
+	// status must be readable while it has no leader.
+	SyncTry
+)
+
+// Route is one operation of the admin API. Its Pattern is a net/http
+// ServeMux path pattern; the client fills its {wildcards} in order.
+type Route struct {
+	Name    string // the OpenAPI operationId
+	Method  string
+	Pattern string
+	Sync    Sync
+	Summary string
+	// Request and Response are the JSON bodies (nil: none); Octets marks a
+	// route whose body (request for POST, answer for GET) is a file as it is.
+	Request, Response any
+	Octets            bool
+	Query             []string // optional query parameters
+}
+
+// Path is the route's path with args in place of its wildcards, escaped.
+func (r *Route) Path(args ...string) string {
+	parts := strings.Split(r.Pattern, "/")
+	for i, p := range parts {
+		if strings.HasPrefix(p, "{") && len(args) > 0 {
+			parts[i], args = url.PathEscape(args[0]), args[1:]
+		}
+	}
+	return strings.Join(parts, "/")
+}
+
+// The routes. Every path of the admin API is written here and nowhere else.
+var (
+	ListKeyStores   = &Route{Name: "listKeyStores", Method: "GET", Pattern: "/v1/keystores", Sync: SyncFirst, Summary: "List key stores", Response: []KeyStoreInfo{}}
+	CreateKeyStore  = &Route{Name: "createKeyStore", Method: "POST", Pattern: "/v1/keystores", Sync: SyncFirst, Summary: "Create a key store and its first SigV4 credential", Request: CreateKeyStoreRequest{}, Response: CreateKeyStoreResponse{}}
+	ShowKeyStore    = &Route{Name: "showKeyStore", Method: "GET", Pattern: "/v1/keystores/{ks}", Sync: SyncFirst, Summary: "Show a key store", Response: KeyStoreInfo{}}
+	EnableKeyStore  = &Route{Name: "enableKeyStore", Method: "POST", Pattern: "/v1/keystores/{ks}/enable", Sync: SyncFirst, Summary: "Enable a key store on every node", Response: Change{}}
+	DisableKeyStore = &Route{Name: "disableKeyStore", Method: "POST", Pattern: "/v1/keystores/{ks}/disable", Sync: SyncFirst, Summary: "Disable a key store on every node (kill switch)", Response: Change{}}
+
+	ListCredentials  = &Route{Name: "listCredentials", Method: "GET", Pattern: "/v1/keystores/{ks}/credentials", Sync: SyncFirst, Summary: "List a key store's credentials (never their secrets)", Response: []CredentialInfo{}}
+	AddCredential    = &Route{Name: "addCredential", Method: "POST", Pattern: "/v1/keystores/{ks}/credentials", Sync: SyncFirst, Summary: "Add a SigV4 credential; its secret is answered once", Request: AddCredentialRequest{}, Response: NewCredential{}}
+	RemoveCredential = &Route{Name: "removeCredential", Method: "DELETE", Pattern: "/v1/keystores/{ks}/credentials/{akid}", Sync: SyncFirst, Summary: "Revoke a credential on every node", Response: Change{}}
+
+	ListKeys         = &Route{Name: "listKeys", Method: "GET", Pattern: "/v1/keystores/{ks}/keys", Sync: SyncFirst, Summary: "List a key store's keys", Response: []KeyInfo{}}
+	CreateKey        = &Route{Name: "createKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys", Sync: SyncFirst, Summary: "Create a key; answered once every reachable node serves it", Request: CreateKeyRequest{}, Response: KeyInfo{}}
+	ShowKey          = &Route{Name: "showKey", Method: "GET", Pattern: "/v1/keystores/{ks}/keys/{key}", Sync: SyncFirst, Summary: "Show a key and its versions", Response: KeyInfo{}}
+	EnableKey        = &Route{Name: "enableKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/enable", Sync: SyncFirst, Summary: "Enable a key on every node", Response: Change{}}
+	DisableKey       = &Route{Name: "disableKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/disable", Sync: SyncFirst, Summary: "Disable a key on every node (kill switch)", Response: Change{}}
+	RotateKey        = &Route{Name: "rotateKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/rotate", Sync: SyncFirst, Summary: "Add a version and make it current once every node holds it", Response: Change{}}
+	ScheduleDeletion = &Route{Name: "scheduleDeletion", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/schedule-deletion", Sync: SyncFirst, Summary: "Delete a disabled key after 7-30 days", Request: ScheduleDeletionRequest{}, Response: KeyInfo{}}
+	CancelDeletion   = &Route{Name: "cancelDeletion", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/cancel-deletion", Sync: SyncFirst, Summary: "Cancel a scheduled deletion (the key stays disabled)", Response: KeyInfo{}}
+
+	ListGrants  = &Route{Name: "listGrants", Method: "GET", Pattern: "/v1/keystores/{ks}/grants", Sync: SyncFirst, Summary: "List a key store's grants", Response: []GrantInfo{}}
+	AddGrant    = &Route{Name: "addGrant", Method: "POST", Pattern: "/v1/keystores/{ks}/grants", Sync: SyncFirst, Summary: "Allow principals to use a key", Request: GrantInfo{}, Response: GrantInfo{}}
+	RemoveGrant = &Route{Name: "removeGrant", Method: "DELETE", Pattern: "/v1/keystores/{ks}/grants/{id}", Sync: SyncFirst, Summary: "Remove a grant on every node", Response: Change{}}
+
+	GetClusterStatus = &Route{Name: "clusterStatus", Method: "GET", Pattern: "/v1/cluster/status", Sync: SyncTry, Summary: "The leader, every voter as it reports itself, and the gossip fleet", Response: ClusterStatus{}}
+	JoinNode         = &Route{Name: "joinNode", Method: "POST", Pattern: "/v1/cluster/join", Sync: SyncFirst, Summary: "Admit a node as a voter (idempotent)", Request: MembershipRequest{}, Response: struct{}{}}
+	RemoveNode       = &Route{Name: "removeNode", Method: "POST", Pattern: "/v1/cluster/remove", Sync: SyncFirst, Summary: "Remove a node from the voters", Request: MembershipRequest{}, Response: struct{}{}}
+
+	// SaveSnapshot catches up with the leader itself, unless ?stale=1.
+	SaveSnapshot    = &Route{Name: "saveSnapshot", Method: "GET", Pattern: "/v1/snapshot", Sync: NoSync, Summary: "Download a backup (the state and its MAC)", Octets: true, Query: []string{"stale"}}
+	RestoreSnapshot = &Route{Name: "restoreSnapshot", Method: "POST", Pattern: "/v1/snapshot", Sync: SyncFirst, Summary: "Restore a backup whose MAC this node's HSM verifies", Octets: true, Response: Change{}, Query: []string{"allow-unauthenticated"}}
+	InspectSnapshot = &Route{Name: "inspectSnapshot", Method: "POST", Pattern: "/v1/snapshot/inspect", Sync: NoSync, Summary: "Describe a backup and check its MAC, without restoring it", Octets: true, Response: BackupInfo{}}
+
+	Profile = &Route{Name: "profile", Method: "GET", Pattern: "/v1/debug/pprof/{profile}", Sync: NoSync, Summary: "A Go runtime profile: profile, trace, allocs, block, goroutine, heap, mutex or threadcreate", Octets: true, Query: []string{"seconds", "debug"}}
+	OpenAPI = &Route{Name: "openAPI", Method: "GET", Pattern: "/v1/openapi.json", Sync: NoSync, Summary: "This API as an OpenAPI 3 document", Octets: true}
+)
+
+// Routes is the whole admin API, in the order the OpenAPI document lists it.
+var Routes = []*Route{
+	ListKeyStores, CreateKeyStore, ShowKeyStore, EnableKeyStore, DisableKeyStore,
+	ListCredentials, AddCredential, RemoveCredential,
+	ListKeys, CreateKey, ShowKey, EnableKey, DisableKey, RotateKey, ScheduleDeletion, CancelDeletion,
+	ListGrants, AddGrant, RemoveGrant,
+	GetClusterStatus, JoinNode, RemoveNode,
+	SaveSnapshot, RestoreSnapshot, InspectSnapshot,
+	Profile, OpenAPI,
+}
