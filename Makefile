@@ -29,7 +29,7 @@ fuzz: ## Fuzz the FSM's command decoder and snapshot restore, FUZZTIME each (def
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./fsm
 	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./fsm
 
-faults: deps ## The fault suite, every scenario, one VERDICT line each (needs root: namespaces, iptables; ~10 min)
+faults: deps ## The fault suite, every scenario, one VERDICT line each (needs root: namespaces, iptables, loop devices; ~13 min)
 	XKSPROXY_FAULTS=full $(GO) test -count=1 -v -timeout 45m ./faults/
 
 check: ## gofmt, go vet, go.mod tidiness and the package import rules

@@ -56,6 +56,9 @@ func (n *Node) applyLocal(b []byte) (uint64, error) {
 	if err != nil {
 		return 0, &RuleError{err}
 	}
+	if cmd, b, err = n.stamp(cmd, b); err != nil {
+		return 0, err
+	}
 	if err := n.commandSetRefusal(cmd); err != nil {
 		return 0, err
 	}
@@ -73,6 +76,31 @@ func (n *Node) applyLocal(b []byte) (uint64, error) {
 		return 0, &RuleError{res.Err}
 	}
 	return f.Index(), nil
+}
+
+// clockWarning is how far a proposer's time may be from the leader's before
+// the leader says so: forwarding takes milliseconds, a clock without NTP
+// drifts by minutes.
+const clockWarning = time.Minute
+
+// stamp re-stamps a timed command with the leader's clock and re-encodes it;
+// the rest of the command is untouched. Validate then sees the leader's time,
+// so a deletion dated by a proposer's fast clock is refused here, before it
+// enters the log, and Apply keeps checking the date it carries.
+func (n *Node) stamp(cmd fsm.Command, b []byte) (fsm.Command, []byte, error) {
+	now := n.cfg.Now().UTC()
+	cmd, proposed, timed := fsm.Stamped(cmd, now)
+	if !timed {
+		return cmd, b, nil
+	}
+	if !proposed.IsZero() {
+		if off := proposed.Sub(now); off > clockWarning || off < -clockWarning {
+			n.log.Warn().Str("command", cmd.Type().String()).Stringer("offset", off.Round(time.Second)).
+				Msg("a proposed command's time is far from the leader's clock; the leader's clock counts (check NTP on the node that received it)")
+		}
+	}
+	b, err := fsm.Encode(cmd)
+	return cmd, b, err
 }
 
 // Ack is one node's confirmation that it serves a committed change.

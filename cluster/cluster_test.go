@@ -77,6 +77,9 @@ type testNode struct {
 	cfg        Config
 	logs       *testlog.Buffer
 	c          *testCluster
+	// skew moves this node's clock on top of the cluster's (nanoseconds):
+	// one node with a wrong clock.
+	skew atomic.Int64
 }
 
 type testCluster struct {
@@ -188,7 +191,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		Version:          "test-build",
 		unwrapKey:        unwrap,
 		StalenessLimit:   3 * time.Second,
-		Now:              c.now,
+		Now:              func() time.Time { return c.now().Add(time.Duration(n.skew.Load())) },
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond,
 	}
 	for _, other := range c.nodes {

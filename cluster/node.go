@@ -61,7 +61,8 @@ type Config struct {
 	// 0 keeps dead voters until an operator removes them.
 	DeadTimeout time.Duration
 
-	// Now is the leader's clock for scheduled deletions; nil means time.Now.
+	// Now is this node's clock for scheduled deletions and, when it leads,
+	// for the times it stamps on commands; nil means time.Now.
 	Now func() time.Time
 	// OnListenerError hears of the cluster port's RPC server failing (not
 	// of its closing), so that the process can stop instead of running on

@@ -100,6 +100,9 @@ type node struct {
 	done    chan struct{}
 	exit    error // how the last process ended, once done is closed
 	xks     *xksclient.Client
+	// env is added to serve's environment at the next start (fault
+	// injection: XKSPROXY_FAULT_CLOCK_OFFSET).
+	env []string
 	// binMu guards bin, which a rolling upgrade changes while the CLI runs.
 	binMu sync.Mutex
 	bin   string
@@ -286,6 +289,7 @@ func (n *node) start() {
 	argv := n.site.argv(n.binary(), "serve", "--config", n.conf)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), n.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -13,11 +13,8 @@ import (
 // Scenario 6: one node's raft directory fills up (a small tmpfs mounted
 // there). The cluster keeps taking writes and serving; the full node says
 // so in its log, stops serving once it falls behind (it must not serve a
-// key disabled meanwhile), and catches up once space is freed.
-//
-// A slow disk is not built: this kernel has no device-mapper (dmsetup:
-// "/dev/mapper/control: open failed: No such device"), so there is no
-// dm-delay, and a FUSE delaying file system would need a FUSE library.
+// key disabled meanwhile), and catches up once space is freed. A slow disk
+// is TestSlowDisk.
 func TestDiskFull(t *testing.T) {
 	if !full() {
 		t.Skip("full run only (make faults)")

@@ -8,6 +8,8 @@ command -v curl >/dev/null 2>&1 || missing="$missing curl"
 # The fault suite (./faults, part of make test) cuts partitions with iptables
 # inside network namespaces; it runs only as root, so only root needs it.
 [ "$(id -u)" -ne 0 ] || command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$missing iptables"
+# Its slow disk is an ext4 file system on a loop device (mkfs.ext4: e2fsprogs).
+[ "$(id -u)" -ne 0 ] || command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || missing="$missing e2fsprogs"
 [ -z "$missing" ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "Please install:$missing (this script knows only apt-get)" >&2

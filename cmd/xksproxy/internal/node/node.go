@@ -109,6 +109,10 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	for _, f := range cfg.ExposedSecretFiles() {
 		log.Warn().Str("file", f).Msg("a secret file is readable by other users than its owner: chmod 0600 it")
 	}
+	now, err := faultClock(log)
+	if err != nil {
+		return nil, err
+	}
 	// The cluster would only retry a seed it refuses, forever.
 	seed, err := cfg.SeedSpec()
 	if err == nil && seed != nil {
@@ -122,14 +126,15 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 4)}
-	if err := n.start(cfg, tlsCfg, seed); err != nil {
+	if err := n.start(cfg, tlsCfg, seed, now); err != nil {
 		n.Close()
 		return nil, err
 	}
 	return n, nil
 }
 
-func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) error {
+// start wires the node; now is its clock for decisions (nil: time.Now).
+func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, now func() time.Time) error {
 	if cfg.Cluster.ImportKeysFile != "" {
 		destroyed, err := importClusterKeysFile(n.HSM, cfg.Cluster.ImportKeysFile)
 		if err != nil {
@@ -177,6 +182,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 		BootstrapExpect: cfg.Gossip.BootstrapExpect,
 		DeadTimeout:     cfg.Gossip.DeadTimeout,
 		OnListenerError: n.listenerFailed,
+		Now:             now,
 	}, n.HSM, n.Views, n.log)
 	if err != nil {
 		return err
@@ -202,6 +208,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec) er
 		Degraded:               func() bool { return len(n.Cluster.KeysMissing()) > 0 },
 		Fleet:                  n.fleet,
 		Metrics:                newRegistry(n.HSM, n.Cluster),
+		Now:                    now,
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
 	if cfg.API.HealthListen != "" {
