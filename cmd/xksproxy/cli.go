@@ -524,15 +524,21 @@ func clusterCommand(o *cliOptions) *cobra.Command {
 				} else {
 					fmt.Printf("leader: %s (XKS API %s)\n", st.Leader.ID, st.Leader.APIAddress)
 				}
+				fmt.Printf("command set: %d\n", st.CommandSet)
 				rows := [][]string{}
 				for _, n := range st.Nodes {
 					ready := "ready"
 					if !n.Ready {
 						ready = "NOT READY: " + n.NotReady
 					}
-					rows = append(rows, []string{n.ID, n.State, n.APIAddr, n.ClusterAddr, fmt.Sprint(n.AppliedIndex), n.HSM, ready})
+					// A build from before versions were reported says nothing.
+					version := "older"
+					if n.Version != "" {
+						version = fmt.Sprintf("%s (set %d)", n.Version, n.CommandSet)
+					}
+					rows = append(rows, []string{n.ID, n.State, n.APIAddr, n.ClusterAddr, fmt.Sprint(n.AppliedIndex), n.HSM, version, ready})
 				}
-				table("NODE\tRAFT\tXKS API\tCLUSTER\tAPPLIED\tHSM\tREADINESS", rows)
+				table("NODE\tRAFT\tXKS API\tCLUSTER\tAPPLIED\tHSM\tVERSION\tREADINESS", rows)
 				for _, n := range st.Nodes {
 					if n.AddressMismatch != "" {
 						fmt.Printf("%s: %s\n", n.ID, n.AddressMismatch)
