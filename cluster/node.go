@@ -444,14 +444,16 @@ func (n *Node) seedWhileLeader() {
 func (n *Node) syncWithLeader(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	target, known := n.leaderFSMIndex()
-	for !known {
+	// The leader's FSM index, not raft's: commands are the only entries
+	// the FSM sees, and it is this node's FSM that must reach it.
+	target, err := n.askLeaderIndex()
+	for err != nil {
 		select {
 		case <-ctx.Done():
 			return errors.New("no cluster leader: the state cannot be read or changed consistently now")
 		case <-time.After(50 * time.Millisecond):
 		}
-		target, known = n.leaderFSMIndex()
+		target, err = n.askLeaderIndex()
 	}
 	for n.fsm.AppliedIndex() < target {
 		select {
@@ -461,17 +463,6 @@ func (n *Node) syncWithLeader(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// leaderFSMIndex is the index of the last command the leader's FSM has
-// applied, which covers every write the leader has acknowledged. Commands
-// are the only entries the FSM sees, so this is the number to compare with
-// this node's FSM; Raft's own indexes also count no-ops and configurations,
-// and Raft marks entries applied before the FSM has them. known is false
-// while no leader answers.
-func (n *Node) leaderFSMIndex() (index uint64, known bool) {
-	index, err := n.askLeaderIndex()
-	return index, err == nil
 }
 
 // ServingError says why this node must refuse crypto now, or nil: its view
