@@ -340,6 +340,11 @@ func (c CreateKey) applyTo(t *txn) {
 	for i, v := range c.Key.Versions {
 		k.Versions[i] = stampVersion(v, c.At)
 	}
+	if c.Key.Legacy != nil {
+		legacy := *c.Key.Legacy
+		legacy.StaticMetadata = bytes.Clone(legacy.StaticMetadata)
+		k.Legacy = &legacy
+	}
 	t.putKey(&k)
 }
 

@@ -11,8 +11,9 @@ import "fmt"
 //
 // Every build released before command sets existed reads set 1. Set 2
 // adds the key usages beyond ENCRYPT and DECRYPT, and credential seals
-// bound to their key store (SealBoundToKeyStore).
-const CommandSet = 2
+// bound to their key store (SealBoundToKeyStore). Set 3 adds keys that
+// remember another proxy's ciphertext format (Key.Legacy).
+const CommandSet = 3
 
 // SealBoundToKeyStore is the first byte of a sealed credential secret whose
 // seal binds its key store as well as its access key id. Builds before
@@ -29,6 +30,9 @@ func RequiredCommandSet(c Command) int {
 	key := func(k *Key) {
 		if k.Usage&^usageSet1 != 0 {
 			need = max(need, 2)
+		}
+		if k.Legacy != nil {
+			need = max(need, 3)
 		}
 	}
 	creds := func(cs []StoredCredential) {

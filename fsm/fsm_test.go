@@ -46,7 +46,17 @@ func sampleCommands() []Command {
 		ScheduleDeletion{At: at, KeyStore: "s", KeyID: "k2", Days: MinDeletionDays},
 		DeleteKey{At: at.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "s", KeyID: "k2"},
 		RaiseCommandSet{To: CommandSet},
+		CreateKeyStore{At: at, KeyStore: storeSpec("m", "/m", KeyModeShared)},
+		CreateKey{At: at, Key: legacyKeySpec("m", "imported", []byte("static-v1"))},
 	}
+}
+
+// legacyKeySpec is a key imported from AWS's sample proxy into shared key
+// store store, its label being its id as that proxy addressed it.
+func legacyKeySpec(store, id string, static []byte) Key {
+	return Key{KeyStore: store, ID: id, Usage: DefaultUsage, Enabled: true, CurrentVersion: 1,
+		Versions: []KeyVersion{{Number: 1, HSMLabel: id}},
+		Legacy:   &LegacyFormat{Format: LegacyFormatAWSSample, Version: 1, StaticMetadata: static}}
 }
 
 func encode(t testing.TB, c Command) []byte {

@@ -191,6 +191,54 @@ type Key struct {
 	// Deleted keys stay in the state as tombstones: their id is never
 	// reused, and every node's reconciler destroys their HSM objects.
 	Deleted bool `json:"deleted,omitempty"`
+	// Legacy, on a key imported from another proxy, says how that proxy
+	// made its ciphertexts, so that they decrypt for as long as the key
+	// exists. Encrypt never uses it. Command set 3.
+	Legacy *LegacyFormat `json:"legacy,omitempty"`
+}
+
+// LegacyFormatAWSSample is the ciphertext format of AWS's sample XKS proxy
+// (aws-samples/aws-kms-xks-proxy): AES-256-GCM under the key's own label,
+// with the AAD given to the HSM being uint16be(len(aad)) || SHA-256(aad),
+// present only when the request carries additionalAuthenticatedData, ||
+// uint8(len(metadata)) || metadata.
+const LegacyFormatAWSSample = "aws-kms-xks-proxy"
+
+// MaxCiphertextMetadata is the longest ciphertextMetadata the specification
+// allows.
+const MaxCiphertextMetadata = 20
+
+// LegacyFormat is the format of the ciphertexts a key's material produced
+// before this proxy served it.
+type LegacyFormat struct {
+	Format string `json:"format"`
+	// Version is the key version whose HSM object made those ciphertexts.
+	Version uint32 `json:"version"`
+	// StaticMetadata is the ciphertextMetadata that proxy returned with
+	// every Encrypt (empty: none).
+	StaticMetadata []byte `json:"staticMetadata,omitempty"`
+}
+
+// LooksLikeOurMetadata reports whether md has the shape of the
+// ciphertextMetadata this proxy writes (xksapi: format byte 1, then a
+// 4-byte version). A legacy key's static metadata of that shape would make
+// this proxy's own ciphertexts of one version look legacy, so it is refused.
+func LooksLikeOurMetadata(md []byte) bool { return len(md) == 5 && md[0] == 1 }
+
+func (l *LegacyFormat) validate(k *Key) error {
+	if l.Format != LegacyFormatAWSSample {
+		return fmt.Errorf("key %s: unknown legacy ciphertext format %q (want %q)", k.ID, l.Format, LegacyFormatAWSSample)
+	}
+	if k.Version(l.Version) == nil {
+		return fmt.Errorf("key %s: the legacy format names version %d, which the key does not have", k.ID, l.Version)
+	}
+	if len(l.StaticMetadata) > MaxCiphertextMetadata {
+		return fmt.Errorf("key %s: legacy static ciphertext metadata is %d bytes; at most %d", k.ID, len(l.StaticMetadata), MaxCiphertextMetadata)
+	}
+	if LooksLikeOurMetadata(l.StaticMetadata) {
+		return fmt.Errorf("key %s: legacy static ciphertext metadata %x has the shape of this proxy's own, so ciphertexts of both kinds could not be told apart", k.ID, l.StaticMetadata)
+	}
+	return nil
 }
 
 // KeyVersion is one generation of a key's material. Versions are never
@@ -267,6 +315,9 @@ func (k *Key) Validate() error {
 	}
 	if k.Version(k.CurrentVersion) == nil {
 		return fmt.Errorf("key %s: current version %d does not exist", k.ID, k.CurrentVersion)
+	}
+	if k.Legacy != nil {
+		return k.Legacy.validate(k)
 	}
 	return nil
 }

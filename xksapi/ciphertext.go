@@ -1,8 +1,11 @@
 package xksapi
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+
+	"github.com/xksproxy/xksproxy/fsm"
 )
 
 // ciphertextMetadata records, inside every ciphertext we hand out, how it was
@@ -41,6 +44,39 @@ func hsmAAD(aad, metadata []byte) []byte {
 	out := make([]byte, 0, 3+len(aad)+len(metadata))
 	out = binary.BigEndian.AppendUint16(out, uint16(len(aad)))
 	out = append(out, aad...)
+	out = append(out, byte(len(metadata)))
+	return append(out, metadata...)
+}
+
+// legacyCiphertext reports whether a decrypt with key k is of a ciphertext
+// its previous proxy made: k remembers that proxy's format, and the
+// metadata is absent, is that proxy's static value, or is anything this
+// proxy never writes (the sample proxy returned whatever its configuration
+// said at the time, and its configuration may have changed). Everything
+// else is ours. The tag covers the metadata in both formulas, so choosing
+// by it lets nobody pass a ciphertext off as the other kind.
+func legacyCiphertext(k *fsm.Key, metadata []byte) bool {
+	if k.Legacy == nil {
+		return false
+	}
+	if metadata == nil || bytes.Equal(metadata, k.Legacy.StaticMetadata) {
+		return true
+	}
+	_, ours := decodeCiphertextMetadata(metadata)
+	return !ours
+}
+
+// legacyAAD is the AAD AWS's sample proxy gives the HSM:
+// uint16be(len(aad)) || SHA-256(aad) || uint8(len(metadata)) || metadata,
+// the digest present whenever the request carries the AAD field (even
+// empty, which the decoder keeps apart from absent: non-nil and empty).
+func legacyAAD(aad, metadata []byte) []byte {
+	out := make([]byte, 0, 2+sha256.Size+1+len(metadata))
+	out = binary.BigEndian.AppendUint16(out, uint16(len(aad)))
+	if aad != nil {
+		digest := sha256.Sum256(aad)
+		out = append(out, digest[:]...)
+	}
 	out = append(out, byte(len(metadata)))
 	return append(out, metadata...)
 }

@@ -244,18 +244,24 @@ func (s *Server) decrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *
 	if key.Usage&fsm.UsageDecrypt == 0 {
 		return fail(InvalidKeyUsageException, "key "+key.ID+" may not decrypt")
 	}
-	if req.CiphertextMetadata == nil {
-		return fail(InvalidCiphertextException, "ciphertextMetadata is missing; every ciphertext from this proxy carries it")
+	var version *fsm.KeyVersion
+	var aad []byte
+	if legacyCiphertext(key, req.CiphertextMetadata) {
+		version = key.Version(key.Legacy.Version)
+		aad = legacyAAD(req.AAD, req.CiphertextMetadata)
+	} else {
+		if req.CiphertextMetadata == nil {
+			return fail(InvalidCiphertextException, "ciphertextMetadata is missing; every ciphertext from this proxy carries it")
+		}
+		n, ok := decodeCiphertextMetadata(req.CiphertextMetadata)
+		if !ok {
+			return fail(InvalidCiphertextException, "ciphertextMetadata was not produced by this proxy")
+		}
+		if version = key.Version(n); version == nil {
+			return fail(InvalidCiphertextException, "ciphertext names version "+strconv.FormatUint(uint64(n), 10)+", which key "+key.ID+" does not have")
+		}
+		aad = hsmAAD(req.AAD, req.CiphertextMetadata)
 	}
-	n, ok := decodeCiphertextMetadata(req.CiphertextMetadata)
-	if !ok {
-		return fail(InvalidCiphertextException, "ciphertextMetadata was not produced by this proxy")
-	}
-	version := key.Version(n)
-	if version == nil {
-		return fail(InvalidCiphertextException, "ciphertext names version "+strconv.FormatUint(uint64(n), 10)+", which key "+key.ID+" does not have")
-	}
-	aad := hsmAAD(req.AAD, req.CiphertextMetadata)
 	plaintext, err := s.hsm.DecryptGCM(version.HSMLabel, req.InitializationVector, req.Ciphertext, req.AuthenticationTag, aad)
 	if err != nil {
 		return hsmFailure(err, key, version.Number)

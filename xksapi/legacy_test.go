@@ -1,0 +1,103 @@
+package xksapi_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"testing"
+
+	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/hsm/softhsm"
+	"github.com/xksproxy/xksproxy/internal/legacyvectors"
+	"github.com/xksproxy/xksproxy/xksclient"
+)
+
+// A key imported from AWS's sample proxy decrypts every ciphertext that
+// proxy made (computed here by an independent implementation of its
+// formula, from a known key imported into SoftHSMv2), before and after a
+// rotation, refuses every tampered one, and encrypts in this proxy's own
+// format.
+func TestLegacyCiphertextsOfAnImportedKey(t *testing.T) {
+	material := make([]byte, 32)
+	rand.Read(material)
+	if err := softhsm.ImportAESKey(testModule, testToken, testPIN, "sample-proxy-key", material); err != nil {
+		t.Fatal(err)
+	}
+	if err := testHSM.GenerateKey("a-imported-v2"); err != nil {
+		t.Fatal(err)
+	}
+	static := []byte("v0.0.1")
+	vectors, err := legacyvectors.All(material, static)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, fixtureOptions{})
+	imported := fsm.Key{KeyStore: "a", ID: "imported", Usage: fsm.DefaultUsage, Enabled: true, CurrentVersion: 1,
+		Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "sample-proxy-key"}},
+		Legacy:   &fsm.LegacyFormat{Format: fsm.LegacyFormatAWSSample, Version: 1, StaticMetadata: static}}
+	f.keys = append(f.keys, imported)
+	f.publish()
+	c := f.clientA()
+
+	decryptVector := func(keyID string, v legacyvectors.Vector) ([]byte, error) {
+		body, err := v.DecryptBody(metadata("Decrypt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			Plaintext []byte `json:"plaintext"`
+		}
+		err = c.Post(c.KeyPath(keyID, "decrypt"), body, &out)
+		return out.Plaintext, err
+	}
+	checkAll := func(when string) {
+		t.Helper()
+		for _, v := range vectors {
+			got, err := decryptVector("imported", v)
+			if err != nil || !bytes.Equal(got, v.Plaintext) {
+				t.Fatalf("%s: %s: %q, %v", when, v, got, err)
+			}
+			for _, bad := range v.Tampered() {
+				_, err := decryptVector("imported", bad)
+				wantXKSError(t, err, 400, "InvalidCiphertextException")
+			}
+		}
+	}
+	checkAll("before rotation")
+	// Only the imported key reads the legacy format: the same ciphertext
+	// sent to another key is refused.
+	_, err = decryptVector("k1", vectors[0])
+	wantXKSError(t, err, 400, "InvalidCiphertextException")
+
+	roundTrip := func(wantVersion uint32) *xksclient.EncryptResponse {
+		t.Helper()
+		enc, err := c.Encrypt("imported", &xksclient.EncryptRequest{RequestMetadata: metadata("Encrypt"), Plaintext: []byte("new data"), AAD: []byte("ctx"), CDIVAlgorithm: "SHA_256"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		md := enc.CiphertextMetadata
+		if len(md) != 5 || md[0] != 1 || binary.BigEndian.Uint32(md[1:]) != wantVersion {
+			t.Fatalf("new ciphertext metadata %x: want this proxy's format, version %d", md, wantVersion)
+		}
+		decrypt(t, c, "imported", enc, []byte("ctx"), "new data")
+		return enc
+	}
+	before := roundTrip(1)
+
+	imported.Versions = append(imported.Versions, fsm.KeyVersion{Number: 2, HSMLabel: "a-imported-v2"})
+	imported.CurrentVersion = 2
+	f.keys[len(f.keys)-1] = imported
+	f.publish()
+	checkAll("after rotation")
+	roundTrip(2)
+	decrypt(t, c, "imported", before, []byte("ctx"), "new data")
+}
+
+func decrypt(t *testing.T, c *xksclient.Client, keyID string, enc *xksclient.EncryptResponse, aad []byte, want string) {
+	t.Helper()
+	got, err := c.Decrypt(keyID, &xksclient.DecryptRequest{RequestMetadata: metadata("Decrypt"), Ciphertext: enc.Ciphertext,
+		CiphertextMetadata: enc.CiphertextMetadata, AAD: aad, IV: enc.IV, Tag: enc.Tag})
+	if err != nil || string(got) != want {
+		t.Fatalf("decrypt: %q, %v", got, err)
+	}
+}
