@@ -55,6 +55,9 @@ type KeyInfo struct {
 	CreatedAt      time.Time     `json:"createdAt"`
 	DeletionDate   *time.Time    `json:"deletionDate,omitempty"`
 	Deleted        bool          `json:"deleted,omitempty"`
+	// Legacy: the key was imported from another proxy, whose ciphertexts
+	// it keeps decrypting.
+	Legacy *LegacyFormat `json:"legacy,omitempty"`
 	// Confirmation answers key create: which nodes serve the new key.
 	Confirmation *Change `json:"confirmation,omitempty"`
 }
@@ -222,6 +225,16 @@ type CreateKeyStoreRequest struct {
 	QuotaRPS   int    `json:"quotaRps"`
 	GrantsMode string `json:"grantsMode"` // "closed" (default) or "open"
 	KeyMode    string `json:"keyMode"`    // "replicated" (default) or "shared"
+	// Credential, when set, is the key store's first credential as another
+	// proxy already has it (a migration: AWS KMS keeps its configuration);
+	// otherwise one is generated. An imported secret is never answered.
+	Credential *ImportedCredential `json:"credential,omitempty"`
+}
+
+// ImportedCredential is a SigV4 credential that exists already.
+type ImportedCredential struct {
+	AccessKeyID     string `json:"accessKeyId"`
+	SecretAccessKey string `json:"secretAccessKey"`
 }
 
 // CreateKeyStoreResponse is the new key store and its first credential.
@@ -241,6 +254,40 @@ type CreateKeyRequest struct {
 	ID       string   `json:"id"`
 	Usage    []string `json:"usage,omitempty"`
 	HSMLabel string   `json:"hsmLabel,omitempty"`
+	// Legacy, with HSMLabel in a shared key store, adopts a key another
+	// proxy used, so that its ciphertexts keep decrypting.
+	Legacy *LegacyFormat `json:"legacy,omitempty"`
+}
+
+// LegacyFormat is the ciphertext format of the proxy a key was imported
+// from. Format "aws-kms-xks-proxy" is AWS's sample proxy.
+type LegacyFormat struct {
+	Format string `json:"format"`
+	// Version is the key version that made those ciphertexts (always 1 at
+	// creation; answered, not asked).
+	Version uint32 `json:"version,omitempty"`
+	// StaticMetadataB64 is that proxy's ciphertext_metadata_b64: the
+	// ciphertextMetadata it returned with every Encrypt.
+	StaticMetadataB64 string `json:"staticMetadataB64,omitempty"`
+}
+
+// RotateKeyRequest rotates a key. In a shared key store the new version
+// adopts HSMLabel, which every node's HSM must already hold; in a
+// replicated one the cluster generates it and HSMLabel stays empty.
+type RotateKeyRequest struct {
+	HSMLabel string `json:"hsmLabel,omitempty"`
+}
+
+// HSMLabelsRequest asks which nodes' HSMs lack some labels.
+type HSMLabelsRequest struct {
+	Labels []string `json:"labels"`
+}
+
+// HSMLabelCheck is one label and the reachable voters whose HSM does not
+// hold it (or cannot tell).
+type HSMLabelCheck struct {
+	Label     string   `json:"label"`
+	MissingOn []string `json:"missingOn"`
 }
 
 // MembershipRequest names a node to join or remove.

@@ -170,6 +170,17 @@ func (c *Client) RotateKey(ctx context.Context, ks, id string) (Change, error) {
 	return call[Change](ctx, c, RotateKey, nil, ks, id)
 }
 
+// RotateKeyAdopting rotates a key of a shared key store to the HSM object
+// labelled hsmLabel, which every node's HSM must already hold.
+func (c *Client) RotateKeyAdopting(ctx context.Context, ks, id, hsmLabel string) (Change, error) {
+	return call[Change](ctx, c, RotateKey, RotateKeyRequest{HSMLabel: hsmLabel}, ks, id)
+}
+
+// CheckHSMLabels says, for each label, which reachable voters' HSMs lack it.
+func (c *Client) CheckHSMLabels(ctx context.Context, labels []string) ([]HSMLabelCheck, error) {
+	return call[[]HSMLabelCheck](ctx, c, CheckHSMLabels, HSMLabelsRequest{Labels: labels})
+}
+
 // ScheduleDeletion deletes a disabled key after days.
 func (c *Client) ScheduleDeletion(ctx context.Context, ks, id string, days int) (KeyInfo, error) {
 	return call[KeyInfo](ctx, c, ScheduleDeletion, ScheduleDeletionRequest{Days: days}, ks, id)

@@ -70,13 +70,15 @@ var (
 	ShowKey          = &Route{Name: "showKey", Method: "GET", Pattern: "/v1/keystores/{ks}/keys/{key}", Sync: SyncFirst, Summary: "Show a key and its versions", Response: KeyInfo{}}
 	EnableKey        = &Route{Name: "enableKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/enable", Sync: SyncFirst, Summary: "Enable a key on every node", Response: Change{}}
 	DisableKey       = &Route{Name: "disableKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/disable", Sync: SyncFirst, Summary: "Disable a key on every node (kill switch)", Response: Change{}}
-	RotateKey        = &Route{Name: "rotateKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/rotate", Sync: SyncFirst, Summary: "Add a version and make it current once every node holds it", Response: Change{}}
+	RotateKey        = &Route{Name: "rotateKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/rotate", Sync: SyncFirst, Summary: "Add a version (generated, or in a shared key store an adopted HSM label) and make it current once every node holds it", Request: RotateKeyRequest{}, Response: Change{}}
 	ScheduleDeletion = &Route{Name: "scheduleDeletion", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/schedule-deletion", Sync: SyncFirst, Summary: "Delete a disabled key after 7-30 days", Request: ScheduleDeletionRequest{}, Response: KeyInfo{}}
 	CancelDeletion   = &Route{Name: "cancelDeletion", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/cancel-deletion", Sync: SyncFirst, Summary: "Cancel a scheduled deletion (the key stays disabled)", Response: KeyInfo{}}
 
 	ListGrants  = &Route{Name: "listGrants", Method: "GET", Pattern: "/v1/keystores/{ks}/grants", Sync: SyncFirst, Summary: "List a key store's grants", Response: []GrantInfo{}}
 	AddGrant    = &Route{Name: "addGrant", Method: "POST", Pattern: "/v1/keystores/{ks}/grants", Sync: SyncFirst, Summary: "Allow principals to use a key", Request: GrantInfo{}, Response: GrantInfo{}}
 	RemoveGrant = &Route{Name: "removeGrant", Method: "DELETE", Pattern: "/v1/keystores/{ks}/grants/{id}", Sync: SyncFirst, Summary: "Remove a grant on every node", Response: Change{}}
+
+	CheckHSMLabels = &Route{Name: "checkHSMLabels", Method: "POST", Pattern: "/v1/hsm/labels", Sync: SyncFirst, Summary: "Which nodes' HSMs lack each of some key labels (changes nothing)", Request: HSMLabelsRequest{}, Response: []HSMLabelCheck{}}
 
 	GetClusterStatus = &Route{Name: "clusterStatus", Method: "GET", Pattern: "/v1/cluster/status", Sync: SyncTry, Summary: "The leader, every voter as it reports itself, and the gossip fleet", Response: ClusterStatus{}}
 	JoinNode         = &Route{Name: "joinNode", Method: "POST", Pattern: "/v1/cluster/join", Sync: SyncFirst, Summary: "Admit a node as a voter (idempotent)", Request: MembershipRequest{}, Response: struct{}{}}
@@ -97,6 +99,7 @@ var Routes = []*Route{
 	ListCredentials, AddCredential, RemoveCredential,
 	ListKeys, CreateKey, ShowKey, EnableKey, DisableKey, RotateKey, ScheduleDeletion, CancelDeletion,
 	ListGrants, AddGrant, RemoveGrant,
+	CheckHSMLabels,
 	GetClusterStatus, JoinNode, RemoveNode,
 	SaveSnapshot, RestoreSnapshot, InspectSnapshot,
 	Profile, OpenAPI,

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -133,6 +134,7 @@ func (a *Server) bindings() map[*admin.Route]binding {
 		admin.ListGrants:       {h: a.listGrants},
 		admin.AddGrant:         {h: a.addGrant},
 		admin.RemoveGrant:      {h: a.removeGrant},
+		admin.CheckHSMLabels:   {h: a.checkHSMLabels},
 		admin.GetClusterStatus: {h: a.clusterStatus},
 		admin.JoinNode:         {h: a.join},
 		admin.RemoveNode:       {h: a.remove},
@@ -299,6 +301,12 @@ func (a *Server) createKeyStore(r *http.Request) (any, error) {
 		return nil, badRequest("quota %d requests/s is out of range (0 for unlimited, at most %d)", req.QuotaRPS, fsm.MaxQuotaRPS)
 	}
 	cred := fsm.GenerateCredential()
+	if req.Credential != nil {
+		cred = fsm.Credential{AccessKeyID: req.Credential.AccessKeyID, Secret: []byte(req.Credential.SecretAccessKey)}
+		if err := cred.Validate(); err != nil {
+			return nil, badRequest("imported credential: %v", err)
+		}
+	}
 	sealed, err := a.n.SealCredential(req.Name, cred.AccessKeyID, cred.Secret, time.Time{})
 	if err != nil {
 		return nil, err
@@ -314,9 +322,14 @@ func (a *Server) createKeyStore(r *http.Request) (any, error) {
 		return nil, err
 	}
 	st := a.n.State()
+	secret := string(cred.Secret)
+	if req.Credential != nil {
+		// The caller has it already; an answer is one more place to leak it.
+		secret = ""
+	}
 	return admin.CreateKeyStoreResponse{
 		KeyStore:   keyStoreInfo(st, st.KeyStore(req.Name), time.Now()),
-		Credential: newCredential(&ks, cred.AccessKeyID, string(cred.Secret), nil),
+		Credential: newCredential(&ks, cred.AccessKeyID, secret, nil),
 	}, nil
 }
 
@@ -416,6 +429,12 @@ func keyInfo(k *fsm.Key) admin.KeyInfo {
 		info.Versions = append(info.Versions, admin.VersionInfo{Number: v.Number, HSMLabel: v.HSMLabel,
 			Wrapped: len(v.WrappedMaterial) > 0, CreatedAt: v.CreatedAt})
 	}
+	if l := k.Legacy; l != nil {
+		info.Legacy = &admin.LegacyFormat{Format: l.Format, Version: l.Version}
+		if len(l.StaticMetadata) > 0 {
+			info.Legacy.StaticMetadataB64 = base64.StdEncoding.EncodeToString(l.StaticMetadata)
+		}
+	}
 	return info
 }
 
@@ -470,6 +489,16 @@ func (a *Server) createKey(r *http.Request) (any, error) {
 		}
 	}
 	key := fsm.Key{KeyStore: ks.Name, ID: req.ID, Usage: usage, Enabled: true, CurrentVersion: 1, Versions: []fsm.KeyVersion{v}}
+	if req.Legacy != nil {
+		if ks.KeyMode != fsm.KeyModeShared || req.HSMLabel == "" {
+			return nil, badRequest("a key in another proxy's format adopts that proxy's HSM object: it needs a shared key store and hsmLabel")
+		}
+		static, err := base64.StdEncoding.Strict().DecodeString(req.Legacy.StaticMetadataB64)
+		if err != nil {
+			return nil, badRequest("legacy staticMetadataB64: %v", err)
+		}
+		key.Legacy = &fsm.LegacyFormat{Format: req.Legacy.Format, Version: 1, StaticMetadata: static}
+	}
 	start := time.Now()
 	index, err := a.n.Apply(r.Context(), fsm.CreateKey{At: time.Now().UTC(), Key: key})
 	if err != nil {
@@ -501,13 +530,28 @@ func (a *Server) rotateKey(r *http.Request) (any, error) {
 	if k == nil {
 		return nil, &httpError{http.StatusNotFound, "no key " + ks.Name + "/" + r.PathValue("key")}
 	}
-	if ks.KeyMode != fsm.KeyModeReplicated {
-		return nil, badRequest("key store %s is in %s mode: rotate by adopting a new HSM label (not supported yet)", ks.Name, ks.KeyMode)
+	var req admin.RotateKeyRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
 	}
 	number := k.Versions[len(k.Versions)-1].Number + 1
-	v, err := a.n.NewVersion(ks.Name, k.ID, number)
-	if err != nil {
-		return nil, fmt.Errorf("generating the new version's material: %w", err)
+	var v fsm.KeyVersion
+	switch {
+	case ks.KeyMode == fsm.KeyModeShared && req.HSMLabel == "":
+		return nil, badRequest("key store %s uses shared HSM keys: create the new version's key in every HSM, then name its label (hsmLabel)", ks.Name)
+	case ks.KeyMode == fsm.KeyModeShared:
+		// As at key creation: adopting a label that some node's HSM lacks
+		// would have that node fail every Encrypt once it is current.
+		if missing := a.n.NodesLacking(r.Context(), req.HSMLabel); len(missing) > 0 {
+			return nil, &httpError{http.StatusConflict, fmt.Sprintf("HSM label %q is not visible on %s; import the key there first", req.HSMLabel, strings.Join(missing, ", "))}
+		}
+		v = fsm.KeyVersion{Number: number, HSMLabel: req.HSMLabel}
+	case req.HSMLabel != "":
+		return nil, badRequest("key store %s replicates material: the cluster generates the new version; leave hsmLabel out", ks.Name)
+	default:
+		if v, err = a.n.NewVersion(ks.Name, k.ID, number); err != nil {
+			return nil, fmt.Errorf("generating the new version's material: %w", err)
+		}
 	}
 	added, err := a.everywhere(r.Context(), fsm.AddKeyVersion{At: time.Now().UTC(), KeyStore: ks.Name, KeyID: k.ID, Version: v})
 	if err != nil {
@@ -527,6 +571,32 @@ func (a *Server) rotateKey(r *http.Request) (any, error) {
 		}
 	}
 	return a.everywhere(r.Context(), fsm.SetCurrentVersion{KeyStore: ks.Name, KeyID: k.ID, Version: number})
+}
+
+// maxLabelChecks bounds one label check: each label costs a call to every
+// reachable voter.
+const maxLabelChecks = 1000
+
+func (a *Server) checkHSMLabels(r *http.Request) (any, error) {
+	var req admin.HSMLabelsRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Labels) > maxLabelChecks {
+		return nil, badRequest("%d labels; check at most %d at a time", len(req.Labels), maxLabelChecks)
+	}
+	out := make([]admin.HSMLabelCheck, 0, len(req.Labels))
+	for _, label := range req.Labels {
+		if label == "" {
+			return nil, badRequest("an empty HSM label")
+		}
+		missing := a.n.NodesLacking(r.Context(), label)
+		if missing == nil {
+			missing = []string{}
+		}
+		out = append(out, admin.HSMLabelCheck{Label: label, MissingOn: missing})
+	}
+	return out, nil
 }
 
 func (a *Server) scheduleDeletion(r *http.Request) (any, error) {

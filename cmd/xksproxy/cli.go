@@ -393,6 +393,9 @@ func keyCommand(o *cliOptions) *cobra.Command {
 			}, func(k admin.KeyInfo) {
 				fmt.Printf("key         %s/%s\nstate       %s\nusage       %s\ncurrent     version %d\ncreated     %s\n",
 					k.KeyStore, k.ID, keyState(&k), strings.Join(k.Usage, "+"), k.CurrentVersion, k.CreatedAt.Format(time.RFC3339))
+				if l := k.Legacy; l != nil {
+					fmt.Printf("legacy      %s ciphertexts decrypt with version %d (static metadata %q)\n", l.Format, l.Version, l.StaticMetadataB64)
+				}
 				rows := [][]string{}
 				for _, v := range k.Versions {
 					rows = append(rows, []string{fmt.Sprint(v.Number), v.HSMLabel, onOff(v.Wrapped, "replicated", "shared"), v.CreatedAt.Format(time.RFC3339)})
@@ -402,14 +405,19 @@ func keyCommand(o *cliOptions) *cobra.Command {
 			return err
 		},
 	}
+	var rotateLabel string
 	rotate := &cobra.Command{
 		Use: "rotate KEYSTORE KEYID", Short: "Add a new version and make it current once every node holds it", Args: cobra.ExactArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
 			return confirmed(run(o, func(ctx context.Context, c *admin.Client) (admin.Change, error) {
+				if rotateLabel != "" {
+					return c.RotateKeyAdopting(ctx, args[0], args[1], rotateLabel)
+				}
 				return c.RotateKey(ctx, args[0], args[1])
 			}, func(res admin.Change) { printChange("rotated", "key "+args[0]+"/"+args[1], &res) }))
 		},
 	}
+	rotate.Flags().StringVar(&rotateLabel, "hsm-label", "", "in a shared key store: adopt the AES-256 key every HSM already holds under this label as the new version")
 	var days int
 	schedule := &cobra.Command{
 		Use: "schedule-deletion KEYSTORE KEYID", Short: "Delete a disabled key after a waiting period (7-30 days)", Args: cobra.ExactArgs(2),
