@@ -29,6 +29,7 @@ func main() {
 	}
 	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), versionCommand())
 	root.AddCommand(cliCommands()...)
+	root.AddCommand(migrateCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xksproxy:", err)
 		os.Exit(exitStatus(err))
