@@ -318,17 +318,27 @@ func (a *Server) createKeyStore(r *http.Request) (any, error) {
 	ks := fsm.StoredKeyStore{Name: req.Name, URIPath: req.URIPath, Region: req.Region, Enabled: true,
 		QuotaRPS: uint32(req.QuotaRPS), GrantsMode: mode, KeyMode: keyMode,
 		Credentials: []fsm.StoredCredential{sealed}}
-	if _, err := a.n.Apply(r.Context(), fsm.CreateKeyStore{At: time.Now().UTC(), KeyStore: ks}); err != nil {
+	index, err := a.n.Apply(r.Context(), fsm.CreateKeyStore{At: time.Now().UTC(), KeyStore: ks})
+	if err != nil {
 		return nil, err
 	}
+	// Through a follower the leader committed it, and this node may not
+	// have applied it yet: its answer must describe the new key store.
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.AckTimeout)
+	defer cancel()
+	a.n.WaitViewIndex(ctx, index)
 	st := a.n.State()
+	created := st.KeyStore(req.Name)
+	if created == nil {
+		created = &ks
+	}
 	secret := string(cred.Secret)
 	if req.Credential != nil {
 		// The caller has it already; an answer is one more place to leak it.
 		secret = ""
 	}
 	return admin.CreateKeyStoreResponse{
-		KeyStore:   keyStoreInfo(st, st.KeyStore(req.Name), time.Now()),
+		KeyStore:   keyStoreInfo(st, created, time.Now()),
 		Credential: newCredential(&ks, cred.AccessKeyID, secret, nil),
 	}, nil
 }
