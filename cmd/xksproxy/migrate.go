@@ -369,8 +369,8 @@ func nodeTOMLLines(s *awsSampleSettings) string {
 	if s.TLS != nil && s.Security.MTLS {
 		fmt.Fprintf(&b, "mtls_client_ca_file = %q\n", s.TLS.MTLSClientCAPEM)
 		if s.TLS.MTLSClientDNSName != "" {
-			b.WriteString("# the sample proxy matched this name against the client certificate's DNS names; this proxy pins the subject CN,\n")
-			b.WriteString("# which is the same name in AWS KMS's client certificates\n")
+			b.WriteString("# the sample proxy matched this name against the client certificate's DNS names; this proxy pins the\n")
+			b.WriteString("# subject common name instead: check it against AWS KMS's client certificate (README, Using it with AWS KMS)\n")
 			fmt.Fprintf(&b, "mtls_client_subject_cn = %q\n", s.TLS.MTLSClientDNSName)
 		}
 	}
