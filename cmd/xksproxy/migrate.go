@@ -42,6 +42,10 @@ type awsSampleSettings struct {
 	PKCS11 struct {
 		Module string `toml:"PKCS11_HSM_MODULE"`
 	} `toml:"pkcs11"`
+	Limits struct {
+		MaxPlaintextB64 int `toml:"max_plaintext_in_base64"`
+		MaxAADB64       int `toml:"max_aad_in_base64"`
+	} `toml:"limits"`
 	PKCS11Logger *struct {
 		Library string `toml:"PKCS11_LOGGER_LIBRARY_PATH"`
 	} `toml:"pkcs11_logger"`
@@ -354,6 +358,12 @@ func createdSoFar(plan *migrationPlan) string {
 	return strings.Join(plan.Created, ", ")
 }
 
+// This proxy's default request bounds (README, Configuration reference).
+const (
+	defaultMaxPlaintextBytes = 4300
+	defaultMaxAADBytes       = 8192
+)
+
 // nodeTOMLLines is the part of every node's node.toml that the sample
 // proxy's settings decide: TLS, mTLS and the HSM module. They are per node,
 // never replicated. The PIN goes in a file named by pin_file, never here.
@@ -373,6 +383,15 @@ func nodeTOMLLines(s *awsSampleSettings) string {
 			b.WriteString("# subject common name instead: check it against AWS KMS's client certificate (README, Using it with AWS KMS)\n")
 			fmt.Fprintf(&b, "mtls_client_subject_cn = %q\n", s.TLS.MTLSClientDNSName)
 		}
+	}
+	// The sample proxy bounds the base64 text, this proxy the bytes; only
+	// a larger bound than ours needs a line, or requests the old proxy
+	// served would be refused.
+	if n := s.Limits.MaxPlaintextB64 / 4 * 3; n > defaultMaxPlaintextBytes {
+		fmt.Fprintf(&b, "max_plaintext_bytes = %d  # the sample proxy's max_plaintext_in_base64 = %d\n", n, s.Limits.MaxPlaintextB64)
+	}
+	if n := s.Limits.MaxAADB64 / 4 * 3; n > defaultMaxAADBytes {
+		fmt.Fprintf(&b, "max_aad_bytes = %d  # the sample proxy's max_aad_in_base64 = %d\n", n, s.Limits.MaxAADB64)
 	}
 	b.WriteString("[hsm]\n")
 	module := s.PKCS11.Module

@@ -58,6 +58,17 @@ PKCS11_LOGGER_LIBRARY_PATH = "/usr/lib/vendor/libvendorhsm.so"
 	if len(p.Problems) != 0 || p.KeyStores[0].GrantsMode != "open" || p.KeyStores[0].Name != "aws-sample" || p.KeyStores[0].StaticMetadataB64 != "djAuMC4x" {
 		t.Fatalf("problems %q, key stores %+v", p.Problems, p.KeyStores)
 	}
+	if strings.Contains(p.NodeTOML, "max_aad_bytes") {
+		t.Fatalf("a line for a bound the sample proxy did not raise:\n%s", p.NodeTOML)
+	}
+	limits := `
+[limits]
+max_plaintext_in_base64 = 8192
+max_aad_in_base64 = 16384
+`
+	if p := plan(t, sampleSettings("", "", sampleStore("", "AKIAIOSFODNN7EXAMPLEA", secret, "k"))+limits); !strings.Contains(p.NodeTOML, "max_aad_bytes = 12288") || !strings.Contains(p.NodeTOML, "max_plaintext_bytes = 6144") {
+		t.Fatalf("the sample proxy's larger bounds are not carried over:\n%s", p.NodeTOML)
+	}
 	if !strings.Contains(p.NodeTOML, `module = "/usr/lib/vendor/libvendorhsm.so"`) {
 		t.Fatalf("the module behind pkcs11-logger is not the one printed:\n%s", p.NodeTOML)
 	}
