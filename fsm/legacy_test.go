@@ -38,10 +38,11 @@ func TestLegacyFormatRules(t *testing.T) {
 		edit func(*LegacyFormat)
 		want string
 	}{
-		"unknown format":            {func(l *LegacyFormat) { l.Format = "other-proxy" }, "unknown legacy ciphertext format"},
-		"missing version":           {func(l *LegacyFormat) { l.Version = 2 }, "version 2"},
-		"metadata over 20 bytes":    {func(l *LegacyFormat) { l.StaticMetadata = make([]byte, 21) }, "at most 20"},
-		"metadata shaped like ours": {func(l *LegacyFormat) { l.StaticMetadata = []byte{1, 0, 0, 0, 2} }, "shape of this proxy's own"},
+		"unknown format":               {func(l *LegacyFormat) { l.Format = "other-proxy" }, "unknown legacy ciphertext format"},
+		"missing version":              {func(l *LegacyFormat) { l.Version = 2 }, "version 2"},
+		"metadata over 20 bytes":       {func(l *LegacyFormat) { l.StaticMetadata = make([]byte, 21) }, "at most 20"},
+		"metadata shaped like ours":    {func(l *LegacyFormat) { l.StaticMetadata = []byte{1, 0, 0, 0, 2} }, "shape of this proxy's own"},
+		"metadata ending like our AAD": {func(l *LegacyFormat) { l.StaticMetadata = []byte("v1\x05\x01\x00\x00\x00\x01") }, "ends like its AAD"},
 	} {
 		k := legacyKeySpec("m", "imported", nil)
 		tc.edit(k.Legacy)

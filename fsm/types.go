@@ -212,31 +212,42 @@ const MaxCiphertextMetadata = 20
 // before this proxy served it.
 type LegacyFormat struct {
 	Format string `json:"format"`
-	// Version is the key version whose HSM object made those ciphertexts.
+	// Version is the key version whose HSM object made those ciphertexts:
+	// always 1, the imported object.
 	Version uint32 `json:"version"`
 	// StaticMetadata is the ciphertextMetadata that proxy returned with
 	// every Encrypt (empty: none).
 	StaticMetadata []byte `json:"staticMetadata,omitempty"`
 }
 
-// LooksLikeOurMetadata reports whether md has the shape of the
-// ciphertextMetadata this proxy writes (xksapi: format byte 1, then a
-// 4-byte version). A legacy key's static metadata of that shape would make
-// this proxy's own ciphertexts of one version look legacy, so it is refused.
-func LooksLikeOurMetadata(md []byte) bool { return len(md) == 5 && md[0] == 1 }
+// ConfusableWithOurs reports whether legacy metadata md could make the
+// legacy AAD formula produce the bytes of this proxy's own under the same
+// HSM object. Ours (xksapi) ends with the metadata's length 5, format byte
+// 1 and a 4-byte version; so md shaped like our metadata, or ending with
+// those six bytes, is never the sample proxy's and is refused: with it, a
+// caller who chose the AAD of one of our Encrypts could decrypt it under
+// another AAD.
+func ConfusableWithOurs(md []byte) bool {
+	n := len(md)
+	return n == 5 && md[0] == 1 || n >= 6 && md[n-6] == 5 && md[n-5] == 1
+}
 
 func (l *LegacyFormat) validate(k *Key) error {
 	if l.Format != LegacyFormatAWSSample {
 		return fmt.Errorf("key %s: unknown legacy ciphertext format %q (want %q)", k.ID, l.Format, LegacyFormatAWSSample)
 	}
-	if k.Version(l.Version) == nil {
-		return fmt.Errorf("key %s: the legacy format names version %d, which the key does not have", k.ID, l.Version)
+	// Version 1 always: the imported object is the key's first version. It
+	// is also what keeps the two formulas apart for metadata of up to four
+	// bytes (see ConfusableWithOurs): our AAD's last bytes are then
+	// 05 01 00 00 00 01, which no legacy metadata that short can end with.
+	if l.Version != 1 || k.Version(1) == nil {
+		return fmt.Errorf("key %s: the legacy format names version %d; it must be version 1, the imported object, and the key must have it", k.ID, l.Version)
 	}
 	if len(l.StaticMetadata) > MaxCiphertextMetadata {
 		return fmt.Errorf("key %s: legacy static ciphertext metadata is %d bytes; at most %d", k.ID, len(l.StaticMetadata), MaxCiphertextMetadata)
 	}
-	if LooksLikeOurMetadata(l.StaticMetadata) {
-		return fmt.Errorf("key %s: legacy static ciphertext metadata %x has the shape of this proxy's own, so ciphertexts of both kinds could not be told apart", k.ID, l.StaticMetadata)
+	if ConfusableWithOurs(l.StaticMetadata) {
+		return fmt.Errorf("key %s: legacy static ciphertext metadata %x has the shape of this proxy's own (or ends like its AAD), so ciphertexts of both kinds could not be told apart", k.ID, l.StaticMetadata)
 	}
 	return nil
 }

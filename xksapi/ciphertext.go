@@ -51,10 +51,12 @@ func hsmAAD(aad, metadata []byte) []byte {
 // legacyCiphertext reports whether a decrypt with key k is of a ciphertext
 // its previous proxy made: k remembers that proxy's format, and the
 // metadata is absent, is that proxy's static value, or is anything this
-// proxy never writes (the sample proxy returned whatever its configuration
-// said at the time, and its configuration may have changed). Everything
-// else is ours. The tag covers the metadata in both formulas, so choosing
-// by it lets nobody pass a ciphertext off as the other kind.
+// proxy never writes and could not confuse with its own AAD (the sample
+// proxy returned whatever its configuration said at the time, and its
+// configuration may have changed). Everything else is ours. The tag covers
+// the metadata in both formulas; fsm.ConfusableWithOurs keeps the two
+// formulas from ever producing the same bytes, so that no choice of AAD and
+// metadata passes one kind of ciphertext off as the other.
 func legacyCiphertext(k *fsm.Key, metadata []byte) bool {
 	if k.Legacy == nil {
 		return false
@@ -62,8 +64,7 @@ func legacyCiphertext(k *fsm.Key, metadata []byte) bool {
 	if metadata == nil || bytes.Equal(metadata, k.Legacy.StaticMetadata) {
 		return true
 	}
-	_, ours := decodeCiphertextMetadata(metadata)
-	return !ours
+	return !fsm.ConfusableWithOurs(metadata)
 }
 
 // legacyAAD is the AAD AWS's sample proxy gives the HSM:

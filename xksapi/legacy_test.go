@@ -3,6 +3,7 @@ package xksapi_test
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"testing"
 
@@ -100,4 +101,45 @@ func decrypt(t *testing.T, c *xksclient.Client, keyID string, enc *xksclient.Enc
 	if err != nil || string(got) != want {
 		t.Fatalf("decrypt: %q, %v", got, err)
 	}
+}
+
+// Both formulas under one HSM object must never yield the same AAD: a
+// caller who chose the AAD of an Encrypt in our format (made with the
+// imported key's first version) must not get the plaintext back through
+// the legacy formula under another AAD. Our AAD ends with the metadata's
+// length 5, format 1 and the version; a legacy AAD ends with its metadata,
+// so metadata ending that way is crafted, never the sample proxy's.
+func TestLegacyFormulaCannotReopenOurCiphertextUnderAnotherAAD(t *testing.T) {
+	if err := testHSM.GenerateKey("sample-proxy-key-2"); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, fixtureOptions{})
+	f.keys = append(f.keys, fsm.Key{KeyStore: "a", ID: "imported2", Usage: fsm.DefaultUsage, Enabled: true, CurrentVersion: 1,
+		Versions: []fsm.KeyVersion{{Number: 1, HSMLabel: "sample-proxy-key-2"}},
+		Legacy:   &fsm.LegacyFormat{Format: fsm.LegacyFormatAWSSample, Version: 1}})
+	f.publish()
+	c := f.clientA()
+
+	// claimed is the AAD the attacker wants to decrypt under; the AAD of
+	// the Encrypt is built so that, with crafted metadata, the legacy
+	// formula reproduces our formula's bytes:
+	//   ours:   u16(40) || SHA-256(claimed) || 0x0d || "forged!" || 0x05 0x01 00000001
+	//   legacy: u16(40) || SHA-256(claimed) || 0x0d || crafted
+	claimed := []byte("a context the ciphertext was never for!!")
+	sum := sha256.Sum256(claimed)
+	aad := append(append(sum[:], 0x0d), "forged!"...)
+	crafted := append([]byte("forged!"), 0x05, 0x01, 0, 0, 0, 1)
+	if len(claimed) != 40 || len(aad) != 40 {
+		t.Fatal("the construction needs 40-byte AADs")
+	}
+	enc, err := c.Encrypt("imported2", &xksclient.EncryptRequest{RequestMetadata: metadata("Encrypt"), Plaintext: []byte("secret"), AAD: aad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Decrypt("imported2", &xksclient.DecryptRequest{RequestMetadata: metadata("Decrypt"), Ciphertext: enc.Ciphertext,
+		CiphertextMetadata: crafted, AAD: claimed, IV: enc.IV, Tag: enc.Tag})
+	if err == nil {
+		t.Fatalf("our ciphertext decrypted (%q) under another AAD through the legacy formula", got)
+	}
+	wantXKSError(t, err, 400, "InvalidCiphertextException")
 }

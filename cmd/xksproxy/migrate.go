@@ -187,8 +187,8 @@ func planAWSReference(path string, s *awsSampleSettings) *migrationPlan {
 			problem("[server] ciphertext_metadata_b64 %q is not base64: %v", staticB64, err)
 		case len(static) > fsm.MaxCiphertextMetadata:
 			problem("[server] ciphertext_metadata_b64 is %d bytes; at most %d", len(static), fsm.MaxCiphertextMetadata)
-		case fsm.LooksLikeOurMetadata(static):
-			problem("[server] ciphertext_metadata_b64 %q could be mistaken for this proxy's own ciphertext metadata (5 bytes starting with 1): "+
+		case fsm.ConfusableWithOurs(static):
+			problem("[server] ciphertext_metadata_b64 %q could be mistaken for this proxy's own ciphertext metadata (5 bytes starting with 1, or ending with bytes 5, 1 and four more): "+
 				"ciphertexts of one kind could not be told from the other, so keys with it cannot be imported", staticB64)
 		}
 	}
