@@ -67,7 +67,7 @@ type migrationPlan struct {
 	Problems  []string        `json:"problems"`
 	NodeTOML  string          `json:"nodeToml"`
 	Created   []string        `json:"created,omitempty"`
-	Confirm   []*admin.Change `json:"-"`
+	Confirm   []*admin.Change `json:"confirmations,omitempty"`
 }
 
 type plannedStore struct {
