@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -80,7 +81,26 @@ type plannedStore struct {
 	// StaticMetadataB64 is the sample proxy's ciphertext_metadata_b64,
 	// which every imported key remembers.
 	StaticMetadataB64 string `json:"staticMetadataB64,omitempty"`
-	secret            string
+	// Exists: an earlier run created this key store (same name, URI path,
+	// access key id, shared keys); KeysDone lists the keys it adopted.
+	// A run resumes where an interrupted one stopped.
+	Exists   bool     `json:"exists,omitempty"`
+	KeysDone []string `json:"keysDone,omitempty"`
+	secret   string
+}
+
+// migratedEarlier reports whether existing is the key store p describes,
+// created by an earlier run of the same migration.
+func migratedEarlier(existing *admin.KeyStoreInfo, p *plannedStore) bool {
+	if existing.Name != p.Name || existing.URIPath != p.URIPath || existing.KeyMode != string(fsm.KeyModeShared) {
+		return false
+	}
+	for _, cr := range existing.Credentials {
+		if cr.AccessKeyID == p.AccessKeyID {
+			return true
+		}
+	}
+	return false
 }
 
 // The sample proxy's rule for uri_path_prefix (and AWS KMS's for the
@@ -279,7 +299,14 @@ func checkAgainstCluster(ctx context.Context, c *admin.Client, plan *migrationPl
 	}
 	adopted := map[string]string{}
 	for _, existing := range stores {
-		for _, p := range plan.KeyStores {
+		for i := range plan.KeyStores {
+			p := &plan.KeyStores[i]
+			if migratedEarlier(&existing, p) {
+				p.Exists = true
+				plan.Warnings = append(plan.Warnings, fmt.Sprintf("key store %s exists from an earlier run (same URI path, access key id and key mode); "+
+					"its secret cannot be compared and is kept", p.Name))
+				continue
+			}
 			if existing.Name == p.Name {
 				problem("key store %s exists already", p.Name)
 			}
@@ -300,11 +327,20 @@ func checkAgainstCluster(ctx context.Context, c *admin.Client, plan *migrationPl
 			for _, v := range k.Versions {
 				adopted[v.HSMLabel] = fmt.Sprintf("version %d of key %s/%s", v.Number, k.KeyStore, k.ID)
 			}
+			for i := range plan.KeyStores {
+				p := &plan.KeyStores[i]
+				if p.Exists && k.KeyStore == p.Name && k.Legacy != nil && len(k.Versions) > 0 && k.Versions[0].HSMLabel == k.ID {
+					p.KeysDone = append(p.KeysDone, k.ID)
+				}
+			}
 		}
 	}
 	var labels []string
 	for _, p := range plan.KeyStores {
 		for _, id := range p.KeyIDs {
+			if slices.Contains(p.KeysDone, id) {
+				continue
+			}
 			if what, ok := adopted[id]; ok {
 				problem("HSM label %s is already %s", id, what)
 			}
@@ -331,14 +367,19 @@ func checkAgainstCluster(ctx context.Context, c *admin.Client, plan *migrationPl
 // the first refusal, saying what was already created.
 func carryOut(ctx context.Context, c *admin.Client, plan *migrationPlan) error {
 	for _, p := range plan.KeyStores {
-		_, err := c.CreateKeyStore(ctx, admin.CreateKeyStoreRequest{Name: p.Name, URIPath: p.URIPath, Region: p.Region,
-			GrantsMode: p.GrantsMode, KeyMode: string(fsm.KeyModeShared),
-			Credential: &admin.ImportedCredential{AccessKeyID: p.AccessKeyID, SecretAccessKey: p.secret}})
-		if err != nil {
-			return fmt.Errorf("creating key store %s (already created: %s): %w", p.Name, createdSoFar(plan), err)
+		if !p.Exists {
+			_, err := c.CreateKeyStore(ctx, admin.CreateKeyStoreRequest{Name: p.Name, URIPath: p.URIPath, Region: p.Region,
+				GrantsMode: p.GrantsMode, KeyMode: string(fsm.KeyModeShared),
+				Credential: &admin.ImportedCredential{AccessKeyID: p.AccessKeyID, SecretAccessKey: p.secret}})
+			if err != nil {
+				return fmt.Errorf("creating key store %s (already created: %s): %w", p.Name, createdSoFar(plan), err)
+			}
+			plan.Created = append(plan.Created, "key store "+p.Name)
 		}
-		plan.Created = append(plan.Created, "key store "+p.Name)
 		for _, id := range p.KeyIDs {
+			if slices.Contains(p.KeysDone, id) {
+				continue
+			}
 			k, err := c.CreateKey(ctx, p.Name, admin.CreateKeyRequest{ID: id, HSMLabel: id,
 				Legacy: &admin.LegacyFormat{Format: fsm.LegacyFormatAWSSample, StaticMetadataB64: p.StaticMetadataB64}})
 			if err != nil {
@@ -413,6 +454,9 @@ func printPlan(p *migrationPlan, dryRun bool) {
 	for _, ks := range p.KeyStores {
 		fmt.Printf("  key store %s: URI path %s, region %s, access key id %s (its secret as configured), shared HSM keys, grants %s\n",
 			ks.Name, ks.URIPath, ks.Region, ks.AccessKeyID, ks.GrantsMode)
+		if ks.Exists {
+			fmt.Printf("    (created by an earlier run; keys already adopted: %s)\n", strings.Join(append([]string{}, ks.KeysDone...), ", "))
+		}
 		for _, id := range ks.KeyIDs {
 			md := "no static metadata"
 			if ks.StaticMetadataB64 != "" {

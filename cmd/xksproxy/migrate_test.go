@@ -180,6 +180,12 @@ func TestMigrateFromTheAWSSampleProxy(t *testing.T) {
 		t.Logf("migrate %v:\n%s", args, out)
 	}
 
+	// A second run finds the migration done and changes nothing.
+	out, err := cli(t, bin, dir, 0, "migrate", "aws-reference", good)
+	if err != nil || !strings.Contains(out, "created by an earlier run; keys already adopted: foo") || strings.Contains(out, "created key") {
+		t.Fatalf("migrate again: %v\n%s", err, out)
+	}
+
 	// AWS KMS keeps its configuration: the same endpoints, URI paths and
 	// credentials reach the imported keys on every node.
 	sample := func(node int, uriPath, akid, secret string) *xksclient.Client {
