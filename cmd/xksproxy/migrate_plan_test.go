@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -46,8 +47,8 @@ polar_file_path = "configuration/oso.polar"
 	if !contains(p.Warnings, "configuration/oso.polar") || !contains(p.Warnings, "closed grants") {
 		t.Fatalf("no warning about the untranslated Polar policy: %q", p.Warnings)
 	}
-	if strings.Contains(p.NodeTOML, samplePIN) || strings.Contains(p.NodeTOML, secret) {
-		t.Fatalf("node.toml lines hold a secret:\n%s", p.NodeTOML)
+	if b, err := json.Marshal(p); err != nil || strings.Contains(string(b), samplePIN) || strings.Contains(string(b), secret) {
+		t.Fatalf("the plan (--json) holds a secret or the PIN: %v\n%s", err, b)
 	}
 
 	logger := `
