@@ -46,6 +46,7 @@ func sampleCommands() []Command {
 		ScheduleDeletion{At: at, KeyStore: "s", KeyID: "k2", Days: MinDeletionDays},
 		DeleteKey{At: at.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "s", KeyID: "k2"},
 		RaiseCommandSet{To: CommandSet},
+		RevokeNodeCertificates{At: at, NodeID: "node2"},
 	}
 }
 

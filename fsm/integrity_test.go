@@ -18,6 +18,8 @@ func integrityBase(t testing.TB) *State {
 		SetKeyEnabled{KeyStore: "a", KeyID: "gone", Enabled: false},
 		ScheduleDeletion{At: t0, KeyStore: "a", KeyID: "gone", Days: MinDeletionDays},
 		DeleteKey{At: t0.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "a", KeyID: "gone"},
+		RaiseCommandSet{To: CommandSet},
+		RevokeNodeCertificates{At: t0, NodeID: "node9"},
 	} {
 		s = step(t, s, c)
 	}
