@@ -113,6 +113,9 @@ type slowUnwrap struct {
 
 func (c *testCluster) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
 
+// testClusterID is the cluster id in the test nodes' certificates.
+const testClusterID = "test-cluster"
+
 const (
 	demoStore = "demo"
 	demoPath  = "/demo/kms/xks/v1"
@@ -175,7 +178,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 			c.t.Fatal(err)
 		}
 	}
-	certFile, keyFile := c.ca.Issue(c.t, tokenLabel)
+	certFile, keyFile := c.ca.IssueWith(c.t, tokenLabel, time.Now().Add(-time.Hour), NodeIdentityURI(testClusterID, tokenLabel))
 	unwrap := func(wrapped []byte, mechanism, label string) error {
 		if s := c.slowUnwrap.Load(); s != nil && strings.Contains(label, s.label) {
 			s.held <- tokenLabel
