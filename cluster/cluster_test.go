@@ -312,6 +312,15 @@ func (c *testCluster) waitFor(what string, timeout time.Duration, cond func() bo
 	}
 }
 
+// fatalf fails the test with every node's log tail, as waitFor does.
+func (c *testCluster) fatalf(format string, args ...any) {
+	c.t.Helper()
+	for _, n := range c.nodes {
+		c.t.Logf("%s log tail:\n%s", n.id, tail(n.logs.String(), 3000))
+	}
+	c.t.Fatalf(format, args...)
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]

@@ -190,9 +190,10 @@ func (n *Node) recentlyRemoved(id string) bool {
 	return ok && time.Since(at.(time.Time)) < removedGrace
 }
 
-// proofTTL is how long a member's proof stands before it is made again: a
-// member that gives up its address to another process stops counting
-// within it.
+// proofTTL is how long a member's proof stands: a member that gives up its
+// address to another process stops counting within it. It is made again
+// from half of that on, so that one slow or failed dial (a busy machine, a
+// brief cut) does not take a live member out of the fleet.
 const proofTTL = 30 * time.Second
 
 // proof is where a member's certificate answered, and when.
@@ -208,7 +209,7 @@ func (n *Node) proven(m Member) bool {
 		return true
 	}
 	p, ok := n.proofs.Load(m.ID)
-	return ok && m.ClusterAddr != "" && p.(proof).addr == m.ClusterAddr
+	return ok && m.ClusterAddr != "" && p.(proof).addr == m.ClusterAddr && time.Since(p.(proof).at) < proofTTL
 }
 
 // provenAlive is the gossip's live members that are proven, this node
@@ -224,15 +225,16 @@ func (n *Node) provenAlive() []Member {
 }
 
 // proveMembers starts a proof for every live member not proven at the
-// address it gossips now, or proven longer than proofTTL ago, one at a time
-// per member; a failed proof withdraws the old one. A member that claims
-// another node's address, or one where nothing answers, never counts.
+// address it gossips now, or proven more than half proofTTL ago, one at a
+// time per member. A member that claims another node's address, or one
+// where nothing answers, never counts; one that stops answering stops
+// counting when its proof runs out.
 func (n *Node) proveMembers() {
 	for _, m := range n.gossip.Alive() {
 		if m.ID == n.cfg.NodeID || m.ClusterAddr == "" {
 			continue
 		}
-		if p, ok := n.proofs.Load(m.ID); ok && p.(proof).addr == m.ClusterAddr && time.Since(p.(proof).at) < proofTTL {
+		if p, ok := n.proofs.Load(m.ID); ok && p.(proof).addr == m.ClusterAddr && time.Since(p.(proof).at) < proofTTL/2 {
 			continue
 		}
 		if _, busy := n.proving.LoadOrStore(m.ID, struct{}{}); busy {
@@ -243,11 +245,11 @@ func (n *Node) proveMembers() {
 			defer n.wg.Done()
 			defer n.proving.Delete(m.ID)
 			if err := n.prove(context.Background(), m.ID, m.ClusterAddr); err != nil {
-				if _, had := n.proofs.LoadAndDelete(m.ID); had {
-					n.log.Warn().Str("node", m.ID).Str("address", m.ClusterAddr).Err(err).Msg("a gossip member no longer proves its identity at its cluster address")
-				} else {
-					n.log.Debug().Str("node", m.ID).Str("address", m.ClusterAddr).Err(err).Msg("a gossip member has not proven its identity at its cluster address")
+				ev := n.log.Debug()
+				if n.proven(m) {
+					ev = n.log.Warn()
 				}
+				ev.Str("node", m.ID).Str("address", m.ClusterAddr).Err(err).Msg("a gossip member did not prove its identity at its cluster address")
 				return
 			}
 			n.proofs.Store(m.ID, proof{addr: m.ClusterAddr, at: time.Now()})

@@ -112,6 +112,10 @@ func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
 
 func TestGossipRefusesAWrongKey(t *testing.T) {
 	c := newGossipCluster(t, 3)
+	c.waitFor("node1 to have proven both others", 10*time.Second, func() bool {
+		size, _ := c.nodes[0].node.Fleet()
+		return size == 3
+	})
 	good := c.gossipKey
 	c.gossipKey = make([]byte, 32)
 	rand.Read(c.gossipKey)

@@ -125,6 +125,10 @@ type Node struct {
 	unwrapKey func(wrapped []byte, mechanism, label string) error
 	started   time.Time
 
+	// raftForPeers is raft for the transport's checks of peers, which raft's
+	// own goroutines make (dialling) from before NewRaft has returned.
+	raftForPeers atomic.Pointer[raft.Raft]
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -264,6 +268,7 @@ func (n *Node) startRaft(ct *clusterTLS, logger hclog.Logger) error {
 	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, logs, snaps, trans); err != nil {
 		return fmt.Errorf("starting raft: %w", err)
 	}
+	n.raftForPeers.Store(n.raft)
 	if n.cfg.Bootstrap && !existing {
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,

@@ -22,7 +22,11 @@ func (n *Node) revokedBefore(node string) time.Time {
 // configuration is the latest Raft configuration this node knows (raft
 // reads it atomically: cheap enough for every connection and RPC).
 func (n *Node) configuration() []raft.Server {
-	f := n.raft.GetConfiguration()
+	r := n.raftForPeers.Load()
+	if r == nil {
+		return nil // raft is starting: not yet dialling, and the port not yet open
+	}
+	f := r.GetConfiguration()
 	if f.Error() != nil {
 		return nil
 	}

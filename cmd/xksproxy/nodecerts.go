@@ -16,7 +16,8 @@ func clusterCACommand() *cobra.Command {
 		Short: "Make the cluster CA in DIR (ca.pem, ca-key.pem, cluster-id; never overwrites)",
 		Long: `Makes the cluster CA once per cluster: DIR/ca.pem (every node's ca_file),
 DIR/ca-key.pem (mode 0600: keep it offline, it makes members) and DIR/cluster-id,
-a random id that every node certificate of this cluster names.`,
+a random id that every node certificate of this cluster names. To rotate the CA,
+copy the old DIR/cluster-id into a new DIR first: the new CA keeps the cluster's id.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			id, err := node.CreateClusterCA(args[0])

@@ -43,19 +43,22 @@ const (
 const issueBackdate = time.Minute
 
 // CreateClusterCA makes a cluster CA in dir, refusing to overwrite one, and
-// returns its cluster id.
+// returns its cluster id. A dir that holds only a cluster-id (copied from
+// the old CA's directory) gets a new CA for that cluster: the way to rotate
+// the CA, since nodes admit only peers of their own cluster id.
 func CreateClusterCA(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	for _, name := range []string{caCertFile, caKeyFile, clusterIDFile} {
+	for _, name := range []string{caCertFile, caKeyFile} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return "", fmt.Errorf("%s already holds a cluster CA (%s): one CA per cluster, made once", dir, name)
+			return "", fmt.Errorf("%s already holds a cluster CA (%s): one CA per directory, made once", dir, name)
 		}
 	}
-	id := make([]byte, 16)
-	rand.Read(id)
-	clusterID := hex.EncodeToString(id)
+	clusterID, err := EnsureClusterID(dir)
+	if err != nil {
+		return "", err
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", err
@@ -76,10 +79,7 @@ func CreateClusterCA(dir string) (string, error) {
 	if err := writeKey(filepath.Join(dir, caKeyFile), key); err != nil {
 		return "", err
 	}
-	if err := writeNew(filepath.Join(dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", err
-	}
-	return clusterID, writeNew(filepath.Join(dir, clusterIDFile), []byte(clusterID+"\n"), 0o644)
+	return clusterID, writeNew(filepath.Join(dir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
 // EnsureClusterID gives the CA in dir a cluster id if it has none (a CA

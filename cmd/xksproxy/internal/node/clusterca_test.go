@@ -20,6 +20,14 @@ func TestClusterCAIssuesCertificatesThatNameTheirNode(t *testing.T) {
 	if _, err := CreateClusterCA(caDir); err == nil {
 		t.Fatal("a second CA overwrote the first")
 	}
+	// A new CA for the same cluster (rotation) keeps its id.
+	next := filepath.Join(dir, "next-ca")
+	os.MkdirAll(next, 0o700)
+	b, _ := os.ReadFile(filepath.Join(caDir, clusterIDFile))
+	os.WriteFile(filepath.Join(next, clusterIDFile), b, 0o644)
+	if id, err := CreateClusterCA(next); err != nil || id != clusterID {
+		t.Fatalf("rotated CA: cluster %q (%v), want %q", id, err, clusterID)
+	}
 	if info, err := os.Stat(filepath.Join(caDir, caKeyFile)); err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("CA key: %v %v", info, err)
 	}
@@ -35,7 +43,7 @@ func TestClusterCAIssuesCertificatesThatNameTheirNode(t *testing.T) {
 	if !CertificateNames(req.CertPath, caDir, "xks-site-b") || CertificateNames(req.CertPath, caDir, "xks-site-a") {
 		t.Fatal("CertificateNames does not tell the node the certificate names")
 	}
-	b, _ := os.ReadFile(req.CertPath)
+	b, _ = os.ReadFile(req.CertPath)
 	block, _ := pem.Decode(b)
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
