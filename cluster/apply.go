@@ -217,7 +217,7 @@ func (n *Node) statusOf(ctx context.Context, s raft.Server) (NodeStatus, error) 
 	var st NodeStatus
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	status, err := n.rpc(rctx, string(s.Address), "/v1/status", nil, &st)
+	status, err := n.rpc(rctx, peer{id: string(s.ID), addr: string(s.Address)}, "/v1/status", nil, &st)
 	if err == nil && status != 200 {
 		err = fmt.Errorf("status %d", status)
 	}

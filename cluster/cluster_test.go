@@ -113,6 +113,9 @@ type slowUnwrap struct {
 
 func (c *testCluster) now() time.Time { return time.Now().Add(time.Duration(c.skew.Load())) }
 
+// testClusterID is the cluster id in the test nodes' certificates.
+const testClusterID = "test-cluster"
+
 const (
 	demoStore = "demo"
 	demoPath  = "/demo/kms/xks/v1"
@@ -175,7 +178,7 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 			c.t.Fatal(err)
 		}
 	}
-	certFile, keyFile := c.ca.Issue(c.t, tokenLabel)
+	certFile, keyFile := c.ca.IssueWith(c.t, tokenLabel, time.Now().Add(-time.Hour), NodeIdentityURI(testClusterID, tokenLabel))
 	unwrap := func(wrapped []byte, mechanism, label string) error {
 		if s := c.slowUnwrap.Load(); s != nil && strings.Contains(label, s.label) {
 			s.held <- tokenLabel
@@ -307,6 +310,15 @@ func (c *testCluster) waitFor(what string, timeout time.Duration, cond func() bo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// fatalf fails the test with every node's log tail, as waitFor does.
+func (c *testCluster) fatalf(format string, args ...any) {
+	c.t.Helper()
+	for _, n := range c.nodes {
+		c.t.Logf("%s log tail:\n%s", n.id, tail(n.logs.String(), 3000))
+	}
+	c.t.Fatalf(format, args...)
 }
 
 func tail(s string, n int) string {

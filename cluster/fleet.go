@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"time"
@@ -12,11 +13,15 @@ import (
 )
 
 // The fleet: gossip says who is up and what each node's HSM can serve;
-// only the leader turns that into Raft membership. A member that joins the
-// gossip is added as a voter, one that leaves on purpose is removed, and one
-// that dies stays a voter (a returning node just catches up) unless the
-// operator removes it or DeadTimeout passes — the price of keeping it is
-// that the quorum counts it.
+// only the leader turns that into Raft membership. Gossip is advisory: the
+// keyring admits a process to it, and anyone holding the keyring can say
+// anything there. So a member counts (in the fleet, and as a voter) only
+// once this node has dialled the cluster address it gossips and seen a
+// cluster certificate naming it there (proveMembers). A proven member is
+// added as a voter, one that leaves on purpose is removed, and one that dies
+// stays a voter (a returning node just catches up) unless the operator
+// removes it or DeadTimeout passes — the price of keeping it is that the
+// quorum counts it.
 
 // localMeta is what this node gossips about itself.
 func (n *Node) localMeta() NodeMeta {
@@ -63,14 +68,13 @@ type FleetMember struct {
 	Status string
 }
 
-// Fleet lists the live nodes other than this one (from gossip) and the fleet
-// size; without gossip the fleet is this node alone.
+// Fleet lists the live nodes other than this one (from gossip, proven) and
+// the fleet size; without gossip the fleet is this node alone.
 func (n *Node) Fleet() (size int, others []FleetMember) {
 	if n.gossip == nil {
 		return 1, nil
 	}
-	alive := n.gossip.Alive()
-	for _, m := range alive {
+	for _, m := range n.provenAlive() {
 		if m.ID != n.cfg.NodeID {
 			status := m.HSMStatus
 			if !m.Ready {
@@ -109,6 +113,7 @@ func (n *Node) watchFleet() {
 		case <-tick.C:
 			n.gossip.Refresh()
 		}
+		n.proveMembers()
 		if n.IsLeader() {
 			n.reconcileVoters()
 		}
@@ -127,13 +132,13 @@ func (n *Node) reconcileVoters() {
 	for _, m := range n.gossip.Members() {
 		_, isVoter := voters[m.ID]
 		switch {
-		case m.State == MemberAlive && m.ClusterAddr != "" && (!isVoter || string(voters[m.ID].Address) != m.ClusterAddr) && !n.recentlyRemoved(m.ID):
+		case m.State == MemberAlive && n.proven(m) && (!isVoter || string(voters[m.ID].Address) != m.ClusterAddr) && !n.recentlyRemoved(m.ID):
 			if err := n.addVoterLocal(m.ID, m.ClusterAddr); err != nil {
 				n.log.Warn().Err(err).Str("node", m.ID).Msg("could not add a gossip member as a voter")
 			}
 		case isVoter && m.ID != n.cfg.NodeID && (m.State == MemberLeft ||
 			m.State == MemberDead && n.cfg.DeadTimeout > 0 && time.Since(m.Updated) > n.cfg.DeadTimeout):
-			if err := n.removeServerLocal(m.ID); err != nil {
+			if err := n.removeServerLocal(m.ID, false); err != nil {
 				n.log.Warn().Err(err).Str("node", m.ID).Msg("could not remove a departed member")
 			} else {
 				n.log.Warn().Str("node", m.ID).Str("state", m.State).Msg("removed a departed member from the voters")
@@ -158,7 +163,7 @@ func (n *Node) bootstrapExpect() {
 		if addr, _ := n.raft.LeaderWithID(); addr != "" || n.isMember() && n.raft.AppliedIndex() > 0 {
 			return
 		}
-		alive := n.gossip.Alive()
+		alive := n.provenAlive()
 		if len(alive) < n.cfg.BootstrapExpect {
 			continue
 		}
@@ -183,4 +188,71 @@ func (n *Node) bootstrapExpect() {
 func (n *Node) recentlyRemoved(id string) bool {
 	at, ok := n.removedAt.Load(id)
 	return ok && time.Since(at.(time.Time)) < removedGrace
+}
+
+// proofTTL is how long a member's proof stands: a member that gives up its
+// address to another process stops counting within it. It is made again
+// from half of that on, so that one slow or failed dial (a busy machine, a
+// brief cut) does not take a live member out of the fleet.
+const proofTTL = 30 * time.Second
+
+// proof is where a member's certificate answered, and when.
+type proof struct {
+	addr string
+	at   time.Time
+}
+
+// proven reports whether m's certificate has answered at the cluster address
+// it gossips (this node itself always counts).
+func (n *Node) proven(m Member) bool {
+	if m.ID == n.cfg.NodeID {
+		return true
+	}
+	p, ok := n.proofs.Load(m.ID)
+	return ok && m.ClusterAddr != "" && p.(proof).addr == m.ClusterAddr && time.Since(p.(proof).at) < proofTTL
+}
+
+// provenAlive is the gossip's live members that are proven, this node
+// included; sorted by ID.
+func (n *Node) provenAlive() []Member {
+	var out []Member
+	for _, m := range n.gossip.Alive() {
+		if n.proven(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// proveMembers starts a proof for every live member not proven at the
+// address it gossips now, or proven more than half proofTTL ago, one at a
+// time per member. A member that claims another node's address, or one
+// where nothing answers, never counts; one that stops answering stops
+// counting when its proof runs out.
+func (n *Node) proveMembers() {
+	for _, m := range n.gossip.Alive() {
+		if m.ID == n.cfg.NodeID || m.ClusterAddr == "" {
+			continue
+		}
+		if p, ok := n.proofs.Load(m.ID); ok && p.(proof).addr == m.ClusterAddr && time.Since(p.(proof).at) < proofTTL/2 {
+			continue
+		}
+		if _, busy := n.proving.LoadOrStore(m.ID, struct{}{}); busy {
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer n.proving.Delete(m.ID)
+			if err := n.prove(context.Background(), m.ID, m.ClusterAddr); err != nil {
+				ev := n.log.Debug()
+				if n.proven(m) {
+					ev = n.log.Warn()
+				}
+				ev.Str("node", m.ID).Str("address", m.ClusterAddr).Err(err).Msg("a gossip member did not prove its identity at its cluster address")
+				return
+			}
+			n.proofs.Store(m.ID, proof{addr: m.ClusterAddr, at: time.Now()})
+		}()
+	}
 }

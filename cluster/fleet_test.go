@@ -112,6 +112,10 @@ func TestGossipFormsTheClusterAndTracksTheFleet(t *testing.T) {
 
 func TestGossipRefusesAWrongKey(t *testing.T) {
 	c := newGossipCluster(t, 3)
+	c.waitFor("node1 to have proven both others", 10*time.Second, func() bool {
+		size, _ := c.nodes[0].node.Fleet()
+		return size == 3
+	})
 	good := c.gossipKey
 	c.gossipKey = make([]byte, 32)
 	rand.Read(c.gossipKey)
@@ -156,6 +160,10 @@ func TestFleetReportsANotReadyMemberUnavailable(t *testing.T) {
 	nodes[1].g.Refresh()
 	nodes[2].g.Refresh()
 	n := &Node{cfg: Config{NodeID: nodes[0].id}, gossip: nodes[0].g}
+	// As proveMembers leaves it once each has answered at its address.
+	for _, other := range nodes[1:] {
+		n.proofs.Store(other.id, proof{addr: other.local().ClusterAddr, at: time.Now()})
+	}
 	want := map[string]string{"g02": "UNAVAILABLE", "g03": "DEGRADED"}
 	gossipWait(t, "g01 to report g02 UNAVAILABLE and g03 DEGRADED", func() bool {
 		size, others := n.Fleet()

@@ -126,16 +126,17 @@ func (n *Node) askLeaderIndex() (uint64, error) {
 	if n.IsLeader() {
 		return n.leaderIndex()
 	}
-	addr, _ := n.raft.LeaderWithID()
+	addr, id := n.raft.LeaderWithID()
 	if addr == "" {
 		return 0, errors.New("no known leader")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var res leaderIndexResponse
-	status, err := n.rpc(ctx, string(addr), n.leaderIndexPath(), nil, &res)
+	leader := peer{id: string(id), addr: string(addr)}
+	status, err := n.rpc(ctx, leader, n.leaderIndexPath(), nil, &res)
 	if status == http.StatusNotFound {
-		return n.askOlderLeaderIndex(ctx, string(addr))
+		return n.askOlderLeaderIndex(ctx, leader)
 	}
 	if err != nil {
 		return 0, err
@@ -150,14 +151,14 @@ func (n *Node) askLeaderIndex() (uint64, error) {
 // version predates /v1/leader-index, so that upgraded followers serve
 // during a rolling upgrade. Such a leader may not yet have applied all its
 // predecessor committed; the staleness limit still bounds the node.
-func (n *Node) askOlderLeaderIndex(ctx context.Context, addr string) (uint64, error) {
+func (n *Node) askOlderLeaderIndex(ctx context.Context, leader peer) (uint64, error) {
 	var st NodeStatus
-	status, err := n.rpc(ctx, addr, "/v1/status", nil, &st)
+	status, err := n.rpc(ctx, leader, "/v1/status", nil, &st)
 	if err != nil {
 		return 0, err
 	}
 	if status != http.StatusOK || st.State != raft.Leader.String() {
-		return 0, fmt.Errorf("%s answered %d (%s) to /v1/status", addr, status, st.State)
+		return 0, fmt.Errorf("%s answered %d (%s) to /v1/status", leader.addr, status, st.State)
 	}
 	return st.AppliedIndex, nil
 }

@@ -22,9 +22,11 @@ import (
 // Gossip is the fleet's view of itself: hashicorp/memberlist (SWIM failure
 // detection over UDP, full state exchange over TCP) with every packet and
 // stream encrypted and authenticated under the gossip keyring. Each node
-// gossips a small NodeMeta about itself; the leader turns alive members into
-// Raft voters and GetHealthStatus counts them. Gossip is advisory: it says who
-// is up and what they can serve, never what the replicated state is.
+// gossips a small NodeMeta about itself. Gossip is advisory: it says who is
+// up and what they can serve, never what the replicated state is, and a
+// member counts (as a voter, in GetHealthStatus's fleet) only once its
+// cluster certificate has answered at the cluster address it gossips
+// (fleet.go): the keyring alone makes no member.
 
 // GossipConfig is one node's place in the gossip fleet. Zero durations take
 // memberlist's LAN defaults, which suit sites joined by a private network.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/xksproxy/xksproxy/fsm"
 )
 
 // join asks the configured members to admit this node until one does. It
@@ -26,7 +28,7 @@ func (n *Node) join() {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			var res applyResponse
-			status, err := n.rpc(ctx, addr, "/v1/join", req, &res)
+			status, err := n.rpc(ctx, peer{addr: addr}, "/v1/join", req, &res)
 			cancel()
 			if err == nil && status == 200 {
 				n.log.Info().Str("via", addr).Msg("joined the cluster")
@@ -100,7 +102,11 @@ func (n *Node) warnIfReaddressed() {
 
 // addVoterLocal admits a node; on a follower it forwards to the leader.
 // The same id at the same address is a no-op; the same id at a new address
-// replaces the old entry.
+// replaces the old entry. Before it changes the configuration, the leader
+// dials addr and sees a certificate that names id there: whoever asks
+// (the node itself, an operator, gossip), nothing becomes a voter at an
+// address where another node answers, and no node takes the address of
+// another voter.
 func (n *Node) addVoterLocal(id, addr string) error {
 	if id == "" || addr == "" {
 		return errors.New("join needs a node id and address")
@@ -115,14 +121,23 @@ func (n *Node) addVoterLocal(id, addr string) error {
 	if err := f.Error(); err != nil {
 		return err
 	}
+	readdressed := false
 	for _, s := range f.Configuration().Servers {
-		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) {
+		switch {
+		case s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr):
 			return nil
+		case s.Address == raft.ServerAddress(addr):
+			return &RuleError{fmt.Errorf("%s is voter %s's address: node %s cannot take it (remove %s first if it is gone)", addr, s.ID, id, s.ID)}
+		case s.ID == raft.ServerID(id):
+			readdressed = true
 		}
-		if s.ID == raft.ServerID(id) || s.Address == raft.ServerAddress(addr) {
-			if err := n.raft.RemoveServer(s.ID, 0, 0).Error(); err != nil {
-				return fmt.Errorf("replacing %s: %w", s.ID, err)
-			}
+	}
+	if err := n.prove(context.Background(), id, addr); err != nil {
+		return fmt.Errorf("node %s is not admitted at %s: %w", id, addr, err)
+	}
+	if readdressed {
+		if err := n.raft.RemoveServer(raft.ServerID(id), 0, 0).Error(); err != nil {
+			return fmt.Errorf("replacing %s: %w", id, err)
 		}
 	}
 	n.removedAt.Delete(id)
@@ -133,13 +148,26 @@ func (n *Node) addVoterLocal(id, addr string) error {
 	return nil
 }
 
-// removeServerLocal removes a node from the voters; forwarded when not leader.
-func (n *Node) removeServerLocal(id string) error {
+// removeServerLocal removes a node from the voters; forwarded when not
+// leader. With revoke (an operator's removal), every certificate issued for
+// the node until now is revoked first, so that neither the removed node nor
+// anyone holding a copy of its key can act as it again; the node comes
+// back only with a certificate issued after this. A voter dead past
+// DeadTimeout is removed without: it may return and join again as it is.
+func (n *Node) removeServerLocal(id string, revoke bool) error {
 	if !n.IsLeader() {
+		if !revoke {
+			return errNotLeader
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		defer cancel()
 		_, err := n.forward(ctx, "/v1/remove", joinRequest{ID: id})
 		return err
+	}
+	if revoke {
+		if err := n.revokeCertificates(id); err != nil {
+			return err
+		}
 	}
 	var addr raft.ServerAddress
 	if servers, err := n.Servers(); err == nil {
@@ -158,9 +186,31 @@ func (n *Node) removeServerLocal(id string) error {
 	// replicating to it), so tell it: it leaves the fleet and stops serving.
 	if addr != "" && id != n.cfg.NodeID {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		n.rpc(ctx, string(addr), "/v1/removed", joinRequest{ID: id}, nil)
+		n.rpc(ctx, peer{id: id, addr: string(addr), allowRevoked: true}, "/v1/removed", joinRequest{ID: id}, nil)
 		cancel()
 	}
+	return nil
+}
+
+// revokeCertificates puts id on the replicated deny-list. A cluster still
+// at an older command set (a rolling upgrade under way) cannot take the
+// entry: the removal goes on without it, and says so.
+func (n *Node) revokeCertificates(id string) error {
+	b, err := fsm.Encode(fsm.RevokeNodeCertificates{At: n.cfg.Now(), NodeID: id})
+	if err != nil {
+		return err
+	}
+	_, err = n.applyLocal(b)
+	var old *fsm.CommandSetError
+	if errors.As(err, &old) {
+		n.log.Warn().Str("node", id).Err(err).Msg("removing the node without revoking its certificate: finish the upgrade, then remove it again to revoke it")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("revoking node %s's certificates: %w", id, err)
+	}
+	n.vouches.Delete(id)
+	n.log.Warn().Str("node", id).Msg("revoked every certificate issued for the node until now")
 	return nil
 }
 
@@ -168,7 +218,7 @@ func (n *Node) removeServerLocal(id string) error {
 func (n *Node) Join(id, addr string) error { return n.addVoterLocal(id, addr) }
 
 // Remove removes a node (operator `cluster remove`).
-func (n *Node) Remove(id string) error { return n.removeServerLocal(id) }
+func (n *Node) Remove(id string) error { return n.removeServerLocal(id, true) }
 
 // Servers lists the voters of the latest configuration.
 func (n *Node) Servers() ([]raft.Server, error) {

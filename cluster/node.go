@@ -108,6 +108,9 @@ type Node struct {
 	presentLabels sync.Map // HSM labels known to be in the local HSM
 	destroyed     sync.Map // HSM labels of deleted keys already destroyed here
 	removedAt     sync.Map // node id -> when this leader removed it, so gossip does not re-add it
+	vouches       sync.Map // node id -> vouch: whether the members list a peer this node's configuration does not
+	proofs        sync.Map // node id -> proof: the cluster address where its certificate answered
+	proving       sync.Map // node id -> struct{}: a proof under way
 	peerBuilds    sync.Map // node id -> peerBuild, as reported to this leader
 	missing       atomic.Pointer[[]MissingVersion]
 	hsmDirty      chan struct{}
@@ -121,6 +124,10 @@ type Node struct {
 	// unwrapKey is the HSM's UnwrapKey; tests inject faults through it.
 	unwrapKey func(wrapped []byte, mechanism, label string) error
 	started   time.Time
+
+	// raftForPeers is raft for the transport's checks of peers, which raft's
+	// own goroutines make (dialling) from before NewRaft has returned.
+	raftForPeers atomic.Pointer[raft.Raft]
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -157,7 +164,7 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	ct, err := cfg.TLS.load()
+	ct, err := cfg.TLS.load(cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +193,8 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	}
 	n.warnIfReaddressed()
 	n.markDirty() // publish a view even before the first command
-	n.wg.Add(6)
+	n.wg.Add(7)
+	go n.enforcePeers()
 	go n.reconcileHSM()
 	go n.raiseCommandSet()
 	go n.deleteDueKeys()
@@ -214,11 +222,11 @@ func (n *Node) startRaft(ct *clusterTLS, logger hclog.Logger) error {
 		return err
 	}
 	var err error
-	if n.mux, err = newMux(n.cfg.Bind, n.cfg.Advertise, ct); err != nil {
+	if n.mux, err = newMux(n.cfg.Bind, n.cfg.Advertise, ct, n); err != nil {
 		return fmt.Errorf("cluster bind: %w", err)
 	}
 	n.rpcClient = n.newRPCClient()
-	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second}
+	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ConnContext: connContext, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second}
 
 	// Never NoSync: a committed write must survive a power cut.
 	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
@@ -260,6 +268,7 @@ func (n *Node) startRaft(ct *clusterTLS, logger hclog.Logger) error {
 	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, logs, snaps, trans); err != nil {
 		return fmt.Errorf("starting raft: %w", err)
 	}
+	n.raftForPeers.Store(n.raft)
 	if n.cfg.Bootstrap && !existing {
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
@@ -269,8 +278,9 @@ func (n *Node) startRaft(ct *clusterTLS, logger hclog.Logger) error {
 		}
 		n.log.Info().Str("node", n.cfg.NodeID).Msg("bootstrapped a new cluster")
 	}
-	// Every RPC handler uses n.raft: a join arriving before it was set
-	// dereferenced nil. Connections wait in the mux until then.
+	// Every RPC handler and the mux's checks of peers use n.raft: the port
+	// accepts nothing before it is set.
+	n.mux.serve()
 	go func() { n.listenerFailed("cluster RPC", n.rpcServer.Serve(n.mux.rpc)) }()
 	return nil
 }

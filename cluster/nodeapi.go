@@ -76,7 +76,7 @@ func (n *Node) NodesLacking(ctx context.Context, label string) []string {
 // certificate, and a client certificate from the cluster CA verified when
 // one is offered (it then authenticates the caller).
 func (n *Node) AdminTLS() (*tls.Config, error) {
-	ct, err := n.cfg.TLS.load()
+	ct, err := n.cfg.TLS.load(n.cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}

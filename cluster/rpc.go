@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -85,7 +87,7 @@ func (n *Node) nodesLacking(ctx context.Context, label string) []string {
 				res.Present = ok && err == nil
 			} else {
 				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				status, err := n.rpc(rctx, string(s.Address), "/v1/haskey?label="+url.QueryEscape(label), nil, &res)
+				status, err := n.rpc(rctx, peer{id: string(s.ID), addr: string(s.Address)}, "/v1/haskey?label="+url.QueryEscape(label), nil, &res)
 				cancel()
 				if err != nil && status == 0 {
 					return
@@ -125,6 +127,13 @@ func (n *Node) rpcHandler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		// A node joins as the node its certificate names; a member may
+		// pass on another's join (forwarding to the leader, an operator's
+		// `cluster join`), and the leader then proves the id at its address.
+		if p, _ := rpcPeer(r); p.node != req.ID && !n.admitsMember(p.node) {
+			writeJSON(w, http.StatusForbidden, applyResponse{Error: fmt.Sprintf("node %s may not join as %s: a node joins as the node its certificate names", p.node, req.ID)})
+			return
+		}
 		writeApplyResult(w, 0, n.addVoterLocal(req.ID, req.Address))
 	})
 	mux.HandleFunc("POST /v1/remove", func(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +142,7 @@ func (n *Node) rpcHandler() http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		writeApplyResult(w, 0, n.removeServerLocal(req.ID))
+		writeApplyResult(w, 0, n.removeServerLocal(req.ID, true))
 	})
 	mux.HandleFunc("POST /v1/restore", n.restoreRPC)
 	mux.HandleFunc("GET /v1/haskey", func(w http.ResponseWriter, r *http.Request) {
@@ -152,7 +161,8 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Status())
 	})
-	return mux
+	mux.HandleFunc("GET /v1/configuration", n.serveConfiguration)
+	return n.membersOnly(mux)
 }
 
 func writeApplyResult(w http.ResponseWriter, index uint64, err error) {
@@ -175,14 +185,53 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// newRPCClient dials peers through the mux: TLS is already done by the time
-// HTTP speaks, so the URLs are http://clusterAddr.
+// peer is a node to call: the node that must answer at addr ("" for any
+// node of the cluster: a join address), and whether a node whose
+// certificate was revoked may (to be told of its removal).
+type peer struct {
+	id, addr     string
+	allowRevoked bool
+}
+
+// host is the URL host that stands for p. TLS is already done by the time
+// HTTP speaks, so the host is never looked up: it only brings p to the
+// dialer, and keeps apart in the connection pool the connections made for
+// different expected nodes, so that a connection checked for one is never
+// reused for another.
+func (p peer) host() string {
+	mode := "m"
+	if p.allowRevoked {
+		mode = "r"
+	}
+	return fmt.Sprintf("%s.i%x.a%x.cluster:1", mode, p.id, p.addr)
+}
+
+func peerOfHost(hostport string) (peer, error) {
+	host, _, _ := net.SplitHostPort(hostport)
+	parts := strings.Split(host, ".")
+	if len(parts) != 4 || len(parts[1]) < 1 || len(parts[2]) < 1 {
+		return peer{}, fmt.Errorf("not a peer host: %s", hostport)
+	}
+	id, err1 := hex.DecodeString(parts[1][1:])
+	addr, err2 := hex.DecodeString(parts[2][1:])
+	if err := errors.Join(err1, err2); err != nil {
+		return peer{}, fmt.Errorf("not a peer host: %s", hostport)
+	}
+	return peer{id: string(id), addr: string(addr), allowRevoked: parts[0] == "r"}, nil
+}
+
+// newRPCClient dials peers through the mux, which checks that the node
+// that answers is the one the call is for.
 func (n *Node) newRPCClient() *http.Client {
 	return &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-				return n.mux.dial(ctx, addr, protoRPC)
+			DialContext: func(ctx context.Context, _, hostport string) (net.Conn, error) {
+				p, err := peerOfHost(hostport)
+				if err != nil {
+					return nil, err
+				}
+				return n.mux.dial(ctx, dialTarget{addr: p.addr, id: p.id, allowRevoked: p.allowRevoked}, protoRPC)
 			},
 			MaxIdleConnsPerHost: 4,
 			IdleConnTimeout:     60 * time.Second,
@@ -191,7 +240,8 @@ func (n *Node) newRPCClient() *http.Client {
 }
 
 // rpc POSTs (or GETs when in is nil) to a peer and decodes the answer.
-func (n *Node) rpc(ctx context.Context, addr, path string, in, out any) (int, error) {
+func (n *Node) rpc(ctx context.Context, to peer, path string, in, out any) (int, error) {
+	addr := to.addr
 	method, body := http.MethodGet, io.Reader(nil)
 	switch v := in.(type) {
 	case nil:
@@ -204,7 +254,7 @@ func (n *Node) rpc(ctx context.Context, addr, path string, in, out any) (int, er
 		}
 		method, body = http.MethodPost, bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+to.host()+path, body)
 	if err != nil {
 		return 0, err
 	}
@@ -235,10 +285,10 @@ func (n *Node) rpc(ctx context.Context, addr, path string, in, out any) (int, er
 // (a short wait, not a failure) until ctx ends.
 func (n *Node) forward(ctx context.Context, path string, in any) (uint64, error) {
 	for {
-		addr, _ := n.raft.LeaderWithID()
+		addr, id := n.raft.LeaderWithID()
 		if addr != "" {
 			var res applyResponse
-			status, err := n.rpc(ctx, string(addr), path, in, &res)
+			status, err := n.rpc(ctx, peer{id: string(id), addr: string(addr)}, path, in, &res)
 			switch {
 			case err == nil && status == http.StatusOK:
 				return res.Index, nil

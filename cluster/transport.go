@@ -21,12 +21,13 @@ import (
 const (
 	protoRaft byte = 'R'
 	protoRPC  byte = 'P'
+	// protoProbe proves an identity: the handshake is the whole exchange.
+	protoProbe byte = 'I'
 )
 
 // TLSFiles are a node's cluster credentials: the cluster CA and this node's
-// certificate issued by it. Holding such a certificate is what makes a
-// process a member; nothing that merely reaches the port gets further than
-// the handshake.
+// certificate issued by it, naming the node (identity.go). Nothing that
+// merely reaches the port gets further than the handshake.
 type TLSFiles struct {
 	CAFile   string
 	CertFile string
@@ -34,11 +35,16 @@ type TLSFiles struct {
 }
 
 type clusterTLS struct {
+	// server and client check the chain only: the admin API's listener
+	// starts from server (AdminTLS), and decides on its own what a client
+	// certificate means there.
 	server *tls.Config
 	client *tls.Config
+	// self is this node's identity, from its own certificate.
+	self peerIdentity
 }
 
-func (f TLSFiles) load() (*clusterTLS, error) {
+func (f TLSFiles) load(nodeID string) (*clusterTLS, error) {
 	if f.CAFile == "" || f.CertFile == "" || f.KeyFile == "" {
 		return nil, errors.New("cluster TLS needs ca_file, cert_file and key_file")
 	}
@@ -53,6 +59,13 @@ func (f TLSFiles) load() (*clusterTLS, error) {
 	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("cluster certificate: %w", err)
+	}
+	self, err := identityOf(cert.Leaf)
+	if err != nil {
+		return nil, fmt.Errorf("cluster certificate %s: %w", f.CertFile, err)
+	}
+	if self.node != nodeID {
+		return nil, fmt.Errorf("cluster certificate %s names node %q, and this node is %q: issue it one with `xksproxy cluster-keys issue %s`", f.CertFile, self.node, nodeID, nodeID)
 	}
 	// Peers are dialled by whatever address they advertise (often an IP),
 	// so the check is the chain to the cluster CA, not the host name.
@@ -90,7 +103,35 @@ func (f TLSFiles) load() (*clusterTLS, error) {
 			InsecureSkipVerify:    true, // replaced by VerifyPeerCertificate's chain check
 			VerifyPeerCertificate: verify,
 		},
+		self: self,
 	}, nil
+}
+
+// sameCluster refuses, in the handshake, a peer whose certificate names no
+// node or a node of another cluster.
+func (ct *clusterTLS) sameCluster(leaf *x509.Certificate) error {
+	id, err := identityOf(leaf)
+	if err != nil {
+		return err
+	}
+	if id.cluster != ct.self.cluster {
+		return fmt.Errorf("certificate names node %s of cluster %q, and this is cluster %q", id.node, id.cluster, ct.self.cluster)
+	}
+	return nil
+}
+
+// peerPolicy is what the node decides about a peer once its certificate
+// has passed the chain and cluster checks.
+type peerPolicy interface {
+	// revokedBefore: certificates naming node issued before this are refused.
+	revokedBefore(node string) time.Time
+	// admitsMember reports whether node may speak Raft and the node RPCs
+	// to this one: it is in the current configuration.
+	admitsMember(node string) bool
+	// raftIDAt names the server the configuration lists at addr.
+	raftIDAt(addr string) (string, bool)
+	// refused hears of every connection refused after the handshake.
+	refused(remote net.Addr, peer string, proto byte, err error)
 }
 
 // mux accepts TLS connections on the cluster port and hands each to Raft or
@@ -99,6 +140,9 @@ type mux struct {
 	ln        net.Listener
 	advertise net.Addr
 	tls       *clusterTLS
+	serverTLS *tls.Config
+	clientTLS *tls.Config
+	policy    peerPolicy
 	raft      *subListener
 	rpc       *subListener
 	closeOnce sync.Once
@@ -108,17 +152,18 @@ type mux struct {
 	// cluster connection is closed and new ones are refused.
 	isolated atomic.Bool
 	connsMu  sync.Mutex
-	conns    map[net.Conn]struct{}
+	conns    map[net.Conn]*trackedConn
 }
 
-func (m *mux) track(c net.Conn) net.Conn {
+func (m *mux) track(c net.Conn, peer peerIdentity, proto byte, inbound bool) *trackedConn {
 	m.connsMu.Lock()
 	defer m.connsMu.Unlock()
 	if m.conns == nil {
-		m.conns = map[net.Conn]struct{}{}
+		m.conns = map[net.Conn]*trackedConn{}
 	}
-	m.conns[c] = struct{}{}
-	return &trackedConn{Conn: c, m: m}
+	tc := &trackedConn{Conn: c, m: m, peer: peer, proto: proto, inbound: inbound}
+	m.conns[c] = tc
+	return tc
 }
 
 // isolate closes every cluster connection and refuses new ones while on.
@@ -127,17 +172,32 @@ func (m *mux) isolate(on bool) {
 	if !on {
 		return
 	}
-	m.connsMu.Lock()
-	defer m.connsMu.Unlock()
-	for c := range m.conns {
-		c.Close()
-	}
-	m.conns = nil
+	m.sweep(func(*trackedConn) bool { return true })
 }
 
+// sweep closes the live connections drop picks: those of a peer revoked or
+// removed since they were opened, which would otherwise live on.
+func (m *mux) sweep(drop func(*trackedConn) bool) {
+	m.connsMu.Lock()
+	var closing []*trackedConn
+	for _, c := range m.conns {
+		if drop(c) {
+			closing = append(closing, c)
+		}
+	}
+	m.connsMu.Unlock()
+	for _, c := range closing {
+		c.Close()
+	}
+}
+
+// trackedConn is a cluster connection and the peer at its other end.
 type trackedConn struct {
 	net.Conn
-	m *mux
+	m       *mux
+	peer    peerIdentity
+	proto   byte
+	inbound bool
 }
 
 func (c *trackedConn) Close() error {
@@ -147,7 +207,8 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-func newMux(bind, advertise string, ct *clusterTLS) (*mux, error) {
+// newMux binds the cluster port; serve starts accepting on it.
+func newMux(bind, advertise string, ct *clusterTLS, policy peerPolicy) (*mux, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -162,12 +223,29 @@ func newMux(bind, advertise string, ct *clusterTLS) (*mux, error) {
 		ln.Close()
 		return nil, fmt.Errorf("cluster bind %s is a wildcard address: set advertise to the address peers dial", bind)
 	}
-	m := &mux{ln: ln, advertise: adv, tls: ct, done: make(chan struct{})}
+	m := &mux{ln: ln, advertise: adv, tls: ct, policy: policy, done: make(chan struct{})}
+	m.serverTLS = ct.server.Clone()
+	m.serverTLS.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+		return ct.sameCluster(chains[0][0])
+	}
+	m.clientTLS = ct.client.Clone()
+	m.clientTLS.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if err := ct.client.VerifyPeerCertificate(raw, chains); err != nil {
+			return err
+		}
+		leaf, err := x509.ParseCertificate(raw[0])
+		if err != nil {
+			return err
+		}
+		return ct.sameCluster(leaf)
+	}
 	m.raft = &subListener{m: m, conns: make(chan net.Conn, 16)}
 	m.rpc = &subListener{m: m, conns: make(chan net.Conn, 16)}
-	go m.accept()
 	return m, nil
 }
+
+// serve starts accepting connections; the policy must be ready to answer.
+func (m *mux) serve() { go m.accept() }
 
 func (m *mux) accept() {
 	for {
@@ -189,12 +267,25 @@ func (m *mux) accept() {
 	}
 }
 
+// peerOf is the identity of a connection's verified peer certificate.
+func peerOf(tc *tls.Conn) (peerIdentity, error) {
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return peerIdentity{}, errors.New("peer presented no certificate")
+	}
+	return identityOf(certs[0])
+}
+
+// dispatch checks who the peer is before either protocol sees a byte from
+// it: a revoked certificate is refused everywhere, and Raft only speaks with
+// members, so that no certificate outside the configuration can send an
+// AppendEntries or InstallSnapshot, however high its term.
 func (m *mux) dispatch(c net.Conn) {
 	if m.isolated.Load() {
 		c.Close()
 		return
 	}
-	tc := tls.Server(c, m.tls.server)
+	tc := tls.Server(c, m.serverTLS)
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	var first [1]byte
 	if err := tc.Handshake(); err != nil {
@@ -202,6 +293,18 @@ func (m *mux) dispatch(c net.Conn) {
 		return
 	}
 	if _, err := tc.Read(first[:]); err != nil {
+		tc.Close()
+		return
+	}
+	peer, err := peerOf(tc)
+	if err == nil {
+		err = revocationError(peer, m.policy.revokedBefore(peer.node))
+	}
+	if err == nil && first[0] == protoRaft && !m.policy.admitsMember(peer.node) {
+		err = fmt.Errorf("node %s is not in the Raft configuration", peer.node)
+	}
+	if err != nil {
+		m.policy.refused(c.RemoteAddr(), peer.node, first[0], err)
 		tc.Close()
 		return
 	}
@@ -217,27 +320,47 @@ func (m *mux) dispatch(c net.Conn) {
 		return
 	}
 	select {
-	case target.conns <- m.track(tc):
+	case target.conns <- m.track(tc, peer, first[0], true):
 	case <-m.done:
 		tc.Close()
 	}
 }
 
-// dial opens a mutual-TLS connection to a peer's cluster port and announces proto.
-func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+// dialTarget is a peer to dial: its address and the node that must answer
+// there ("" for any node of the cluster: a join address). allowRevoked
+// still reaches a node whose certificate was revoked, to tell it so.
+type dialTarget struct {
+	addr, id     string
+	allowRevoked bool
+}
+
+// dial opens a mutual-TLS connection to a peer's cluster port, checks that
+// the certificate that answered names the node expected there, and
+// announces proto.
+func (m *mux) dial(ctx context.Context, to dialTarget, proto byte) (net.Conn, error) {
 	if m.isolated.Load() {
 		return nil, errors.New("isolated from the cluster")
 	}
-	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: m.tls.client}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: m.clientTLS}
+	c, err := d.DialContext(ctx, "tcp", to.addr)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Write([]byte{proto}); err != nil {
+	peer, err := peerOf(c.(*tls.Conn))
+	if err == nil && to.id != "" && peer.node != to.id {
+		err = fmt.Errorf("the certificate at %s names node %s, not %s", to.addr, peer.node, to.id)
+	}
+	if err == nil && !to.allowRevoked {
+		err = revocationError(peer, m.policy.revokedBefore(peer.node))
+	}
+	if err == nil {
+		_, err = c.Write([]byte{proto})
+	}
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	return m.track(c), nil
+	return m.track(c, peer, proto, false), nil
 }
 
 func (m *mux) Close() error {
@@ -267,13 +390,18 @@ func (l *subListener) Accept() (net.Conn, error) {
 func (l *subListener) Close() error   { return l.m.Close() }
 func (l *subListener) Addr() net.Addr { return l.m.advertise }
 
-// raftLayer is the raft.StreamLayer over the mux.
+// raftLayer is the raft.StreamLayer over the mux. Raft dials by address
+// only; the configuration says which server must answer there.
 type raftLayer struct{ *subListener }
 
 func (r raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	id, ok := r.m.policy.raftIDAt(string(address))
+	if !ok {
+		return nil, fmt.Errorf("no server at %s in the Raft configuration", address)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return r.m.dial(ctx, string(address), protoRaft)
+	return r.m.dial(ctx, dialTarget{addr: string(address), id: id}, protoRaft)
 }
 
 // persistentTransport retries AppendEntries to a follower that cannot be

@@ -184,7 +184,7 @@ func prepareFleet(t *testing.T, sites []*site, bin string, staleness time.Durati
 		serverCA.issue(t, filepath.Join(etc, "tls", "server.pem"), filepath.Join(etc, "tls", "server-key.pem"), "xks."+s.name+".example.com", []string{s.addr}, "xks."+s.name+".example.com")
 		awsCA.writeCA(t, filepath.Join(etc, "tls", "aws-kms-client-ca.pem"))
 		clusterCA.writeCA(t, filepath.Join(etc, "cluster", "ca.pem"))
-		clusterCA.issue(t, filepath.Join(etc, "cluster", "node.pem"), filepath.Join(etc, "cluster", "node-key.pem"), n.id, []string{s.addr, "127.0.0.1"})
+		clusterCA.issueNode(t, filepath.Join(etc, "cluster", "node.pem"), filepath.Join(etc, "cluster", "node-key.pem"), n.id, []string{s.addr, "127.0.0.1"})
 		writeFile(t, filepath.Join(etc, "hsm-pin"), []byte(pin+"\n"))
 		writeFile(t, filepath.Join(etc, "admin-token"), []byte(adminToken+"\n"))
 		writeFile(t, filepath.Join(etc, "gossip-keys"), []byte(gossipKey+"\n"))

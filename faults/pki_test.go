@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,8 +18,10 @@ import (
 
 // pkiCA issues the certificates an operator would: the cluster CA's
 // per-site node certificates (CN = node id, SAN = the site's address and
-// 127.0.0.1 for the admin API), the XKS listener's server certificates, and
-// AWS KMS's mTLS client certificate from a stand-in for AWS's CA.
+// 127.0.0.1 for the admin API, and the node's identity
+// xksproxy://CLUSTER-ID/node/NODE-ID, as `cluster-keys issue` writes it),
+// the XKS listener's server certificates, and AWS KMS's mTLS client
+// certificate from a stand-in for AWS's CA.
 type pkiCA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
@@ -40,10 +43,25 @@ func (ca *pkiCA) writeCA(t testing.TB, path string) {
 	writeFile(t, path, ca.pem)
 }
 
+// labClusterID is the cluster id in the lab's node certificates.
+const labClusterID = "faults-lab"
+
+// issueNode writes node id's cluster certificate and key, valid for ips.
+func (ca *pkiCA) issueNode(t testing.TB, certPath, keyPath, id string, ips []string) {
+	t.Helper()
+	ca.issueWith(t, certPath, keyPath, id, ips, nil, &url.URL{Scheme: "xksproxy", Host: labClusterID, Path: "/node/" + id})
+}
+
 // issue writes a leaf certificate and key for cn, valid for ips and dns.
 func (ca *pkiCA) issue(t testing.TB, certPath, keyPath, cn string, ips []string, dns ...string) {
 	t.Helper()
+	ca.issueWith(t, certPath, keyPath, cn, ips, dns)
+}
+
+func (ca *pkiCA) issueWith(t testing.TB, certPath, keyPath, cn string, ips, dns []string, uris ...*url.URL) {
+	t.Helper()
 	tmpl := &x509.Certificate{
+		URIs:        uris,
 		Subject:     pkix.Name{CommonName: cn},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

@@ -35,6 +35,8 @@ const (
 	CmdCancelDeletion    CommandType = 14
 	CmdDeleteKey         CommandType = 15
 	CmdRaiseCommandSet   CommandType = 16 | IgnoreIfUnknown
+	// 17 and 18 are the node identity's; 18 is unused so far.
+	CmdRevokeNodeCertificates CommandType = 17
 )
 
 // commands maps each known type to its name and decoder.
@@ -42,22 +44,23 @@ var commands = map[CommandType]struct {
 	name   string
 	decode func([]byte) (Command, error)
 }{
-	CmdSeed:              {"Seed", decodeAs[Seed]},
-	CmdCreateKeyStore:    {"CreateKeyStore", decodeAs[CreateKeyStore]},
-	CmdUpdateKeyStore:    {"UpdateKeyStore", decodeAs[UpdateKeyStore]},
-	CmdDeleteKeyStore:    {"DeleteKeyStore", decodeAs[DeleteKeyStore]},
-	CmdAddCredential:     {"AddCredential", decodeAs[AddCredential]},
-	CmdRemoveCredential:  {"RemoveCredential", decodeAs[RemoveCredential]},
-	CmdCreateKey:         {"CreateKey", decodeAs[CreateKey]},
-	CmdSetKeyEnabled:     {"SetKeyEnabled", decodeAs[SetKeyEnabled]},
-	CmdAddKeyVersion:     {"AddKeyVersion", decodeAs[AddKeyVersion]},
-	CmdSetCurrentVersion: {"SetCurrentVersion", decodeAs[SetCurrentVersion]},
-	CmdAddGrant:          {"AddGrant", decodeAs[AddGrant]},
-	CmdRemoveGrant:       {"RemoveGrant", decodeAs[RemoveGrant]},
-	CmdScheduleDeletion:  {"ScheduleDeletion", decodeAs[ScheduleDeletion]},
-	CmdCancelDeletion:    {"CancelDeletion", decodeAs[CancelDeletion]},
-	CmdDeleteKey:         {"DeleteKey", decodeAs[DeleteKey]},
-	CmdRaiseCommandSet:   {"RaiseCommandSet", decodeAs[RaiseCommandSet]},
+	CmdSeed:                   {"Seed", decodeAs[Seed]},
+	CmdCreateKeyStore:         {"CreateKeyStore", decodeAs[CreateKeyStore]},
+	CmdUpdateKeyStore:         {"UpdateKeyStore", decodeAs[UpdateKeyStore]},
+	CmdDeleteKeyStore:         {"DeleteKeyStore", decodeAs[DeleteKeyStore]},
+	CmdAddCredential:          {"AddCredential", decodeAs[AddCredential]},
+	CmdRemoveCredential:       {"RemoveCredential", decodeAs[RemoveCredential]},
+	CmdCreateKey:              {"CreateKey", decodeAs[CreateKey]},
+	CmdSetKeyEnabled:          {"SetKeyEnabled", decodeAs[SetKeyEnabled]},
+	CmdAddKeyVersion:          {"AddKeyVersion", decodeAs[AddKeyVersion]},
+	CmdSetCurrentVersion:      {"SetCurrentVersion", decodeAs[SetCurrentVersion]},
+	CmdAddGrant:               {"AddGrant", decodeAs[AddGrant]},
+	CmdRemoveGrant:            {"RemoveGrant", decodeAs[RemoveGrant]},
+	CmdScheduleDeletion:       {"ScheduleDeletion", decodeAs[ScheduleDeletion]},
+	CmdCancelDeletion:         {"CancelDeletion", decodeAs[CancelDeletion]},
+	CmdDeleteKey:              {"DeleteKey", decodeAs[DeleteKey]},
+	CmdRaiseCommandSet:        {"RaiseCommandSet", decodeAs[RaiseCommandSet]},
+	CmdRevokeNodeCertificates: {"RevokeNodeCertificates", decodeAs[RevokeNodeCertificates]},
 }
 
 // String names the type for messages.

@@ -12,8 +12,12 @@ import "fmt"
 // Every build released before command sets existed reads set 1. Set 2
 // adds the key usages beyond ENCRYPT and DECRYPT, and credential seals
 // bound to their key store (SealBoundToKeyStore). Set 3 adds keys that
-// remember another proxy's ciphertext format (Key.Legacy).
+// remember another proxy's ciphertext format (Key.Legacy) and the
+// deny-list of node certificates (RevokeNodeCertificates).
 const CommandSet = 3
+
+// commandSetNodeIdentity is the set that reads RevokeNodeCertificates.
+const commandSetNodeIdentity = 3
 
 // SealBoundToKeyStore is the first byte of a sealed credential secret whose
 // seal binds its key store as well as its access key id. Builds before
@@ -56,6 +60,8 @@ func RequiredCommandSet(c Command) int {
 		creds([]StoredCredential{c.Credential})
 	case CreateKey:
 		key(&c.Key)
+	case RevokeNodeCertificates:
+		need = max(need, commandSetNodeIdentity)
 	}
 	return need
 }

@@ -48,6 +48,7 @@ func sampleCommands() []Command {
 		RaiseCommandSet{To: CommandSet},
 		CreateKeyStore{At: at, KeyStore: storeSpec("m", "/m", KeyModeShared)},
 		CreateKey{At: at, Key: legacyKeySpec("m", "imported", []byte("static-v1"))},
+		RevokeNodeCertificates{At: at, NodeID: "node2"},
 	}
 }
 

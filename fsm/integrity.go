@@ -69,7 +69,7 @@ func (s *State) check() error {
 			return notFound("grant %s: key store %s has no key %s", g.ID, g.KeyStore, g.KeyID)
 		}
 	}
-	return nil
+	return s.checkNodeRevocations()
 }
 
 func deletedWord(deleted bool) string {

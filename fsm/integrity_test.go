@@ -20,6 +20,7 @@ func integrityBase(t testing.TB) *State {
 		DeleteKey{At: t0.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "a", KeyID: "gone"},
 		RaiseCommandSet{To: CommandSet},
 		CreateKey{At: t0, Key: legacyKeySpec("b", "imported", nil)},
+		RevokeNodeCertificates{At: t0, NodeID: "node9"},
 	} {
 		s = step(t, s, c)
 	}

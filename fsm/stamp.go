@@ -39,6 +39,9 @@ func Stamped(c Command, at time.Time) (stamped Command, proposed time.Time, time
 	case DeleteKey:
 		proposed, c.At = c.At, at
 		return c, proposed, true
+	case RevokeNodeCertificates:
+		proposed, c.At = c.At, at
+		return c, proposed, true
 	}
 	return c, time.Time{}, false
 }

@@ -22,6 +22,9 @@ type State struct {
 	grants map[string]*Grant          // by grant id
 	// commandSet is the command set every voter reads (0 means 1).
 	commandSet int
+	// revokedNodes: node id -> certificates naming it issued before this
+	// time are refused (RevokeNodeCertificates).
+	revokedNodes map[string]time.Time
 }
 
 // StoredKeyStore is a key store as the cluster replicates it: credentials
@@ -197,6 +200,8 @@ type stateJSON struct {
 	// CommandSet is left out while it is 1, so that builds from before
 	// command sets, whose decoding is strict, read the snapshot.
 	CommandSet int `json:"commandSet,omitempty"`
+	// RevokedNodes is left out while empty, for the same reason.
+	RevokedNodes []NodeRevocation `json:"revokedNodeCertificates,omitempty"`
 }
 
 // MarshalJSON writes the state deterministically.
@@ -204,6 +209,9 @@ func (s *State) MarshalJSON() ([]byte, error) {
 	out := stateJSON{Index: s.index, Seeded: s.seeded, KeyStores: s.KeyStores(), Keys: []*Key{}, Grants: s.Grants()}
 	if s.commandSet > 1 {
 		out.CommandSet = s.commandSet
+	}
+	if len(s.revokedNodes) > 0 {
+		out.RevokedNodes = s.NodeRevocations()
 	}
 	for _, ks := range out.KeyStores {
 		out.Keys = append(out.Keys, s.Keys(ks.Name)...)
@@ -243,6 +251,15 @@ func (s *State) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("state: a grant is null, listed twice or in a key store that does not exist")
 		}
 		n.grants[g.ID] = g
+	}
+	for _, r := range in.RevokedNodes {
+		if _, twice := n.revokedNodes[r.NodeID]; twice {
+			return fmt.Errorf("state: node %s is revoked twice", r.NodeID)
+		}
+		if n.revokedNodes == nil {
+			n.revokedNodes = map[string]time.Time{}
+		}
+		n.revokedNodes[r.NodeID] = r.Before
 	}
 	if err := n.check(); err != nil {
 		return fmt.Errorf("state: %w", err)

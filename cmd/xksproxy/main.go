@@ -216,7 +216,7 @@ func untilOrphaned(ctx context.Context) (context.Context, context.CancelFunc) {
 func clusterKeysCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster-keys",
-		Short: "The key ceremony: cluster key material for every node's HSM",
+		Short: "The key ceremony: cluster key material for every node's HSM; the cluster CA and node certificates",
 		Long: `The cluster keys — a key-encryption key that wraps replicated key material and a
 seal key that protects SigV4 secrets in the Raft log — must be in every node's
 HSM. Generate the material once, import it into each node's HSM (also into a
@@ -250,6 +250,6 @@ node that joins later), then destroy the file.`,
 		},
 	}
 	importCmd.Flags().StringVar(&configPath, "config", "/etc/xksproxy/node.toml", "the node's TOML configuration file")
-	cmd.AddCommand(generate, importCmd)
+	cmd.AddCommand(generate, importCmd, clusterCACommand(), issueNodeCommand())
 	return cmd
 }

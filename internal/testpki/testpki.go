@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -33,7 +34,7 @@ var serial atomic.Int64
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
 	ca := &CA{Dir: t.TempDir()}
-	ca.cert, ca.key = ca.issue(t, name, nil, nil, "ca")
+	ca.cert, ca.key = ca.issue(t, name, nil, nil, "ca", time.Now().Add(-time.Hour), nil)
 	ca.CAFile = filepath.Join(ca.Dir, "ca.pem")
 	return ca
 }
@@ -42,8 +43,15 @@ func NewCA(t testing.TB, name string) *CA {
 // server and client, and returns its certificate and key file paths.
 func (ca *CA) Issue(t testing.TB, cn string) (certFile, keyFile string) {
 	t.Helper()
+	return ca.IssueWith(t, cn, time.Now().Add(-time.Hour))
+}
+
+// IssueWith is Issue with the certificate's NotBefore and URI SANs given
+// (a cluster node's identity).
+func (ca *CA) IssueWith(t testing.TB, cn string, notBefore time.Time, uris ...*url.URL) (certFile, keyFile string) {
+	t.Helper()
 	name := "leaf-" + time.Now().Format("150405.000000000") + "-" + big.NewInt(serial.Add(1)).String()
-	ca.issue(t, cn, ca.cert, ca.key, name)
+	ca.issue(t, cn, ca.cert, ca.key, name, notBefore, uris)
 	return filepath.Join(ca.Dir, name+".pem"), filepath.Join(ca.Dir, name+"-key.pem")
 }
 
@@ -58,7 +66,7 @@ func (ca *CA) TLSCertificate(t testing.TB, cn string) *tls.Certificate {
 	return &c
 }
 
-func (ca *CA) issue(t testing.TB, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+func (ca *CA) issue(t testing.TB, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, name string, notBefore time.Time, uris []*url.URL) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -67,12 +75,13 @@ func (ca *CA) issue(t testing.TB, cn string, parent *x509.Certificate, parentKey
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)),
 		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
+		NotBefore:    notBefore,
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		URIs:         uris,
 	}
 	signer, signerKey := tmpl, key
 	if parent == nil {

@@ -83,8 +83,8 @@ func loadCA(certPath, keyPath string) (*CA, error) {
 
 // Issue writes certPath and keyPath for a leaf certificate with the given
 // common name, valid for the given DNS names and IPs, unless they exist.
-// Server and client use are both allowed: the same leaf serves node-to-node
-// mutual TLS.
+// Server and client use are both allowed. Cluster certificates are not
+// made here: they name their node (node.IssueNodeCertificate).
 func (ca *CA) Issue(certPath, keyPath, cn string, dnsNames []string, ips []net.IP) error {
 	if _, err := os.Stat(certPath); err == nil {
 		return nil

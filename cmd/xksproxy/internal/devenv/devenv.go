@@ -101,11 +101,14 @@ func Prepare(dir, listen string, nodes int) (*Env, error) {
 	if err := ca.Issue(e.path("tls", "server.pem"), e.path("tls", "server-key.pem"), "localhost", []string{"localhost"}, loopback); err != nil {
 		return nil, fmt.Errorf("dev server certificate: %w", err)
 	}
+	if _, err := node.EnsureClusterID(e.path("tls")); err != nil {
+		return nil, fmt.Errorf("dev cluster id: %w", err)
+	}
 	for i, n := range e.State.Nodes {
 		if err := os.MkdirAll(e.nodeDir(i), 0o700); err != nil {
 			return nil, err
 		}
-		if err := ca.Issue(e.nodeDir(i, "cluster.pem"), e.nodeDir(i, "cluster-key.pem"), n.ID, []string{"localhost"}, loopback); err != nil {
+		if err := e.issueClusterCertificate(i, loopback); err != nil {
 			return nil, fmt.Errorf("%s cluster certificate: %w", n.ID, err)
 		}
 		if err := e.prepareToken(i); err != nil {
@@ -116,6 +119,24 @@ func Prepare(dir, listen string, nodes int) (*Env, error) {
 		}
 	}
 	return e, nil
+}
+
+// issueClusterCertificate gives node i a certificate from the dev CA that
+// names it (`cluster-keys issue`, as an operator would), replacing one from
+// an earlier dev that names no node.
+func (e *Env) issueClusterCertificate(i int, loopback []net.IP) error {
+	certPath, keyPath := e.nodeDir(i, "cluster.pem"), e.nodeDir(i, "cluster-key.pem")
+	if node.CertificateNames(certPath, e.path("tls"), e.State.Nodes[i].ID) {
+		return nil
+	}
+	for _, p := range []string{certPath, keyPath} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	_, err := node.IssueNodeCertificate(e.path("tls"), node.NodeCertificate{NodeID: e.State.Nodes[i].ID,
+		IPs: loopback, DNSNames: []string{"localhost"}, CertPath: certPath, KeyPath: keyPath})
+	return err
 }
 
 func (e *Env) loadOrCreateState(listen string, nodes int) error {
