@@ -2,7 +2,7 @@
 // mutual TLS, leader forwarding, joining and removing nodes, the per-node
 // reconciler that makes the local HSM hold every replicated key, the view
 // builder that turns replicated state into the data plane's read view, and
-// the admin API.
+// the node API the operator API (package admin) is built on.
 package cluster
 
 import (
