@@ -54,7 +54,11 @@ func (o *cliOptions) client() (*admin.Client, error) {
 	}
 	c.Stale = true
 	// On stderr, so that --json's stdout stays the API's JSON alone.
-	c.OnFreshness = func(_ *admin.Route, f admin.Freshness) {
+	// A write goes through the leader whatever the flag: nothing to say.
+	c.OnFreshness = func(r *admin.Route, f admin.Freshness) {
+		if !r.Stale {
+			return
+		}
 		fmt.Fprintf(os.Stderr, "stale read: the node's applied index is %d, its last contact with the leader %v ago\n",
 			f.AppliedIndex, f.LeaderContactAge)
 	}
