@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -23,6 +24,29 @@ type Client struct {
 	BaseURL string // https://host:port
 	Token   string
 	HTTP    *http.Client
+	// Stale reads: the routes that allow it answer from the node's state
+	// as it is, without the leader (Route.Stale).
+	Stale bool
+	// OnFreshness, when set, hears how current the node was for every
+	// answer that says so (Route.StatesFreshness).
+	OnFreshness func(*Route, Freshness)
+}
+
+// Freshness is how current a node was when it answered.
+type Freshness struct {
+	AppliedIndex     uint64        // the answer holds every change up to this index
+	LeaderContactAge time.Duration // since the node last heard from the leader; 0 on the leader
+}
+
+// freshnessOf reads an answer's freshness headers; ok is false without them
+// (a route that reads no state, or a node of an older build).
+func freshnessOf(h http.Header) (f Freshness, ok bool) {
+	index, err1 := strconv.ParseUint(h.Get(AppliedIndexHeader), 10, 64)
+	age, err2 := strconv.ParseInt(h.Get(LeaderContactAgeHeader), 10, 64)
+	if err1 != nil || err2 != nil {
+		return Freshness{}, false
+	}
+	return Freshness{AppliedIndex: index, LeaderContactAge: time.Duration(age) * time.Millisecond}, true
 }
 
 // NewClient trusts caFile (the cluster CA) for the admin listener.
@@ -71,6 +95,9 @@ func (c *Client) raw(ctx context.Context, r *Route, query url.Values, body []byt
 		rd = bytes.NewReader(body)
 	}
 	u := c.BaseURL + r.Path(args...)
+	if c.Stale && r.Stale {
+		query = withStale(query)
+	}
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
@@ -88,6 +115,9 @@ func (c *Client) raw(ctx context.Context, r *Route, query url.Values, body []byt
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	if err != nil {
 		return nil, err
+	}
+	if f, ok := freshnessOf(resp.Header); ok && c.OnFreshness != nil {
+		c.OnFreshness(r, f)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e APIError
@@ -223,14 +253,25 @@ func (c *Client) RemoveNode(ctx context.Context, id string) error {
 	return err
 }
 
-// SaveSnapshot returns a backup file; stale takes the node's state without
-// a leader's confirmation.
+// SaveSnapshot returns a backup file; stale (or c.Stale) takes the node's
+// state without a leader's confirmation.
 func (c *Client) SaveSnapshot(ctx context.Context, stale bool) ([]byte, error) {
 	var q url.Values
 	if stale {
-		q = url.Values{"stale": {"1"}}
+		q = withStale(q)
 	}
 	return c.raw(ctx, SaveSnapshot, q, nil)
+}
+
+// withStale adds the stale read parameter to q. It is sent as 1, which
+// servers read as true, and which builds before stale reads took for
+// snapshot save too.
+func withStale(q url.Values) url.Values {
+	out := url.Values{StaleParam: {"1"}}
+	for k, v := range q {
+		out[k] = v
+	}
+	return out
 }
 
 // RestoreSnapshot restores a backup file; allowUnauthenticated also takes

@@ -25,6 +25,10 @@ func Document() map[string]any {
 		for _, q := range r.Query {
 			params = append(params, map[string]any{"name": q, "in": "query", "schema": map[string]any{"type": "string"}})
 		}
+		if r.Stale {
+			params = append(params, map[string]any{"name": StaleParam, "in": "query", "schema": map[string]any{"type": "boolean"},
+				"description": "answer from this node's state as it is, without asking the leader (and without one)"})
+		}
 		if params != nil {
 			op["parameters"] = params
 		}
@@ -42,10 +46,11 @@ func Document() map[string]any {
 		case r.Octets:
 			ok["content"] = map[string]any{"application/octet-stream": map[string]any{"schema": map[string]any{"type": "string", "format": "binary"}}}
 		}
-		op["responses"] = map[string]any{
-			"200":     ok,
-			"default": map[string]any{"description": "refused", "content": map[string]any{"application/json": map[string]any{"schema": g.of(reflect.TypeOf(APIError{}))}}},
+		refused := map[string]any{"description": "refused", "content": map[string]any{"application/json": map[string]any{"schema": g.of(reflect.TypeOf(APIError{}))}}}
+		if r.StatesFreshness() {
+			ok["headers"], refused["headers"] = freshnessHeaders(), freshnessHeaders()
 		}
+		op["responses"] = map[string]any{"200": ok, "default": refused}
 		if paths[r.Pattern] == nil {
 			paths[r.Pattern] = map[string]any{}
 		}
@@ -58,6 +63,17 @@ func Document() map[string]any {
 		"security":   []any{map[string]any{"bearer": []any{}}},
 		"paths":      paths,
 		"components": map[string]any{"schemas": g.defs, "securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}}},
+	}
+}
+
+// freshnessHeaders describes AppliedIndexHeader and LeaderContactAgeHeader.
+func freshnessHeaders() map[string]any {
+	integer := map[string]any{"type": "integer", "format": "int64", "minimum": 0}
+	return map[string]any{
+		AppliedIndexHeader: map[string]any{"schema": integer,
+			"description": "the index of the last command the node had applied when it read the state: the answer holds every change up to it"},
+		LeaderContactAgeHeader: map[string]any{"schema": integer,
+			"description": "milliseconds since the node last heard from the leader (0 on the leader)"},
 	}
 }
 

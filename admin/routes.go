@@ -35,12 +35,39 @@ type Route struct {
 	Pattern string
 	Sync    Sync
 	Summary string
+	// Stale: the route takes ?stale=true (or 1), and then answers from
+	// this node's state as it is, without asking the leader (Consul's and
+	// rqlite's stale read level): a read that costs no round trip to
+	// another site, and that works without a leader. The answer's
+	// AppliedIndexHeader and LeaderContactAgeHeader say how old it may be.
+	Stale bool
 	// Request and Response are the JSON bodies (nil: none); Octets marks a
 	// route whose body (request for POST, answer for GET) is a file as it is.
 	Request, Response any
 	Octets            bool
-	Query             []string // optional query parameters
+	Query             []string // optional query parameters, besides stale
 }
+
+// StaleParam is the query parameter of a stale read.
+const StaleParam = "stale"
+
+// The answer headers of a route that reads or changes the state
+// (StatesFreshness): how current the node that answered was.
+const (
+	// AppliedIndexHeader is the index of the last command the node had
+	// applied before it read the state for the answer: the answer holds
+	// every change up to it.
+	AppliedIndexHeader = "X-Xksproxy-Applied-Index"
+	// LeaderContactAgeHeader is how long the node had gone without hearing
+	// from the leader, in whole milliseconds: 0 on the leader; since its
+	// start when it has heard from none.
+	LeaderContactAgeHeader = "X-Xksproxy-Leader-Contact-Age-Ms"
+)
+
+// StatesFreshness reports whether the route's answers carry
+// AppliedIndexHeader and LeaderContactAgeHeader: every route that reads or
+// changes the replicated state.
+func (r *Route) StatesFreshness() bool { return r.Sync != NoSync || r.Stale }
 
 // Path is the route's path with args in place of its wildcards, escaped.
 func (r *Route) Path(args ...string) string {
@@ -55,37 +82,37 @@ func (r *Route) Path(args ...string) string {
 
 // The routes. Every path of the admin API is written here and nowhere else.
 var (
-	ListKeyStores   = &Route{Name: "listKeyStores", Method: "GET", Pattern: "/v1/keystores", Sync: SyncFirst, Summary: "List key stores", Response: []KeyStoreInfo{}}
+	ListKeyStores   = &Route{Name: "listKeyStores", Method: "GET", Pattern: "/v1/keystores", Sync: SyncFirst, Stale: true, Summary: "List key stores", Response: []KeyStoreInfo{}}
 	CreateKeyStore  = &Route{Name: "createKeyStore", Method: "POST", Pattern: "/v1/keystores", Sync: SyncFirst, Summary: "Create a key store and its first SigV4 credential", Request: CreateKeyStoreRequest{}, Response: CreateKeyStoreResponse{}}
-	ShowKeyStore    = &Route{Name: "showKeyStore", Method: "GET", Pattern: "/v1/keystores/{ks}", Sync: SyncFirst, Summary: "Show a key store", Response: KeyStoreInfo{}}
+	ShowKeyStore    = &Route{Name: "showKeyStore", Method: "GET", Pattern: "/v1/keystores/{ks}", Sync: SyncFirst, Stale: true, Summary: "Show a key store", Response: KeyStoreInfo{}}
 	EnableKeyStore  = &Route{Name: "enableKeyStore", Method: "POST", Pattern: "/v1/keystores/{ks}/enable", Sync: SyncFirst, Summary: "Enable a key store on every node", Response: Change{}}
 	DisableKeyStore = &Route{Name: "disableKeyStore", Method: "POST", Pattern: "/v1/keystores/{ks}/disable", Sync: SyncFirst, Summary: "Disable a key store on every node (kill switch)", Response: Change{}}
 
-	ListCredentials  = &Route{Name: "listCredentials", Method: "GET", Pattern: "/v1/keystores/{ks}/credentials", Sync: SyncFirst, Summary: "List a key store's credentials (never their secrets)", Response: []CredentialInfo{}}
+	ListCredentials  = &Route{Name: "listCredentials", Method: "GET", Pattern: "/v1/keystores/{ks}/credentials", Sync: SyncFirst, Stale: true, Summary: "List a key store's credentials (never their secrets)", Response: []CredentialInfo{}}
 	AddCredential    = &Route{Name: "addCredential", Method: "POST", Pattern: "/v1/keystores/{ks}/credentials", Sync: SyncFirst, Summary: "Add a SigV4 credential; its secret is answered once", Request: AddCredentialRequest{}, Response: NewCredential{}}
 	RemoveCredential = &Route{Name: "removeCredential", Method: "DELETE", Pattern: "/v1/keystores/{ks}/credentials/{akid}", Sync: SyncFirst, Summary: "Revoke a credential on every node", Response: Change{}}
 
-	ListKeys         = &Route{Name: "listKeys", Method: "GET", Pattern: "/v1/keystores/{ks}/keys", Sync: SyncFirst, Summary: "List a key store's keys", Response: []KeyInfo{}}
+	ListKeys         = &Route{Name: "listKeys", Method: "GET", Pattern: "/v1/keystores/{ks}/keys", Sync: SyncFirst, Stale: true, Summary: "List a key store's keys", Response: []KeyInfo{}}
 	CreateKey        = &Route{Name: "createKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys", Sync: SyncFirst, Summary: "Create a key; answered once every reachable node serves it", Request: CreateKeyRequest{}, Response: KeyInfo{}}
-	ShowKey          = &Route{Name: "showKey", Method: "GET", Pattern: "/v1/keystores/{ks}/keys/{key}", Sync: SyncFirst, Summary: "Show a key and its versions", Response: KeyInfo{}}
+	ShowKey          = &Route{Name: "showKey", Method: "GET", Pattern: "/v1/keystores/{ks}/keys/{key}", Sync: SyncFirst, Stale: true, Summary: "Show a key and its versions", Response: KeyInfo{}}
 	EnableKey        = &Route{Name: "enableKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/enable", Sync: SyncFirst, Summary: "Enable a key on every node", Response: Change{}}
 	DisableKey       = &Route{Name: "disableKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/disable", Sync: SyncFirst, Summary: "Disable a key on every node (kill switch)", Response: Change{}}
 	RotateKey        = &Route{Name: "rotateKey", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/rotate", Sync: SyncFirst, Summary: "Add a version (generated, or in a shared key store an adopted HSM label) and make it current once every node holds it", Request: RotateKeyRequest{}, Response: Change{}}
 	ScheduleDeletion = &Route{Name: "scheduleDeletion", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/schedule-deletion", Sync: SyncFirst, Summary: "Delete a disabled key after 7-30 days", Request: ScheduleDeletionRequest{}, Response: KeyInfo{}}
 	CancelDeletion   = &Route{Name: "cancelDeletion", Method: "POST", Pattern: "/v1/keystores/{ks}/keys/{key}/cancel-deletion", Sync: SyncFirst, Summary: "Cancel a scheduled deletion (the key stays disabled)", Response: KeyInfo{}}
 
-	ListGrants  = &Route{Name: "listGrants", Method: "GET", Pattern: "/v1/keystores/{ks}/grants", Sync: SyncFirst, Summary: "List a key store's grants", Response: []GrantInfo{}}
+	ListGrants  = &Route{Name: "listGrants", Method: "GET", Pattern: "/v1/keystores/{ks}/grants", Sync: SyncFirst, Stale: true, Summary: "List a key store's grants", Response: []GrantInfo{}}
 	AddGrant    = &Route{Name: "addGrant", Method: "POST", Pattern: "/v1/keystores/{ks}/grants", Sync: SyncFirst, Summary: "Allow principals to use a key", Request: GrantInfo{}, Response: GrantInfo{}}
 	RemoveGrant = &Route{Name: "removeGrant", Method: "DELETE", Pattern: "/v1/keystores/{ks}/grants/{id}", Sync: SyncFirst, Summary: "Remove a grant on every node", Response: Change{}}
 
 	CheckHSMLabels = &Route{Name: "checkHSMLabels", Method: "POST", Pattern: "/v1/hsm/labels", Sync: SyncFirst, Summary: "Which nodes' HSMs lack each of some key labels (changes nothing)", Request: HSMLabelsRequest{}, Response: []HSMLabelCheck{}}
 
-	GetClusterStatus = &Route{Name: "clusterStatus", Method: "GET", Pattern: "/v1/cluster/status", Sync: SyncTry, Summary: "The leader, every voter as it reports itself, and the gossip fleet", Response: ClusterStatus{}}
+	GetClusterStatus = &Route{Name: "clusterStatus", Method: "GET", Pattern: "/v1/cluster/status", Sync: SyncTry, Stale: true, Summary: "The leader, every voter as it reports itself, and the gossip fleet", Response: ClusterStatus{}}
 	JoinNode         = &Route{Name: "joinNode", Method: "POST", Pattern: "/v1/cluster/join", Sync: SyncFirst, Summary: "Admit a node as a voter (idempotent)", Request: MembershipRequest{}, Response: struct{}{}}
 	RemoveNode       = &Route{Name: "removeNode", Method: "POST", Pattern: "/v1/cluster/remove", Sync: SyncFirst, Summary: "Remove a node from the voters", Request: MembershipRequest{}, Response: struct{}{}}
 
-	// SaveSnapshot catches up with the leader itself, unless ?stale=1.
-	SaveSnapshot    = &Route{Name: "saveSnapshot", Method: "GET", Pattern: "/v1/snapshot", Sync: NoSync, Summary: "Download a backup (the state and its MAC)", Octets: true, Query: []string{"stale"}}
+	// SaveSnapshot catches up with the leader itself, unless ?stale=true.
+	SaveSnapshot    = &Route{Name: "saveSnapshot", Method: "GET", Pattern: "/v1/snapshot", Sync: NoSync, Stale: true, Summary: "Download a backup (the state and its MAC)", Octets: true}
 	RestoreSnapshot = &Route{Name: "restoreSnapshot", Method: "POST", Pattern: "/v1/snapshot", Sync: SyncFirst, Summary: "Restore a backup whose MAC this node's HSM verifies", Octets: true, Response: Change{}, Query: []string{"allow-unauthenticated"}}
 	InspectSnapshot = &Route{Name: "inspectSnapshot", Method: "POST", Pattern: "/v1/snapshot/inspect", Sync: NoSync, Summary: "Describe a backup and check its MAC, without restoring it", Octets: true, Response: BackupInfo{}}
 

@@ -84,3 +84,44 @@ func TestOpenAPIDocumentMatchesTheRouteTable(t *testing.T) {
 		}
 	}
 }
+
+// Every GET route that syncs with the leader can be read stale instead, and
+// the document says so; every route that reads or changes the state
+// describes the freshness headers of its answers.
+func TestStaleReadsAndFreshnessHeadersAreDescribed(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Parameters []struct{ Name, In string } `json:"parameters"`
+			Responses  map[string]struct {
+				Headers map[string]json.RawMessage `json:"headers"`
+			} `json:"responses"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(DocumentJSON(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range Routes {
+		if r.Method == "GET" && r.Sync != NoSync && !r.Stale {
+			t.Errorf("%s syncs with the leader but cannot be read stale", r.Name)
+		}
+		if r.Stale && r.Method != "GET" {
+			t.Errorf("%s changes the state but is marked stale-readable", r.Name)
+		}
+		op := doc.Paths[r.Pattern][strings.ToLower(r.Method)]
+		described := false
+		for _, p := range op.Parameters {
+			described = described || p.In == "query" && p.Name == StaleParam
+		}
+		if described != r.Stale {
+			t.Errorf("%s: stale parameter described %v, route takes it %v", r.Name, described, r.Stale)
+		}
+		for _, status := range []string{"200", "default"} {
+			h := op.Responses[status].Headers
+			_, index := h[AppliedIndexHeader]
+			_, age := h[LeaderContactAgeHeader]
+			if index != r.StatesFreshness() || age != r.StatesFreshness() {
+				t.Errorf("%s %s: freshness headers described %v/%v, sent %v", r.Name, status, index, age, r.StatesFreshness())
+			}
+		}
+	}
+}

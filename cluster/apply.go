@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"sync"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // RuleError is a command the state refuses (a duplicate name, a missing key
@@ -45,7 +47,7 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (uint64, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	return n.forward(ctx, "/v1/apply", b)
+	return n.forward(ctx, noderpc.Apply, b)
 }
 
 func (n *Node) applyLocal(b []byte) (uint64, error) {
@@ -141,7 +143,7 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
 					unconfirmed("unreachable: the gossip fleet reports it dead")
 					return
 				}
-				st, err := n.statusOf(ctx, s)
+				st, err := n.statusAtLeast(ctx, s, noderpc.AwaitView, index)
 				if err == nil && st.ViewIndex >= index {
 					acks[i].Confirmed, acks[i].After, acks[i].Error = true, time.Since(start), ""
 					return
@@ -152,8 +154,10 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
 					unconfirmed("unreachable: " + err.Error())
 					return
 				}
+				retry := time.Duration(0)
 				if err != nil {
 					acks[i].Error = err.Error()
+					retry = statusRetryInterval
 				}
 				select {
 				case <-ctx.Done():
@@ -162,7 +166,7 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
 					}
 					unconfirmed(acks[i].Error)
 					return
-				case <-time.After(5 * time.Millisecond):
+				case <-time.After(retry):
 				}
 			}
 		}()
@@ -188,25 +192,111 @@ func (n *Node) gossipSaysDead(id string) bool {
 // WaitReconciled waits until every reachable voter's reconciler has caught
 // up with index, and returns their statuses: a node's KeysMissing is
 // meaningful for a change only once it has. Unreachable voters are left
-// out: they reconcile when they return.
+// out (State ""): they reconcile when they return.
 func (n *Node) WaitReconciled(ctx context.Context, index uint64) []NodeStatus {
-	for {
-		statuses, _ := n.Statuses(ctx)
-		behind := false
-		for _, st := range statuses {
-			if st.State != "" && st.ReconciledIndex < index {
-				behind = true
+	servers, err := n.Servers()
+	if err != nil {
+		return nil
+	}
+	out := make([]NodeStatus, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				st, err := n.statusAtLeast(ctx, s, noderpc.AwaitReconciled, index)
+				if err != nil {
+					out[i] = NodeStatus{ID: string(s.ID), ClusterAddr: string(s.Address), NotReady: "unreachable: " + err.Error()}
+					return
+				}
+				out[i] = st
+				if st.ReconciledIndex >= index || ctx.Err() != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// Waiting for another node's index: one AwaitStatus call answers as soon
+// as the node reaches it (its notifier wakes the handler), so a
+// confirmation costs one round trip instead of a status poll every few
+// milliseconds. A round lasts at most awaitRound, after which the caller
+// checks again what it knows (gossip may hold the node dead by then).
+const (
+	awaitRound = time.Second
+	// statusRetryInterval spaces the questions to a node that failed to
+	// answer, or to an older build without AwaitStatus, which can only be
+	// polled.
+	statusRetryInterval = 20 * time.Millisecond
+)
+
+// indexNamed is this node's notifier of the index an AwaitStatus names.
+func (n *Node) indexNamed(of string) *indexNotifier {
+	if of == noderpc.AwaitReconciled {
+		return &n.reconciled
+	}
+	return &n.viewed
+}
+
+func reachedIndex(st NodeStatus, of string) uint64 {
+	if of == noderpc.AwaitReconciled {
+		return st.ReconciledIndex
+	}
+	return st.ViewIndex
+}
+
+// statusAtLeast returns server s's status once its index of (the view's
+// or the reconciler's) reaches index, or after a round of awaitRound, or
+// when ctx ends, whichever comes first: this node's own through its
+// notifier, another's through AwaitStatus.
+func (n *Node) statusAtLeast(ctx context.Context, s raft.Server, of string, index uint64) (NodeStatus, error) {
+	wait := awaitRound
+	if deadline, ok := ctx.Deadline(); ok {
+		wait = max(0, min(wait, time.Until(deadline)))
+	}
+	if s.ID == raft.ServerID(n.cfg.NodeID) {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		n.indexNamed(of).Wait(wctx, index)
+		return n.Status(), nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait+2*time.Second)
+	defer cancel()
+	var st NodeStatus
+	status, err := n.call(rctx, peer{id: string(s.ID), addr: string(s.Address)}, noderpc.AwaitStatus, noderpc.AwaitQuery(of, index, wait), nil, &st)
+	if status == http.StatusNotFound {
+		// A build before AwaitStatus (a rolling upgrade): poll its status.
+		st, err = n.statusOf(ctx, s)
+		if err == nil && reachedIndex(st, of) < index {
+			select {
+			case <-ctx.Done():
+			case <-time.After(statusRetryInterval):
 			}
 		}
-		if !behind {
-			return statuses
-		}
-		select {
-		case <-ctx.Done():
-			return statuses
-		case <-time.After(10 * time.Millisecond):
-		}
+		return st, err
 	}
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("status %d", status)
+	}
+	return st, err
+}
+
+// serveAwaitStatus answers noderpc.AwaitStatus: this node's status once
+// the index asked for is reached, or once the wait is over.
+func (n *Node) serveAwaitStatus(w http.ResponseWriter, r *http.Request) {
+	of, index, wait, err := noderpc.ParseAwait(r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	n.indexNamed(of).Wait(ctx, index)
+	noderpc.WriteJSON(w, http.StatusOK, n.Status())
 }
 
 // statusOf asks a server for its status (itself without a network hop).
@@ -217,7 +307,7 @@ func (n *Node) statusOf(ctx context.Context, s raft.Server) (NodeStatus, error) 
 	var st NodeStatus
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	status, err := n.rpc(rctx, peer{id: string(s.ID), addr: string(s.Address)}, "/v1/status", nil, &st)
+	status, err := n.call(rctx, peer{id: string(s.ID), addr: string(s.Address)}, noderpc.Status, nil, nil, &st)
 	if err == nil && status != 200 {
 		err = fmt.Errorf("status %d", status)
 	}

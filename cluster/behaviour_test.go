@@ -480,7 +480,7 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	fresh.waitFor("the restored node to serve the restored key", 20*time.Second, func() bool {
 		store := n.views.Load().StoreByName(demoStore)
 		return n.node.ServingError() == nil && store != nil && store.Key([]byte("backed-up")) != nil &&
-			len(n.node.KeysMissing()) == 0 && n.node.reconciledIndex.Load() >= n.node.viewIndex.Load()
+			len(n.node.KeysMissing()) == 0 && n.node.reconciled.Index() >= n.node.viewed.Index()
 	})
 	if got, err := decryptOn(n, enc); err != nil || string(got) != "survives a disaster" {
 		t.Fatalf("decrypt after restore: %q %v", got, err)

@@ -103,6 +103,10 @@ type testCluster struct {
 	// until the channel closes (fault injection: a slow HSM), announcing
 	// each on unwrapHeld.
 	slowUnwrap atomic.Pointer[slowUnwrap]
+	// leaderLease, when set, is every node's heartbeat and election
+	// timeout and leader lease: a leader cut off from the others goes on
+	// taking itself for the leader about this long.
+	leaderLease time.Duration
 }
 
 type slowUnwrap struct {
@@ -124,8 +128,15 @@ const (
 
 func newTestCluster(t *testing.T, size int) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, size, func(*testCluster) {})
+}
+
+// newTestClusterWith is newTestCluster with prepare's settings.
+func newTestClusterWith(t *testing.T, size int, prepare func(*testCluster)) *testCluster {
+	t.Helper()
 	c := &testCluster{}
 	c.init(t)
+	prepare(c)
 	for i := range size {
 		n := c.addNode(tokenLabels[i], i == 0, true)
 		if i == 0 {
@@ -196,6 +207,9 @@ func (c *testCluster) addNode(tokenLabel string, bootstrap, importKeys bool) *te
 		StalenessLimit:   3 * time.Second,
 		Now:              func() time.Time { return c.now().Add(time.Duration(n.skew.Load())) },
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond,
+	}
+	if c.leaderLease > 0 {
+		n.cfg.HeartbeatTimeout, n.cfg.ElectionTimeout, n.cfg.LeaderLease = c.leaderLease, c.leaderLease, c.leaderLease
 	}
 	for _, other := range c.nodes {
 		if other.node != nil && c.gossipKey == nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // A node may serve crypto only while its state is known to be current: it
@@ -41,12 +43,6 @@ const DefaultMaxLag = 2 * time.Second
 // maxPendingSamples bounds the samples kept while a node is behind.
 const maxPendingSamples = 1024
 
-// leaderIndexResponse is the answer of GET /v1/leader-index.
-type leaderIndexResponse struct {
-	Index uint64 `json:"index"`
-	Term  uint64 `json:"term"`
-}
-
 // trackLeaderIndex asks the leader for its index every poll interval and
 // publishes, in n.currentAsOf, the latest moment this node's view is known
 // to reflect everything the leader had applied. Samples the view has not
@@ -63,14 +59,14 @@ func (n *Node) trackLeaderIndex() {
 			return
 		case <-tick.C:
 			asked := time.Now()
-			if index, err := n.askLeaderIndex(); err == nil {
+			if index, err := n.askLeaderIndex(false); err == nil {
 				s := indexSample{index: index, askedAt: asked}
 				n.latestSample.Store(&s)
 				pending = appendSample(pending, s)
 			}
 		case <-n.viewChanged:
 		}
-		view := n.viewIndex.Load()
+		view := n.viewed.Index()
 		reached := 0
 		for reached < len(pending) && pending[reached].index <= view {
 			reached++
@@ -111,7 +107,7 @@ func appendSample(pending []indexSample, s indexSample) []indexSample {
 
 func (n *Node) logServingChange(serving bool) {
 	if serving {
-		ev := n.log.Info().Uint64("viewIndex", n.viewIndex.Load())
+		ev := n.log.Info().Uint64("viewIndex", n.viewed.Index())
 		if s := n.latestSample.Load(); s != nil {
 			ev = ev.Uint64("leaderIndex", s.index)
 		}
@@ -122,9 +118,11 @@ func (n *Node) logServingChange(serving bool) {
 }
 
 // askLeaderIndex asks the leader (itself, when it leads) for its index.
-func (n *Node) askLeaderIndex() (uint64, error) {
+// With confirm, the leader first confirms with a quorum that it still
+// leads (see leaderIndex).
+func (n *Node) askLeaderIndex(confirm bool) (uint64, error) {
 	if n.IsLeader() {
-		return n.leaderIndex()
+		return n.leaderIndex(confirm)
 	}
 	addr, id := n.raft.LeaderWithID()
 	if addr == "" {
@@ -132,9 +130,9 @@ func (n *Node) askLeaderIndex() (uint64, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	var res leaderIndexResponse
+	var res noderpc.LeaderIndexResponse
 	leader := peer{id: string(id), addr: string(addr)}
-	status, err := n.rpc(ctx, leader, n.leaderIndexPath(), nil, &res)
+	status, err := n.call(ctx, leader, noderpc.LeaderIndex, n.leaderIndexQuery(confirm), nil, &res)
 	if status == http.StatusNotFound {
 		return n.askOlderLeaderIndex(ctx, leader)
 	}
@@ -142,23 +140,23 @@ func (n *Node) askLeaderIndex() (uint64, error) {
 		return 0, err
 	}
 	if status != http.StatusOK {
-		return 0, fmt.Errorf("%s answered %d to /v1/leader-index", addr, status)
+		return 0, fmt.Errorf("%s answered %d to %s", addr, status, noderpc.LeaderIndex.Path)
 	}
 	return res.Index, nil
 }
 
 // askOlderLeaderIndex reads the index from the status of a leader whose
-// version predates /v1/leader-index, so that upgraded followers serve
+// version predates noderpc.LeaderIndex, so that upgraded followers serve
 // during a rolling upgrade. Such a leader may not yet have applied all its
 // predecessor committed; the staleness limit still bounds the node.
 func (n *Node) askOlderLeaderIndex(ctx context.Context, leader peer) (uint64, error) {
 	var st NodeStatus
-	status, err := n.rpc(ctx, leader, "/v1/status", nil, &st)
+	status, err := n.call(ctx, leader, noderpc.Status, nil, nil, &st)
 	if err != nil {
 		return 0, err
 	}
 	if status != http.StatusOK || st.State != raft.Leader.String() {
-		return 0, fmt.Errorf("%s answered %d (%s) to /v1/status", leader.addr, status, st.State)
+		return 0, fmt.Errorf("%s answered %d (%s) to %s", leader.addr, status, st.State, noderpc.Status.Path)
 	}
 	return st.AppliedIndex, nil
 }
@@ -167,7 +165,15 @@ func (n *Node) askOlderLeaderIndex(ctx context.Context, leader peer) (uint64, er
 // which covers every write the cluster has acknowledged. A new leader first
 // commits a barrier in its term: until then it may still be applying what
 // its predecessor committed. One barrier per term, not one per question.
-func (n *Node) leaderIndex() (uint64, error) {
+//
+// A leader cut off from the others goes on taking itself for the leader
+// until its lease runs out, while the others may elect another and commit
+// more. With confirm, it proves it still leads before it answers
+// (raft's VerifyLeader: a heartbeat round with a quorum, no log entry),
+// so that an operator's read sees every change acknowledged before it.
+// The freshness poll does without: the staleness limit and MaxLag, far
+// above the lease, bound what a deposed leader's answer can hide.
+func (n *Node) leaderIndex(confirm bool) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, errNotLeader
 	}
@@ -182,25 +188,34 @@ func (n *Node) leaderIndex() (uint64, error) {
 			n.barrierTerm.Store(term)
 		}
 	}
+	index := n.fsm.AppliedIndex()
+	if confirm {
+		if err := n.raft.VerifyLeader().Error(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				return 0, errNotLeader
+			}
+			return 0, fmt.Errorf("confirming leadership: %w", err)
+		}
+	}
 	if !n.IsLeader() || n.raft.CurrentTerm() != term {
 		return 0, errNotLeader
 	}
-	return n.fsm.AppliedIndex(), nil
+	return index, nil
 }
 
-// serveLeaderIndex answers GET /v1/leader-index.
+// serveLeaderIndex answers noderpc.LeaderIndex.
 func (n *Node) serveLeaderIndex(w http.ResponseWriter, r *http.Request) {
-	index, err := n.leaderIndex()
+	index, err := n.leaderIndex(noderpc.ConfirmsLeadership(r.URL.Query()))
 	if err == nil {
 		n.recordPeerBuild(r)
 	}
 	switch {
 	case errors.Is(err, errNotLeader):
-		writeJSON(w, rpcNotLeaderStatus, applyResponse{Error: err.Error()})
+		noderpc.WriteJSON(w, noderpc.NotLeaderStatus, noderpc.ApplyResponse{Error: err.Error()})
 	case err != nil:
-		writeJSON(w, http.StatusServiceUnavailable, applyResponse{Error: err.Error()})
+		noderpc.WriteJSON(w, http.StatusServiceUnavailable, noderpc.ApplyResponse{Error: err.Error()})
 	default:
-		writeJSON(w, http.StatusOK, leaderIndexResponse{Index: index, Term: n.raft.CurrentTerm()})
+		noderpc.WriteJSON(w, http.StatusOK, noderpc.LeaderIndexResponse{Index: index, Term: n.raft.CurrentTerm()})
 	}
 }
 
@@ -225,11 +240,11 @@ func (n *Node) freshnessError() error {
 			return errors.New("catching up with the cluster leader: no leader has told this node its index yet")
 		}
 		return fmt.Errorf("catching up with the cluster leader: applied index %d, the leader's %d",
-			n.viewIndex.Load(), latest.index)
+			n.viewed.Index(), latest.index)
 	}
 	if behind := n.behindSince.Load(); behind != 0 && time.Since(time.Unix(0, behind)) > n.cfg.MaxLag && latest != nil {
 		return fmt.Errorf("behind the cluster leader for more than %v: applied index %d, the leader's %d",
-			n.cfg.MaxLag, n.viewIndex.Load(), latest.index)
+			n.cfg.MaxLag, n.viewed.Index(), latest.index)
 	}
 	limit := n.cfg.StalenessLimit
 	if limit <= 0 || time.Since(time.Unix(0, asOf)) <= limit {
@@ -237,7 +252,7 @@ func (n *Node) freshnessError() error {
 	}
 	if latest != nil && time.Since(latest.askedAt) <= limit {
 		return fmt.Errorf("catching up with the cluster leader after a loss of contact: applied index %d, the leader's %d",
-			n.viewIndex.Load(), latest.index)
+			n.viewed.Index(), latest.index)
 	}
 	return fmt.Errorf("no contact with the cluster leader for more than %v", limit)
 }

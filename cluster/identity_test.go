@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/rs/zerolog"
 
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/xksclient"
 )
@@ -82,14 +83,14 @@ func (im *impostor) appendEntries(target *testNode, term uint64) error {
 
 // rpc calls a node RPC and returns the HTTP status ("" body on a refused
 // connection, with the error).
-func (im *impostor) rpc(target *testNode, method, path, body string) (int, error) {
+func (im *impostor) rpc(target *testNode, route noderpc.Route, body string) (int, error) {
 	c, err := im.dial(target.node.ClusterAddr(), protoRPC)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	req, _ := http.NewRequest(method, "http://cluster"+path, strings.NewReader(body))
+	req, _ := http.NewRequest(route.Method, "http://cluster"+route.Path, strings.NewReader(body))
 	if err := req.Write(c); err != nil {
 		return 0, err
 	}
@@ -126,15 +127,18 @@ func refusedEverywhere(t *testing.T, c *testCluster, im *impostor, what string) 
 		if term := n.node.raft.CurrentTerm(); term >= attackTerm {
 			t.Errorf("%s: %s moved to the attacker's term %d", what, n.id, term)
 		}
-		for _, call := range []struct{ method, path, body string }{
-			{"GET", "/v1/status", ""},
-			{"POST", "/v1/apply", "x"},
-			{"POST", "/v1/remove", `{"id":"node1"}`},
-			{"POST", "/v1/restore", "{}"},
-			{"GET", "/v1/leader-index", ""},
+		for _, call := range []struct {
+			route noderpc.Route
+			body  string
+		}{
+			{noderpc.Status, ""},
+			{noderpc.Apply, "x"},
+			{noderpc.Remove, `{"id":"node1"}`},
+			{noderpc.Restore, "{}"},
+			{noderpc.LeaderIndex, ""},
 		} {
-			if status, _ := im.rpc(n, call.method, call.path, call.body); status != 0 && status != http.StatusForbidden {
-				t.Errorf("%s: %s answered %s %s with %d", what, n.id, call.method, call.path, status)
+			if status, _ := im.rpc(n, call.route, call.body); status != 0 && status != http.StatusForbidden {
+				t.Errorf("%s: %s answered %s with %d", what, n.id, call.route.Pattern(), status)
 			}
 		}
 	}
@@ -299,7 +303,7 @@ func TestACertificateWithoutTheRightIdentityCannotActAsAnotherNode(t *testing.T)
 		fmt.Sprintf(`{"id":"mallory","address":%q}`, node2.node.ClusterAddr()),
 	} {
 		for _, n := range c.nodes {
-			if status, err := mallory.rpc(n, "POST", "/v1/join", req); status == http.StatusOK {
+			if status, err := mallory.rpc(n, noderpc.Join, req); status == http.StatusOK {
 				t.Fatalf("%s admitted %s (%v)", n.id, req, err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // join asks the configured members to admit this node until one does. It
@@ -16,7 +17,7 @@ import (
 // first start, a restart and a scale-up.
 func (n *Node) join() {
 	defer n.wg.Done()
-	req := joinRequest{ID: n.cfg.NodeID, Address: n.ClusterAddr()}
+	req := noderpc.JoinRequest{ID: n.cfg.NodeID, Address: n.ClusterAddr()}
 	backoff := 200 * time.Millisecond
 	for {
 		if stored, ok := n.storedAddress(); ok && stored == n.ClusterAddr() {
@@ -27,8 +28,8 @@ func (n *Node) join() {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			var res applyResponse
-			status, err := n.rpc(ctx, peer{addr: addr}, "/v1/join", req, &res)
+			var res noderpc.ApplyResponse
+			status, err := n.call(ctx, peer{addr: addr}, noderpc.Join, nil, req, &res)
 			cancel()
 			if err == nil && status == 200 {
 				n.log.Info().Str("via", addr).Msg("joined the cluster")
@@ -114,7 +115,7 @@ func (n *Node) addVoterLocal(id, addr string) error {
 	if !n.IsLeader() {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		defer cancel()
-		_, err := n.forward(ctx, "/v1/join", joinRequest{ID: id, Address: addr})
+		_, err := n.forward(ctx, noderpc.Join, noderpc.JoinRequest{ID: id, Address: addr})
 		return err
 	}
 	f := n.raft.GetConfiguration()
@@ -161,7 +162,7 @@ func (n *Node) removeServerLocal(id string, revoke bool) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		defer cancel()
-		_, err := n.forward(ctx, "/v1/remove", joinRequest{ID: id})
+		_, err := n.forward(ctx, noderpc.Remove, noderpc.JoinRequest{ID: id})
 		return err
 	}
 	if revoke {
@@ -186,7 +187,7 @@ func (n *Node) removeServerLocal(id string, revoke bool) error {
 	// replicating to it), so tell it: it leaves the fleet and stops serving.
 	if addr != "" && id != n.cfg.NodeID {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		n.rpc(ctx, peer{id: id, addr: string(addr), allowRevoked: true}, "/v1/removed", joinRequest{ID: id}, nil)
+		n.call(ctx, peer{id: id, addr: string(addr), allowRevoked: true}, noderpc.Removed, nil, noderpc.JoinRequest{ID: id}, nil)
 		cancel()
 	}
 	return nil

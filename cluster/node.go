@@ -2,7 +2,7 @@
 // mutual TLS, leader forwarding, joining and removing nodes, the per-node
 // reconciler that makes the local HSM hold every replicated key, the view
 // builder that turns replicated state into the data plane's read view, and
-// the admin API.
+// the node API the operator API (package admin) is built on.
 package cluster
 
 import (
@@ -24,6 +24,7 @@ import (
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
 	"github.com/xksproxy/xksproxy/internal/logbridge"
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // Config is one node's place in the cluster. Zero durations take defaults.
@@ -91,11 +92,16 @@ type Node struct {
 	raft      *raft.Raft
 	mux       *mux
 	rpcServer *http.Server
-	rpcClient *http.Client
+	rpc       *noderpc.Client
 	gossip    *Gossip
 	stores    []interface{ Close() error }
 
-	viewIndex     atomic.Uint64
+	// applied, viewed and reconciled follow how far this node has gone
+	// with the log: its FSM has applied, its data plane serves, its HSM
+	// matches (or missing lists what it could not make match).
+	applied       indexNotifier
+	viewed        indexNotifier
+	reconciled    indexNotifier
 	viewChanged   chan struct{}
 	latestSample  atomic.Pointer[indexSample]
 	currentAsOf   atomic.Int64 // UnixNano: the view holds all the leader had applied by then
@@ -114,9 +120,6 @@ type Node struct {
 	peerBuilds    sync.Map // node id -> peerBuild, as reported to this leader
 	missing       atomic.Pointer[[]MissingVersion]
 	hsmDirty      chan struct{}
-	// reconciledIndex: the reconciler has made the HSM match this state
-	// (or listed in missing what it could not).
-	reconciledIndex atomic.Uint64
 	// hsmWarm: since the node became current after its start, the
 	// reconciler has been through the state once, so a starting node does
 	// not take traffic for keys whose material it is still unwrapping.
@@ -176,7 +179,10 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	}
 	empty := []MissingVersion{}
 	n.missing.Store(&empty)
-	n.fsm = fsm.New(func(*fsm.State) { n.markDirty() })
+	n.fsm = fsm.New(func(st *fsm.State) {
+		n.applied.Advance(st.Index())
+		n.markDirty()
+	})
 
 	if err := n.startRaft(ct, logbridge.Hclog(log, "raft")); err != nil {
 		n.Close()
@@ -225,7 +231,7 @@ func (n *Node) startRaft(ct *clusterTLS, logger hclog.Logger) error {
 	if n.mux, err = newMux(n.cfg.Bind, n.cfg.Advertise, ct, n); err != nil {
 		return fmt.Errorf("cluster bind: %w", err)
 	}
-	n.rpcClient = n.newRPCClient()
+	n.rpc = n.newRPCClient()
 	n.rpcServer = &http.Server{Handler: n.rpcHandler(), ConnContext: connContext, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second}
 
 	// Never NoSync: a committed write must survive a power cut.
@@ -306,18 +312,6 @@ func (n *Node) stillReplicatingTo(id raft.ServerID) bool {
 		}
 	}
 	return false
-}
-
-// waitViewIndex waits until this node's data-plane view reflects index.
-func (n *Node) waitViewIndex(ctx context.Context, index uint64) bool {
-	for n.viewIndex.Load() < index {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-	return true
 }
 
 // ClusterAddr is the address peers dial to reach this node.
@@ -456,21 +450,17 @@ func (n *Node) syncWithLeader(ctx context.Context) error {
 	defer cancel()
 	// The leader's FSM index, not raft's: commands are the only entries
 	// the FSM sees, and it is this node's FSM that must reach it.
-	target, err := n.askLeaderIndex()
+	target, err := n.askLeaderIndex(true)
 	for err != nil {
 		select {
 		case <-ctx.Done():
 			return errors.New("no cluster leader: the state cannot be read or changed consistently now")
 		case <-time.After(50 * time.Millisecond):
 		}
-		target, err = n.askLeaderIndex()
+		target, err = n.askLeaderIndex(true)
 	}
-	for n.fsm.AppliedIndex() < target {
-		select {
-		case <-ctx.Done():
-			return errors.New("this node is behind the cluster leader")
-		case <-time.After(2 * time.Millisecond):
-		}
+	if !n.applied.Wait(ctx, target) {
+		return errors.New("this node is behind the cluster leader")
 	}
 	return nil
 }
@@ -504,7 +494,7 @@ func (n *Node) Status() NodeStatus {
 		State:        n.raft.State().String(),
 		AppliedIndex: n.fsm.AppliedIndex(),
 		CommitIndex:  n.raft.CommitIndex(),
-		ViewIndex:    n.viewIndex.Load(),
+		ViewIndex:    n.viewed.Index(),
 		HSM:          n.hsm.Health().Status.String(),
 		Time:         time.Now().UTC(),
 	}
@@ -512,7 +502,7 @@ func (n *Node) Status() NodeStatus {
 	for _, m := range s.KeysMissingDetail {
 		s.KeysMissing = append(s.KeysMissing, m.String())
 	}
-	s.ReconciledIndex = n.reconciledIndex.Load()
+	s.ReconciledIndex = n.reconciled.Index()
 	s.AddressMismatch = n.addressMismatch()
 	s.Version, s.CommandSet = n.cfg.Version, fsm.CommandSet
 	if latest := n.latestSample.Load(); latest != nil {

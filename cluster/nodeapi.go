@@ -32,7 +32,7 @@ func (n *Node) SyncWithLeader(ctx context.Context) error { return n.syncWithLead
 // WaitViewIndex waits until this node's data plane serves index or later;
 // false when ctx ends first.
 func (n *Node) WaitViewIndex(ctx context.Context, index uint64) bool {
-	return n.waitViewIndex(ctx, index)
+	return n.viewed.Wait(ctx, index)
 }
 
 // Leader names the node this one takes for the leader and its cluster

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // Who may speak to this node, and how it knows. The certificate says which
@@ -85,9 +87,9 @@ func (n *Node) vouchedFor(node string, servers []raft.Server) bool {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var theirs []configServer
-			status, err := n.rpc(ctx, peer{id: string(s.ID), addr: string(s.Address)}, "/v1/configuration", nil, &theirs)
-			if err == nil && status == http.StatusOK && slices.ContainsFunc(theirs, func(c configServer) bool { return c.ID == node }) {
+			var theirs []noderpc.ConfigServer
+			status, err := n.call(ctx, peer{id: string(s.ID), addr: string(s.Address)}, noderpc.Configuration, nil, nil, &theirs)
+			if err == nil && status == http.StatusOK && slices.ContainsFunc(theirs, func(c noderpc.ConfigServer) bool { return c.ID == node }) {
 				found <- true
 			}
 		}()
@@ -99,19 +101,12 @@ func (n *Node) vouchedFor(node string, servers []raft.Server) bool {
 	return member
 }
 
-// configServer is one server of the configuration, as /v1/configuration
-// lists it.
-type configServer struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-}
-
 func (n *Node) serveConfiguration(w http.ResponseWriter, _ *http.Request) {
-	out := []configServer{}
+	out := []noderpc.ConfigServer{}
 	for _, s := range n.configuration() {
-		out = append(out, configServer{ID: string(s.ID), Address: string(s.Address)})
+		out = append(out, noderpc.ConfigServer{ID: string(s.ID), Address: string(s.Address)})
 	}
-	writeJSON(w, http.StatusOK, out)
+	noderpc.WriteJSON(w, http.StatusOK, out)
 }
 
 func (n *Node) refused(remote net.Addr, node string, proto byte, err error) {
@@ -143,7 +138,7 @@ func (n *Node) membersOnly(h http.Handler) http.Handler {
 			http.Error(w, "no verified peer", http.StatusForbidden)
 			return
 		}
-		if r.URL.Path == "/v1/join" || n.admitsMember(p.node) {
+		if r.URL.Path == noderpc.Join.Path || n.admitsMember(p.node) {
 			h.ServeHTTP(w, r)
 			return
 		}

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -15,55 +14,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // The node-to-node RPCs ride the cluster port's mutual TLS: forwarding a
 // write to the leader, joining, removing, and asking a node how it is.
 
-// NodeStatus is what a node says of itself.
-type NodeStatus struct {
-	ID           string   `json:"id"`
-	ClusterAddr  string   `json:"clusterAddress"`
-	APIAddr      string   `json:"apiAddress"`
-	State        string   `json:"raftState"`
-	AppliedIndex uint64   `json:"appliedIndex"`
-	CommitIndex  uint64   `json:"commitIndex"`
-	ViewIndex    uint64   `json:"viewIndex"`
-	LeaderIndex  uint64   `json:"leaderIndex,omitempty"` // the leader's index as last learned; viewIndex must reach it
-	Ready        bool     `json:"ready"`
-	NotReady     string   `json:"notReadyReason,omitempty"`
-	HSM          string   `json:"hsmStatus"`
-	LastContact  string   `json:"lastLeaderContact,omitempty"`
-	KeysMissing  []string `json:"keysMissing,omitempty"`
-	// KeysMissingDetail is KeysMissing as structures, for programs.
-	KeysMissingDetail []MissingVersion `json:"keysMissingDetail,omitempty"`
-	// ReconciledIndex: this node's HSM matches the state at this index
-	// (KeysMissing lists what it could not make match).
-	ReconciledIndex uint64 `json:"reconciledIndex"`
-	// AddressMismatch: the stored Raft configuration names this node at an
-	// address it no longer advertises.
-	AddressMismatch string `json:"addressMismatch,omitempty"`
-	// Version and CommandSet describe the node's build; builds from before
-	// they were reported leave them out.
-	Version    string    `json:"version,omitempty"`
-	CommandSet int       `json:"commandSet,omitempty"`
-	Time       time.Time `json:"time"`
-}
-
-type joinRequest struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-}
-
-type applyResponse struct {
-	Index uint64 `json:"index"`
-	Error string `json:"error,omitempty"`
-}
-
-type hasKeyResponse struct {
-	Present bool   `json:"present"`
-	Error   string `json:"error,omitempty"`
-}
+// NodeStatus is what a node says of itself (the node RPC protocol's).
+type NodeStatus = noderpc.NodeStatus
 
 // nodesLacking asks every reachable voter whether its HSM holds label and
 // names those that do not (or cannot tell). Unreachable voters are not
@@ -81,13 +40,13 @@ func (n *Node) nodesLacking(ctx context.Context, label string) []string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var res hasKeyResponse
+			var res noderpc.HasKeyResponse
 			if string(s.ID) == n.cfg.NodeID {
 				ok, err := n.hsm.HasKey(label)
 				res.Present = ok && err == nil
 			} else {
 				rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				status, err := n.rpc(rctx, peer{id: string(s.ID), addr: string(s.Address)}, "/v1/haskey?label="+url.QueryEscape(label), nil, &res)
+				status, err := n.call(rctx, peer{id: string(s.ID), addr: string(s.Address)}, noderpc.HasKey, noderpc.HasKeyQuery(label), nil, &res)
 				cancel()
 				if err != nil && status == 0 {
 					return
@@ -108,11 +67,9 @@ func (n *Node) nodesLacking(ctx context.Context, label string) []string {
 // errNotLeader tells a forwarding node to find the leader again.
 var errNotLeader = errors.New("not the leader")
 
-const rpcNotLeaderStatus = http.StatusMisdirectedRequest
-
 func (n *Node) rpcHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/apply", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(noderpc.Apply.Pattern(), func(w http.ResponseWriter, r *http.Request) {
 		cmd, err := io.ReadAll(io.LimitReader(r.Body, maxCommandBytes))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -121,8 +78,8 @@ func (n *Node) rpcHandler() http.Handler {
 		index, err := n.applyLocal(cmd)
 		writeApplyResult(w, index, err)
 	})
-	mux.HandleFunc("POST /v1/join", func(w http.ResponseWriter, r *http.Request) {
-		var req joinRequest
+	mux.HandleFunc(noderpc.Join.Pattern(), func(w http.ResponseWriter, r *http.Request) {
+		var req noderpc.JoinRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -131,37 +88,38 @@ func (n *Node) rpcHandler() http.Handler {
 		// pass on another's join (forwarding to the leader, an operator's
 		// `cluster join`), and the leader then proves the id at its address.
 		if p, _ := rpcPeer(r); p.node != req.ID && !n.admitsMember(p.node) {
-			writeJSON(w, http.StatusForbidden, applyResponse{Error: fmt.Sprintf("node %s may not join as %s: a node joins as the node its certificate names", p.node, req.ID)})
+			noderpc.WriteJSON(w, http.StatusForbidden, noderpc.ApplyResponse{Error: fmt.Sprintf("node %s may not join as %s: a node joins as the node its certificate names", p.node, req.ID)})
 			return
 		}
 		writeApplyResult(w, 0, n.addVoterLocal(req.ID, req.Address))
 	})
-	mux.HandleFunc("POST /v1/remove", func(w http.ResponseWriter, r *http.Request) {
-		var req joinRequest
+	mux.HandleFunc(noderpc.Remove.Pattern(), func(w http.ResponseWriter, r *http.Request) {
+		var req noderpc.JoinRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		writeApplyResult(w, 0, n.removeServerLocal(req.ID, true))
 	})
-	mux.HandleFunc("POST /v1/restore", n.restoreRPC)
-	mux.HandleFunc("GET /v1/haskey", func(w http.ResponseWriter, r *http.Request) {
-		ok, err := n.hsm.HasKey(r.URL.Query().Get("label"))
+	mux.HandleFunc(noderpc.Restore.Pattern(), n.restoreRPC)
+	mux.HandleFunc(noderpc.HasKey.Pattern(), func(w http.ResponseWriter, r *http.Request) {
+		ok, err := n.hsm.HasKey(noderpc.HasKeyLabel(r.URL.Query()))
 		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, hasKeyResponse{Error: err.Error()})
+			noderpc.WriteJSON(w, http.StatusServiceUnavailable, noderpc.HasKeyResponse{Error: err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, hasKeyResponse{Present: ok})
+		noderpc.WriteJSON(w, http.StatusOK, noderpc.HasKeyResponse{Present: ok})
 	})
-	mux.HandleFunc("POST /v1/removed", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(noderpc.Removed.Pattern(), func(w http.ResponseWriter, r *http.Request) {
 		n.markRemoved()
-		writeJSON(w, http.StatusOK, applyResponse{})
+		noderpc.WriteJSON(w, http.StatusOK, noderpc.ApplyResponse{})
 	})
-	mux.HandleFunc("GET /v1/leader-index", n.serveLeaderIndex)
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, n.Status())
+	mux.HandleFunc(noderpc.LeaderIndex.Pattern(), n.serveLeaderIndex)
+	mux.HandleFunc(noderpc.Status.Pattern(), func(w http.ResponseWriter, r *http.Request) {
+		noderpc.WriteJSON(w, http.StatusOK, n.Status())
 	})
-	mux.HandleFunc("GET /v1/configuration", n.serveConfiguration)
+	mux.HandleFunc(noderpc.Configuration.Pattern(), n.serveConfiguration)
+	mux.HandleFunc(noderpc.AwaitStatus.Pattern(), n.serveAwaitStatus)
 	return n.membersOnly(mux)
 }
 
@@ -169,20 +127,14 @@ func writeApplyResult(w http.ResponseWriter, index uint64, err error) {
 	var rule *RuleError
 	switch {
 	case errors.Is(err, errNotLeader):
-		writeJSON(w, rpcNotLeaderStatus, applyResponse{Error: err.Error()})
+		noderpc.WriteJSON(w, noderpc.NotLeaderStatus, noderpc.ApplyResponse{Error: err.Error()})
 	case errors.As(err, &rule):
-		writeJSON(w, http.StatusConflict, applyResponse{Error: err.Error()})
+		noderpc.WriteJSON(w, http.StatusConflict, noderpc.ApplyResponse{Error: err.Error()})
 	case err != nil:
-		writeJSON(w, http.StatusInternalServerError, applyResponse{Error: err.Error()})
+		noderpc.WriteJSON(w, http.StatusInternalServerError, noderpc.ApplyResponse{Error: err.Error()})
 	default:
-		writeJSON(w, http.StatusOK, applyResponse{Index: index})
+		noderpc.WriteJSON(w, http.StatusOK, noderpc.ApplyResponse{Index: index})
 	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
 }
 
 // peer is a node to call: the node that must answer at addr ("" for any
@@ -222,8 +174,8 @@ func peerOfHost(hostport string) (peer, error) {
 
 // newRPCClient dials peers through the mux, which checks that the node
 // that answers is the one the call is for.
-func (n *Node) newRPCClient() *http.Client {
-	return &http.Client{
+func (n *Node) newRPCClient() *noderpc.Client {
+	return &noderpc.Client{Describe: describePeerHost, HTTP: &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, hostport string) (net.Conn, error) {
@@ -236,65 +188,37 @@ func (n *Node) newRPCClient() *http.Client {
 			MaxIdleConnsPerHost: 4,
 			IdleConnTimeout:     60 * time.Second,
 		},
-	}
+	}}
 }
 
-// rpc POSTs (or GETs when in is nil) to a peer and decodes the answer.
-func (n *Node) rpc(ctx context.Context, to peer, path string, in, out any) (int, error) {
-	addr := to.addr
-	method, body := http.MethodGet, io.Reader(nil)
-	switch v := in.(type) {
-	case nil:
-	case []byte:
-		method, body = http.MethodPost, bytes.NewReader(v)
-	default:
-		b, err := json.Marshal(v)
-		if err != nil {
-			return 0, err
-		}
-		method, body = http.MethodPost, bytes.NewReader(b)
+// call runs route r on the node to, over a connection that checked to's
+// identity.
+func (n *Node) call(ctx context.Context, to peer, r noderpc.Route, query url.Values, in, out any) (int, error) {
+	return n.rpc.Call(ctx, to.host(), r, query, in, out)
+}
+
+// describePeerHost names a peer host by its address in messages.
+func describePeerHost(hostport string) string {
+	if p, err := peerOfHost(hostport); err == nil {
+		return p.addr
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+to.host()+path, body)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := n.rpcClient.Do(req)
-	if err != nil {
-		// The URL's http:// is only what HTTP speaks inside the mutual
-		// TLS the mux already did: say so rather than print it.
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err
-		}
-		return 0, fmt.Errorf("cluster RPC %s %s%s (mutual TLS): %w", method, addr, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s from %s: %d %q", path, addr, resp.StatusCode, data)
-		}
-	}
-	return resp.StatusCode, nil
+	return hostport
 }
 
 // forward runs a leader-only RPC on the leader, waiting through an election
 // (a short wait, not a failure) until ctx ends.
-func (n *Node) forward(ctx context.Context, path string, in any) (uint64, error) {
+func (n *Node) forward(ctx context.Context, route noderpc.Route, in any) (uint64, error) {
 	for {
 		addr, id := n.raft.LeaderWithID()
 		if addr != "" {
-			var res applyResponse
-			status, err := n.rpc(ctx, peer{id: string(id), addr: string(addr)}, path, in, &res)
+			var res noderpc.ApplyResponse
+			status, err := n.call(ctx, peer{id: string(id), addr: string(addr)}, route, nil, in, &res)
 			switch {
 			case err == nil && status == http.StatusOK:
 				return res.Index, nil
 			case err == nil && status == http.StatusConflict:
 				return 0, &RuleError{errors.New(res.Error)}
-			case err == nil && status != rpcNotLeaderStatus:
+			case err == nil && status != noderpc.NotLeaderStatus:
 				return 0, errors.New(res.Error)
 			}
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // maxSnapshotBytes bounds a restored backup.
@@ -251,7 +252,7 @@ func (n *Node) RestoreSnapshot(ctx context.Context, data []byte) (uint64, error)
 	if !n.IsLeader() {
 		ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 		defer cancel()
-		return n.forward(ctx, "/v1/restore", data)
+		return n.forward(ctx, noderpc.Restore, data)
 	}
 	return n.restoreLocal(data)
 }

@@ -158,6 +158,12 @@ type mux struct {
 func (m *mux) track(c net.Conn, peer peerIdentity, proto byte, inbound bool) *trackedConn {
 	m.connsMu.Lock()
 	defer m.connsMu.Unlock()
+	if m.isolated.Load() {
+		// Dialled or accepted while isolate ran: it is cut too (a
+		// connection that slipped through kept raft's pipeline, and so
+		// VerifyLeader, working on an isolated leader).
+		c.Close()
+	}
 	if m.conns == nil {
 		m.conns = map[net.Conn]*trackedConn{}
 	}

@@ -6,11 +6,11 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // Rolling upgrades: nodes of two builds share a cluster while it is being
@@ -32,21 +32,19 @@ type peerBuild struct {
 // that never reports) counts as unknown, which holds the command set back.
 const peerBuildMaxAge = 10 * time.Second
 
-// leaderIndexPath is the index question with this node's build attached.
-func (n *Node) leaderIndexPath() string {
-	q := url.Values{"node": {n.cfg.NodeID}, "version": {n.cfg.Version}, "commandSet": {strconv.Itoa(fsm.CommandSet)}}
-	return "/v1/leader-index?" + q.Encode()
+// leaderIndexQuery is the index question's query: this node's build, and
+// whether the leader must confirm its leadership first.
+func (n *Node) leaderIndexQuery(confirm bool) url.Values {
+	return noderpc.LeaderIndexQuery(noderpc.Build{Node: n.cfg.NodeID, Version: n.cfg.Version, CommandSet: fsm.CommandSet}, confirm)
 }
 
 // recordPeerBuild keeps the build a node reported with its index question.
 func (n *Node) recordPeerBuild(r *http.Request) {
-	q := r.URL.Query()
-	id := q.Get("node")
-	set, err := strconv.Atoi(q.Get("commandSet"))
-	if id == "" || err != nil || set < 1 {
+	b, ok := noderpc.ParseBuild(r.URL.Query())
+	if !ok {
 		return
 	}
-	n.peerBuilds.Store(id, peerBuild{version: q.Get("version"), commandSet: set, at: time.Now()})
+	n.peerBuilds.Store(b.Node, peerBuild{version: b.Version, commandSet: b.CommandSet, at: time.Now()})
 }
 
 // voterCommandSets returns, for every voter but this node, the command set

@@ -9,6 +9,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/noderpc"
 )
 
 // buildViews turns every new replicated state into the data plane's view
@@ -37,7 +38,7 @@ func (n *Node) buildViews() {
 			n.log.Error().Err(err).Msg("left a credential out of the view")
 		}
 		n.views.Publish(view)
-		n.viewIndex.Store(st.Index())
+		n.viewed.Advance(st.Index())
 		notify(n.viewChanged)
 		notify(n.hsmDirty)
 		if n.gossip != nil {
@@ -68,7 +69,7 @@ func (n *Node) reconcileHSM() {
 		st := n.fsm.State()
 		missing := n.reconcile(st)
 		n.missing.Store(&missing)
-		n.reconciledIndex.Store(st.Index())
+		n.reconciled.Advance(st.Index())
 		if current && !n.hsmWarm.Swap(true) {
 			notify(n.viewChanged) // readiness changed: let the tracker log it
 		}
@@ -91,17 +92,9 @@ func notify(c chan struct{}) {
 	}
 }
 
-// MissingVersion is a key version whose material this node's HSM lacks.
-type MissingVersion struct {
-	KeyStore string `json:"keyStore"`
-	KeyID    string `json:"keyId"`
-	Version  uint32 `json:"version"`
-	Reason   string `json:"reason"`
-}
-
-func (m MissingVersion) String() string {
-	return fmt.Sprintf("%s/%s v%d: %s", m.KeyStore, m.KeyID, m.Version, m.Reason)
-}
+// MissingVersion is a key version whose material this node's HSM lacks
+// (nodes report it to one another).
+type MissingVersion = noderpc.MissingVersion
 
 // Sealed credentials come in two formats, told apart by their first byte.
 //   - sealedV2 (2), then hsm.Seal's output: the AAD binds the key store and

@@ -55,6 +55,9 @@ fi
 # tests (and any tool) can call the API without the server.
 deny admin xksapi bench
 deny_only admin cluster fsm hsm xksapi bench
+# The node-to-node protocol (routes, messages, the call) is cluster's to
+# serve and call; it knows nothing of a node, nor of the operator API.
+deny internal/noderpc fsm hsm xksapi cluster admin bench xksclient cmd
 # The log bridge sits below everything that logs: no server package.
 deny internal/logbridge fsm hsm xksapi cluster admin bench cmd
 # The fault suite is a black-box user: the binary, its files, the CLI, SigV4.

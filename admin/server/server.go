@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,9 +168,12 @@ func (a *Server) handle(mux *http.ServeMux, route *admin.Route, h handlerFunc) {
 	mux.Handle(route.Method+" "+route.Pattern, a.authenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var out any
-		var err error
-		if route.Sync != admin.NoSync {
+		stale, err := staleRead(route, r)
+		if err == nil && route.Sync != admin.NoSync && !stale {
 			err = a.n.SyncWithLeader(r.Context())
+		}
+		if route.StatesFreshness() {
+			a.stateFreshness(w)
 		}
 		if err == nil || route.Sync == admin.SyncTry {
 			out, err = h(r)
@@ -178,13 +182,35 @@ func (a *Server) handle(mux *http.ServeMux, route *admin.Route, h handlerFunc) {
 		if err != nil {
 			ev = a.log.Warn().Err(err)
 		}
-		ev.Str("method", r.Method).Str("path", r.URL.Path).Dur("took", time.Since(start)).Msg("admin request")
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Bool("stale", stale).Dur("took", time.Since(start)).Msg("admin request")
 		if err != nil {
 			writeJSON(w, errorStatus(err), admin.APIError{Error: err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
 	})))
+}
+
+// staleRead reports whether r asks route for a stale read: this node's
+// state as it is, without the leader.
+func staleRead(route *admin.Route, r *http.Request) (bool, error) {
+	v := r.URL.Query().Get(admin.StaleParam)
+	if !route.Stale || v == "" {
+		return false, nil
+	}
+	stale, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, badRequest("%s=%q: want true or false", admin.StaleParam, v)
+	}
+	return stale, nil
+}
+
+// stateFreshness says in w's headers how current this node is as it reads
+// the state for the answer: its applied index (the answer holds every
+// change up to it) and how long ago it heard from the leader.
+func (a *Server) stateFreshness(w http.ResponseWriter) {
+	w.Header().Set(admin.AppliedIndexHeader, strconv.FormatUint(a.n.AppliedIndex(), 10))
+	w.Header().Set(admin.LeaderContactAgeHeader, strconv.FormatInt(a.n.LeaderContactAge().Milliseconds(), 10))
 }
 
 func errorStatus(err error) int {
@@ -723,14 +749,21 @@ func (a *Server) clusterStatus(r *http.Request) (any, error) {
 // saveSnapshot writes a backup file (the state and its MAC), after catching
 // up with the leader so that the backup holds every committed change.
 func (a *Server) saveSnapshot(w http.ResponseWriter, r *http.Request) {
-	// ?stale=1 takes this node's state as it is: the way out when the
+	// ?stale=true takes this node's state as it is: the way out when the
 	// cluster has lost its quorum and no leader can confirm anything.
-	if r.URL.Query().Get("stale") != "1" {
+	stale, err := staleRead(admin.SaveSnapshot, r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, admin.APIError{Error: err.Error()})
+		return
+	}
+	if !stale {
 		if err := a.n.SyncWithLeader(r.Context()); err != nil {
+			a.stateFreshness(w)
 			writeJSON(w, http.StatusServiceUnavailable, admin.APIError{Error: err.Error() + " (save with --stale to take this node's state as it is)"})
 			return
 		}
 	}
+	a.stateFreshness(w)
 	var buf bytes.Buffer
 	if err := a.n.SaveBackup(&buf); err != nil {
 		writeJSON(w, http.StatusInternalServerError, admin.APIError{Error: err.Error()})

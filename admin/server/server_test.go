@@ -98,3 +98,31 @@ func fill(v reflect.Value) {
 		panic("fill: " + v.Type().String())
 	}
 }
+
+// ?stale= is read as a boolean on the routes that take it, refused when it
+// is not one, and ignored elsewhere (a write always goes through the leader).
+func TestStaleReadParameter(t *testing.T) {
+	for _, c := range []struct {
+		route *admin.Route
+		query string
+		stale bool
+		bad   bool
+	}{
+		{admin.ListKeys, "", false, false},
+		{admin.ListKeys, "?stale=true", true, false},
+		{admin.ListKeys, "?stale=1", true, false},
+		{admin.ListKeys, "?stale=false", false, false},
+		{admin.ListKeys, "?stale=maybe", false, true},
+		{admin.SaveSnapshot, "?stale=1", true, false},
+		{admin.DisableKey, "?stale=true", false, false},
+	} {
+		r := httptest.NewRequest(c.route.Method, c.route.Path("ks", "k")+c.query, nil)
+		stale, err := staleRead(c.route, r)
+		if stale != c.stale || (err != nil) != c.bad {
+			t.Errorf("%s%s: stale %v, error %v", c.route.Name, c.query, stale, err)
+		}
+		if c.bad && errorStatus(err) != http.StatusBadRequest {
+			t.Errorf("%s%s: refused with %d", c.route.Name, c.query, errorStatus(err))
+		}
+	}
+}

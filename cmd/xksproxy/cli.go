@@ -21,7 +21,7 @@ import (
 // and XKSPROXY_ADMIN_CA (dev writes them to DIR/nodeN/admin.env).
 type cliOptions struct {
 	admin, token, tokenFile, ca string
-	json                        bool
+	json, stale                 bool
 }
 
 func (o *cliOptions) bind(cmd *cobra.Command) {
@@ -31,6 +31,8 @@ func (o *cliOptions) bind(cmd *cobra.Command) {
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the admin bearer token")
 	f.StringVar(&o.ca, "ca", "", "CA certificate of the admin API (default $XKSPROXY_ADMIN_CA)")
 	f.BoolVar(&o.json, "json", false, "print the admin API's JSON instead of a table")
+	f.BoolVar(&o.stale, "stale", false, "reads: answer from the node's state as it is, without asking the leader (no round trip, works without a leader); "+
+		"prints the node's applied index and its last leader contact on stderr")
 }
 
 func (o *cliOptions) client() (*admin.Client, error) {
@@ -46,7 +48,21 @@ func (o *cliOptions) client() (*admin.Client, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return admin.NewClient(endpoint, token, firstNonEmpty(o.ca, os.Getenv("XKSPROXY_ADMIN_CA")))
+	c, err := admin.NewClient(endpoint, token, firstNonEmpty(o.ca, os.Getenv("XKSPROXY_ADMIN_CA")))
+	if err != nil || !o.stale {
+		return c, err
+	}
+	c.Stale = true
+	// On stderr, so that --json's stdout stays the API's JSON alone.
+	// A write goes through the leader whatever the flag: nothing to say.
+	c.OnFreshness = func(r *admin.Route, f admin.Freshness) {
+		if !r.Stale {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "stale read: the node's applied index is %d, its last contact with the leader %v ago\n",
+			f.AppliedIndex, f.LeaderContactAge)
+	}
+	return c, nil
 }
 
 func firstNonEmpty(vals ...string) string {
@@ -580,7 +596,6 @@ func clusterCommand(o *cliOptions) *cobra.Command {
 
 func snapshotCommand(o *cliOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "snapshot", Short: "Back up and restore the replicated state (secrets stay sealed, keys stay wrapped)"}
-	var stale bool
 	save := &cobra.Command{
 		Use: "save FILE", Short: "Write the cluster's current state to FILE (mode 0600)", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -588,7 +603,7 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := c.SaveSnapshot(context.Background(), stale)
+			data, err := c.SaveSnapshot(context.Background(), o.stale)
 			if err != nil {
 				return err
 			}
@@ -599,7 +614,6 @@ func snapshotCommand(o *cliOptions) *cobra.Command {
 			return nil
 		},
 	}
-	save.Flags().BoolVar(&stale, "stale", false, "save this node's state without confirming it with a leader (lost quorum)")
 	var allowUnauthenticated bool
 	restore := &cobra.Command{
 		Use: "restore FILE", Short: "Replace the cluster's state with FILE (disaster recovery; every node takes it) once its MAC verifies", Args: cobra.ExactArgs(1),

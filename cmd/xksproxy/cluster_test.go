@@ -36,6 +36,26 @@ func cli(t *testing.T, bin, dir string, node int, args ...string) (string, error
 	return string(out), err
 }
 
+// cliOutputs is cli with stdout and stderr apart.
+func cliOutputs(t *testing.T, bin, dir string, node int, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	env, err := os.ReadFile(filepath.Join(dir, "node"+strconv.Itoa(node+1), "admin.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
+	for _, line := range strings.Split(string(env), "\n") {
+		if kv, ok := strings.CutPrefix(line, "export "); ok {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
 func clusterStatus(t *testing.T, bin, dir string, node int) (admin.ClusterStatus, error) {
 	t.Helper()
 	out, err := cli(t, bin, dir, node, "cluster", "status", "--json")
@@ -101,6 +121,21 @@ func TestThreeProcessCluster(t *testing.T) {
 	}
 	if out, err := cli(t, bin, dir, 2, "key", "enable", client.KeyStore, client.KeyID); err != nil {
 		t.Fatalf("key enable: %v\n%s", err, out)
+	}
+
+	// A stale read: --json's stdout is the API's JSON alone; stderr says
+	// how current the node was.
+	stdout, stderr, err := cliOutputs(t, bin, dir, 2, "key", "list", client.KeyStore, "--stale", "--json")
+	var keys []admin.KeyInfo
+	if err != nil || json.Unmarshal([]byte(stdout), &keys) != nil || len(keys) == 0 {
+		t.Fatalf("key list --stale --json: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "stale read: the node's applied index is ") || !strings.Contains(stderr, "its last contact with the leader") {
+		t.Fatalf("key list --stale says nothing of the node's freshness on stderr:\n%s", stderr)
+	}
+	t.Logf("CLI --stale: %s", strings.TrimSpace(stderr))
+	if _, stderr, err := cliOutputs(t, bin, dir, 2, "key", "list", client.KeyStore); err != nil || stderr != "" {
+		t.Fatalf("key list without --stale: %v, stderr %q", err, stderr)
 	}
 
 	// SIGKILL the leader.
