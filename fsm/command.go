@@ -35,6 +35,12 @@ const (
 	CmdCancelDeletion    CommandType = 14
 	CmdDeleteKey         CommandType = 15
 	CmdRaiseCommandSet   CommandType = 16 | IgnoreIfUnknown
+	// 17-18 are the node identity commands'.
+	CmdCreateOperator CommandType = 19
+	CmdRevokeOperator CommandType = 20
+	CmdAudited        CommandType = 21
+	CmdRecordAction   CommandType = 22
+	// 23 is reserved for the operators' commands.
 )
 
 // commands maps each known type to its name and decoder.
@@ -58,6 +64,10 @@ var commands = map[CommandType]struct {
 	CmdCancelDeletion:    {"CancelDeletion", decodeAs[CancelDeletion]},
 	CmdDeleteKey:         {"DeleteKey", decodeAs[DeleteKey]},
 	CmdRaiseCommandSet:   {"RaiseCommandSet", decodeAs[RaiseCommandSet]},
+	CmdCreateOperator:    {"CreateOperator", decodeAs[CreateOperator]},
+	CmdRevokeOperator:    {"RevokeOperator", decodeAs[RevokeOperator]},
+	CmdAudited:           {"Audited", decodeAs[Audited]},
+	CmdRecordAction:      {"RecordAction", decodeAs[RecordAction]},
 }
 
 // String names the type for messages.
@@ -112,6 +122,9 @@ func Decode(b []byte) (Command, error) {
 		return nil, fmt.Errorf("decode: %w 0x%02x (optional: %v); this node is older than the one that wrote it", ErrUnknownCommand, uint8(t), t.Optional())
 	}
 	cmd, err := c.decode(b[1:])
+	if a, ok := cmd.(Audited); ok && err == nil {
+		cmd, err = a.withInner()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", t, err)
 	}

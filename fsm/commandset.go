@@ -11,8 +11,10 @@ import "fmt"
 //
 // Every build released before command sets existed reads set 1. Set 2
 // adds the key usages beyond ENCRYPT and DECRYPT, and credential seals
-// bound to their key store (SealBoundToKeyStore).
-const CommandSet = 2
+// bound to their key store (SealBoundToKeyStore). Set 3 adds named
+// operators and the audit trail (CreateOperator, RevokeOperator, Audited,
+// RecordAction, and the state's operators and audit fields).
+const CommandSet = 3
 
 // SealBoundToKeyStore is the first byte of a sealed credential secret whose
 // seal binds its key store as well as its access key id. Builds before
@@ -52,6 +54,10 @@ func RequiredCommandSet(c Command) int {
 		creds([]StoredCredential{c.Credential})
 	case CreateKey:
 		key(&c.Key)
+	case CreateOperator, RevokeOperator, RecordAction:
+		need = max(need, 3)
+	case Audited:
+		need = max(3, RequiredCommandSet(c.inner))
 	}
 	return need
 }

@@ -46,7 +46,22 @@ func sampleCommands() []Command {
 		ScheduleDeletion{At: at, KeyStore: "s", KeyID: "k2", Days: MinDeletionDays},
 		DeleteKey{At: at.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "s", KeyID: "k2"},
 		RaiseCommandSet{To: CommandSet},
+		CreateOperator{At: at, Name: "alice", Role: RoleKillSwitch, TokenHash: TokenHash("alice-token")},
+		auditedBy(at, Actor{Kind: ActorToken, Name: "alice", Role: RoleKillSwitch, Credential: TokenFingerprint(TokenHash("alice-token")),
+			RemoteAddr: "127.0.0.1:50000", Node: "node2"}, SetKeyEnabled{KeyStore: "s", KeyID: "k", Enabled: false}),
+		RecordAction{Action: "JoinNode", Subject: "node4 at 127.0.0.1:7000"},
+		RevokeOperator{Name: "alice"},
 	}
+}
+
+// auditedBy is cmd as actor asked for it at at.
+func auditedBy(at time.Time, actor Actor, cmd Command) Audited {
+	a, err := NewAudited(actor, cmd)
+	if err != nil {
+		panic(err)
+	}
+	a.At = at
+	return a
 }
 
 func encode(t testing.TB, c Command) []byte {

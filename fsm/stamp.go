@@ -39,6 +39,22 @@ func Stamped(c Command, at time.Time) (stamped Command, proposed time.Time, time
 	case DeleteKey:
 		proposed, c.At = c.At, at
 		return c, proposed, true
+	case CreateOperator:
+		proposed, c.At = c.At, at
+		return c, proposed, true
+	case Audited:
+		// The record's time and the change's are the same leader's clock.
+		proposed, c.At = c.At, at
+		if inner, _, timed := Stamped(c.inner, at); timed {
+			// A change that does not encode again (a time past year
+			// 9999) is left out, and the envelope is refused as empty.
+			b, err := Encode(inner)
+			c.inner, c.Command = inner, b
+			if err != nil {
+				c.inner, c.Command = nil, nil
+			}
+		}
+		return c, proposed, true
 	}
 	return c, time.Time{}, false
 }
