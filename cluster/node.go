@@ -94,6 +94,7 @@ type Node struct {
 	rpcClient *http.Client
 	gossip    *Gossip
 	stores    []interface{ Close() error }
+	audit     *auditLog
 
 	viewIndex     atomic.Uint64
 	viewChanged   chan struct{}
@@ -169,12 +170,17 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	}
 	empty := []MissingVersion{}
 	n.missing.Store(&empty)
-	n.fsm = fsm.New(func(*fsm.State) { n.markDirty() })
+	n.audit = &auditLog{log: log, node: cfg.NodeID}
+	n.fsm = fsm.New(func(s *fsm.State) {
+		n.audit.published(s)
+		n.markDirty()
+	})
 
 	if err := n.startRaft(ct, logbridge.Hclog(log, "raft")); err != nil {
 		n.Close()
 		return nil, err
 	}
+	n.audit.goLive()
 	if cfg.Gossip != nil {
 		// Started before the goroutines that refresh it.
 		gc := *cfg.Gossip

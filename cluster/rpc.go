@@ -56,6 +56,9 @@ type joinRequest struct {
 type applyResponse struct {
 	Index uint64 `json:"index"`
 	Error string `json:"error,omitempty"`
+	// Kind names the fsm rule a refusal broke (ruleKinds), so that the
+	// node that forwarded the change answers the operator as the leader would.
+	Kind string `json:"kind,omitempty"`
 }
 
 type hasKeyResponse struct {
@@ -161,7 +164,7 @@ func writeApplyResult(w http.ResponseWriter, index uint64, err error) {
 	case errors.Is(err, errNotLeader):
 		writeJSON(w, rpcNotLeaderStatus, applyResponse{Error: err.Error()})
 	case errors.As(err, &rule):
-		writeJSON(w, http.StatusConflict, applyResponse{Error: err.Error()})
+		writeJSON(w, http.StatusConflict, applyResponse{Error: err.Error(), Kind: ruleKind(err)})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, applyResponse{Error: err.Error()})
 	default:
@@ -243,7 +246,7 @@ func (n *Node) forward(ctx context.Context, path string, in any) (uint64, error)
 			case err == nil && status == http.StatusOK:
 				return res.Index, nil
 			case err == nil && status == http.StatusConflict:
-				return 0, &RuleError{errors.New(res.Error)}
+				return 0, &RuleError{forwardedRefusal(res)}
 			case err == nil && status != rpcNotLeaderStatus:
 				return 0, errors.New(res.Error)
 			}
