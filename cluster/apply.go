@@ -62,6 +62,9 @@ func (n *Node) applyLocal(b []byte) (uint64, error) {
 	if err := n.commandSetRefusal(cmd); err != nil {
 		return 0, err
 	}
+	if err := fsm.CheckNamed(n.fsm.State(), cmd); err != nil {
+		return 0, &RuleError{err}
+	}
 	if err := cmd.Validate(n.fsm.State()); err != nil {
 		return 0, &RuleError{err}
 	}

@@ -14,7 +14,7 @@ var (
 	killToken = "killswitch-token-0123456789"
 	killer    = Actor{Kind: ActorToken, Name: "ks", Role: RoleKillSwitch, Credential: TokenFingerprint(TokenHash(killToken)),
 		RemoteAddr: "127.0.0.1:40000", Node: "node2"}
-	bootstrap = Actor{Kind: ActorBootstrap, Name: BootstrapOperator, Role: RoleAdmin, RemoteAddr: "127.0.0.1:40001", Node: "node1"}
+	bootstrap = boot
 )
 
 // auditBase is ruleBase at command set 3 with a killswitch operator and a

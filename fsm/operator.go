@@ -203,6 +203,17 @@ func RequiredRole(c Command) (Role, bool) {
 	return "", false
 }
 
+// CheckNamed refuses, from command set 3 on, an operator's change that does
+// not name its operator (is not in an Audited entry): the leader then
+// checks every change against its operator, and none escapes the audit
+// trail. The nodes' own commands go bare.
+func CheckNamed(s *State, c Command) error {
+	if _, operators := RequiredRole(c); operators && s.CommandSet() >= 3 {
+		return forbidden("%s is an operator's change: from command set 3 on it must name its operator (an Audited entry); retry if the cluster has just reached command set 3", c.Type())
+	}
+	return nil
+}
+
 // Actor is who asked for a change and through which node: what the audit
 // trail records and what the leader checks again.
 type Actor struct {

@@ -45,7 +45,8 @@ func Stamped(c Command, at time.Time) (stamped Command, proposed time.Time, time
 	case Audited:
 		// The record's time and the change's are the same leader's clock.
 		proposed, c.At = c.At, at
-		if inner, _, timed := Stamped(c.inner, at); timed {
+		if inner, innerProposed, timed := Stamped(c.inner, at); timed {
+			proposed = innerProposed
 			// A change that does not encode again (a time past year
 			// 9999) is left out, and the envelope is refused as empty.
 			b, err := Encode(inner)

@@ -127,6 +127,9 @@ func (s *State) execute(index uint64, c Command) (*State, error) {
 		}
 		return a.execute(s, index)
 	}
+	if err := CheckNamed(s, c); err != nil {
+		return s.withIndex(index), err
+	}
 	if err := CheckCommandSet(s, c); err != nil {
 		return s.withIndex(index), err
 	}
