@@ -462,7 +462,7 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 
 	// A new machine: fresh data directory, another HSM with the same cluster
 	// keys (the ceremony material), no seed.
-	fresh := &testCluster{t: t, ca: c.ca, apiCA: c.apiCA, token: c.token, secret: c.secret, akid: c.akid, http: c.http, noSeed: true}
+	fresh := &testCluster{t: t, ca: c.ca, apiCA: c.apiCA, adminCA: c.adminCA, token: c.token, secret: c.secret, akid: c.akid, http: c.http, noSeed: true}
 	n := fresh.addNode("node5", true, true)
 	t.Cleanup(func() { fresh.stop(n); n.hsm.Close() })
 	fresh.waitFor("the new node to lead", 20*time.Second, func() bool { return n.node.IsLeader() })
