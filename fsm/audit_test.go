@@ -189,3 +189,23 @@ func TestRestoreContinuesTheTrail(t *testing.T) {
 		t.Fatalf("%d records, operator ks %v", len(trail), f.State().Operator("ks"))
 	}
 }
+
+// From command set 3 on, an operator's change that names no operator is
+// refused, in Apply as by the leader; the nodes' own commands go bare.
+func TestOperatorsChangesMustNameTheirOperator(t *testing.T) {
+	s := auditBase(t)
+	if _, err := s.execute(s.index+1, SetKeyEnabled{KeyStore: "a", KeyID: "k", Enabled: true}); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("a bare operator's change at command set 3: %v", err)
+	}
+	if err := CheckNamed(s, DeleteKey{At: t0, KeyStore: "a", KeyID: "k"}); err != nil {
+		t.Fatalf("the nodes' own command: %v", err)
+	}
+	if err := CheckNamed(ruleBase(t), SetKeyEnabled{KeyStore: "a", KeyID: "k"}); err != nil {
+		t.Fatalf("before command set 3: %v", err)
+	}
+	for _, c := range []Command{DeleteKey{At: t0, KeyStore: "a", KeyID: "k"}, Seed{At: t0}, RaiseCommandSet{To: 3}} {
+		if err := auditedBy(t0, boot, c).Validate(s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("an operator issues %s: %v", c.Type(), err)
+		}
+	}
+}
