@@ -35,10 +35,12 @@ func (l *auditLog) published(s *fsm.State) {
 	_, trail := s.AuditTrail()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, r := range trail {
-		if r.Seq <= l.lastSeq {
-			continue
-		}
+	// Most states add no record or one: find the new ones from the end.
+	first := len(trail)
+	for first > 0 && trail[first-1].Seq > l.lastSeq {
+		first--
+	}
+	for _, r := range trail[first:] {
 		if l.live {
 			LogAuditRecord(l.log, l.node, r)
 		}

@@ -498,6 +498,18 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 		t.Fatalf("restored state at index %d, the next change at %d, applied %d: indexes went backwards",
 			restored, res.Index, n.node.AppliedIndex())
 	}
+	// The fresh cluster had no audit trail: the backup's goes on, with the
+	// restore and the change after it, and still verifies.
+	if n.node.State().CommandSet() >= 3 {
+		anchor, trail := n.node.State().AuditTrail()
+		var actions []string
+		for _, r := range trail {
+			actions = append(actions, r.Action)
+		}
+		if got := strings.Join(actions, " "); !strings.HasSuffix(got, "RestoreSnapshot SetKeyEnabled") || fsm.VerifyAudit(anchor, trail) != nil {
+			t.Fatalf("the audit trail after a disaster recovery: %s", got)
+		}
+	}
 }
 
 func TestScheduledDeletion(t *testing.T) {

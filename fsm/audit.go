@@ -275,15 +275,18 @@ func (t *txn) appendAudit(rec AuditRecord) {
 // WithAuditOf returns snapshot data (the FSM's format) whose audit trail is
 // current's, continued by rec: a restored backup replaces the keys, key
 // stores and operators, but the trail goes on, so that a restore cannot
-// rewind it. The leader calls it before it installs a restore, so every
-// node installs the same bytes.
+// rewind it. A cluster without a trail (a fresh one, the target of a
+// disaster recovery) continues the backup's instead. The leader calls it
+// before it installs a restore, so every node installs the same bytes.
 func WithAuditOf(data []byte, current *State, rec AuditRecord) ([]byte, error) {
 	f := New(nil)
 	if err := f.Restore(nopCloser{bytes.NewReader(data)}); err != nil {
 		return nil, err
 	}
 	restored := *f.State()
-	restored.auditAnchor, restored.audit = current.auditAnchor, current.audit
+	if len(current.audit) > 0 || current.auditAnchor != (AuditAnchor{}) {
+		restored.auditAnchor, restored.audit = current.auditAnchor, current.audit
+	}
 	t := newTxn(&restored, restored.index)
 	t.appendAudit(rec)
 	var buf bytes.Buffer

@@ -172,8 +172,21 @@ func TestAuditTrailIsBounded(t *testing.T) {
 	}
 }
 
-// A restore keeps the trail going instead of rewinding it.
+// A restore keeps the trail going instead of rewinding it; a cluster
+// without a trail takes the backup's.
 func TestRestoreContinuesTheTrail(t *testing.T) {
+	fresh, err := WithAuditOf(persistState(t, auditBase(t)), newState(), AuditRecord{At: t0, Actor: boot, Action: "RestoreSnapshot", Detail: json.RawMessage(`{}`), Outcome: OutcomeApplied})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recovered := New(nil)
+	if err := recovered.Restore(io.NopCloser(bytes.NewReader(fresh))); err != nil {
+		t.Fatal(err)
+	}
+	if _, trail := recovered.State().AuditTrail(); len(trail) != 5 || trail[0].Action != "CreateOperator" || trail[4].Action != "RestoreSnapshot" {
+		t.Fatalf("a fresh cluster's restore: %d records", len(trail))
+	}
+
 	old := persistState(t, ruleBase(t))
 	s := auditBase(t)
 	data, err := WithAuditOf(old, s, AuditRecord{At: t0.Add(time.Hour), Actor: bootstrap, Action: "RestoreSnapshot", Detail: json.RawMessage(`{}`), Outcome: OutcomeApplied})
