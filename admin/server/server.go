@@ -194,7 +194,7 @@ func (a *Server) handle(mux *http.ServeMux, route *admin.Route, h handlerFunc) {
 		if err != nil {
 			ev = a.log.Warn().Err(err)
 		}
-		ev.Str("method", r.Method).Str("path", r.URL.Path).Dur("took", time.Since(start)).Msg("admin request")
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Str("actor", actorOf(r).Name).Dur("took", time.Since(start)).Msg("admin request")
 		if err != nil {
 			status := errorStatus(err)
 			if r.Method != http.MethodGet {

@@ -201,7 +201,7 @@ func TestDevQuickStart(t *testing.T) {
 		t.Fatalf("key disable: %v\n%s", err, out)
 	}
 	checkBackupCommands(t, bin, dir)
-	checkOperatorCommands(t, bin, dir)
+	checkOperatorCommands(t, bin, dir, client.HealthEndpoints[0])
 	p.stop(t)
 	if strings.Contains(p.stderr.String(), client.SecretAccessKey) {
 		t.Fatal("the log contains the SigV4 secret")
@@ -415,7 +415,7 @@ func TestDevExitsWithItsParent(t *testing.T) {
 // trail names who did what and verifies, and a backup whose trail was
 // edited fails `audit verify --file` with exit status 4; a revoked token
 // opens nothing.
-func checkOperatorCommands(t *testing.T, bin, dir string) {
+func checkOperatorCommands(t *testing.T, bin, dir, health string) {
 	t.Helper()
 	if out, err := cli(t, bin, dir, 0, "keystore", "list", "--token", "0123456789abcdef"); err == nil || !strings.Contains(out, "unknown flag: --token") {
 		t.Fatalf("the CLI takes a token on its command line: %v\n%s", err, out)
@@ -478,5 +478,11 @@ func checkOperatorCommands(t *testing.T, bin, dir string) {
 	}
 	if out, err := cliWith(t, bin, dir, 0, asRita, "keystore", "list"); err == nil || !strings.Contains(out, "HTTP 401") {
 		t.Fatalf("a revoked token lists key stores: %v\n%s", err, out)
+	}
+	_, m := testmetrics.Scrape(t, health+"/metrics")
+	for reason, least := range map[string]float64{"role": 1, "unauthenticated": 1} {
+		if got := m.Value(t, "xksproxy_admin_refused_total", "reason", reason); got < least {
+			t.Errorf("xksproxy_admin_refused_total{reason=%q} = %v, want at least %v", reason, got, least)
+		}
 	}
 }
