@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -48,11 +49,11 @@ func (a *Server) revokeOperator(r *http.Request) (any, error) {
 // record adds a change that is not a command of the state (a membership
 // change, already made) to the audit trail.
 func (a *Server) record(r *http.Request, action, subject string) error {
-	_, err := a.apply(r, fsm.RecordAction{Action: action, Subject: subject})
-	if err != nil {
+	if _, err := a.apply(r, fsm.RecordAction{Action: action, Subject: subject}); err != nil {
 		a.log.Error().Err(err).Str("action", action).Msg("the change was made but its audit record was not committed")
+		return fmt.Errorf("%s %s was made, but its audit record was not committed: %w", action, subject, err)
 	}
-	return err
+	return nil
 }
 
 // auditTrail is the node's trail in the API's shape: the same JSON, field
