@@ -279,4 +279,12 @@ func TestTheLeaderChecksAForwardedChangeAgain(t *testing.T) {
 	if _, trail := leader.node.State().AuditTrail(); len(trail) != 3 || trail[2].Action != "RevokeOperator" {
 		t.Fatalf("the refused changes entered the trail: %d records", len(trail))
 	}
+	// A membership change is recorded too (Raft's configuration is not
+	// the state, so in a record of its own).
+	if err := follower.admin.JoinNode(ctx, follower.id, follower.node.ClusterAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, trail := leader.node.State().AuditTrail(); len(trail) != 4 || trail[3].Action != "JoinNode" || trail[3].Actor.Node != follower.id {
+		t.Fatalf("the join's record: %+v", trail[len(trail)-1])
+	}
 }

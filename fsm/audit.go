@@ -209,7 +209,11 @@ func (a Audited) execute(s *State, index uint64) (*State, error) {
 	} else {
 		outcome = "refused: " + err.Error()
 	}
-	t.appendAudit(AuditRecord{Index: index, At: a.At, Actor: a.Actor, Action: a.inner.Type().String(),
+	action := a.inner.Type().String()
+	if r, ok := a.inner.(RecordAction); ok {
+		action = r.Action // what was done, rather than that it was recorded
+	}
+	t.appendAudit(AuditRecord{Index: index, At: a.At, Actor: a.Actor, Action: action,
 		Detail: auditDetail(a.Command[1:]), Outcome: outcome})
 	return t.next, err
 }
