@@ -160,6 +160,12 @@ func (a *Server) apply(r *http.Request, cmd fsm.Command) (uint64, error) {
 	actor := actorOf(r)
 	if a.state().CommandSet() < 3 {
 		index, err := a.n.Apply(r.Context(), cmd)
+		if errors.Is(err, fsm.ErrForbidden) && a.n.SyncWithLeader(r.Context()) == nil && a.state().CommandSet() >= 3 {
+			// A bare change has no operator to refuse: the leader had
+			// reached command set 3 before this node did, and wants the
+			// operator named (fsm.CheckNamed).
+			return a.applyNamed(r, actor, cmd)
+		}
 		if err == nil {
 			a.log.Info().Bool("audit", true).Bool("replicated", false).Str("actorKind", actor.Kind).Str("actor", actor.Name).
 				Str("role", string(actor.Role)).Str("remoteAddr", actor.RemoteAddr).Str("receivedBy", actor.Node).
@@ -168,6 +174,10 @@ func (a *Server) apply(r *http.Request, cmd fsm.Command) (uint64, error) {
 		}
 		return index, err
 	}
+	return a.applyNamed(r, actor, cmd)
+}
+
+func (a *Server) applyNamed(r *http.Request, actor fsm.Actor, cmd fsm.Command) (uint64, error) {
 	env, err := fsm.NewAudited(actor, cmd)
 	if err != nil {
 		return 0, err
