@@ -14,7 +14,8 @@ func Document() map[string]any {
 	g := &schemas{defs: map[string]any{}}
 	paths := map[string]map[string]any{}
 	for _, r := range Routes {
-		op := map[string]any{"operationId": r.Name, "summary": r.Summary}
+		op := map[string]any{"operationId": r.Name, "summary": r.Summary, "x-xksproxy-role": string(r.Role),
+			"description": "Needs an operator of role " + string(r.Role) + " or above (reader < killswitch < operator < admin)."}
 		var params []any
 		for _, seg := range strings.Split(r.Pattern, "/") {
 			if name, ok := strings.CutPrefix(seg, "{"); ok {
@@ -89,12 +90,17 @@ func DocumentJSON() []byte {
 // schemas turns Go types into JSON Schema, named structs into components.
 type schemas struct{ defs map[string]any }
 
-var timeType = reflect.TypeOf(time.Time{})
+var (
+	timeType = reflect.TypeOf(time.Time{})
+	rawType  = reflect.TypeOf(json.RawMessage{})
+)
 
 func (g *schemas) of(t reflect.Type) map[string]any {
 	switch {
 	case t == timeType:
 		return map[string]any{"type": "string", "format": "date-time"}
+	case t == rawType:
+		return map[string]any{"description": "any JSON value"}
 	case t.Kind() == reflect.Pointer:
 		s := g.of(t.Elem())
 		if _, ref := s["$ref"]; ref {

@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -16,6 +17,9 @@ func TestRoutesAreUniqueAndFillTheirWildcards(t *testing.T) {
 		names[r.Name], ops[r.Method+" "+r.Pattern] = true, true
 		if !strings.HasPrefix(r.Pattern, "/v1/") {
 			t.Errorf("%s: %s is outside /v1/", r.Name, r.Pattern)
+		}
+		if !slices.Contains(Roles, r.Role) {
+			t.Errorf("%s: role %q is not one of %v: every route names the least role that may call it", r.Name, r.Role, Roles)
 		}
 	}
 	if got := RemoveCredential.Path("a b", "AK/1"); got != "/v1/keystores/a%20b/credentials/AK%2F1" {
@@ -48,12 +52,16 @@ func TestOpenAPIDocumentMatchesTheRouteTable(t *testing.T) {
 			continue
 		}
 		var o struct {
+			Role        Role   `json:"x-xksproxy-role"`
 			OperationID string `json:"operationId"`
 			Parameters  []struct {
 				Name, In string
 			} `json:"parameters"`
 		}
 		json.Unmarshal(op, &o)
+		if o.Role != r.Role {
+			t.Errorf("%s: the document says role %q, the table %q", r.Name, o.Role, r.Role)
+		}
 		if o.OperationID != r.Name {
 			t.Errorf("%s %s: operationId %q, want %q", r.Method, r.Pattern, o.OperationID, r.Name)
 		}

@@ -47,7 +47,7 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (uint64, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	return n.forward(ctx, noderpc.Apply, b)
+	return n.forward(ctx, noderpc.Apply, nil, b)
 }
 
 func (n *Node) applyLocal(b []byte) (uint64, error) {
@@ -63,6 +63,9 @@ func (n *Node) applyLocal(b []byte) (uint64, error) {
 	}
 	if err := n.commandSetRefusal(cmd); err != nil {
 		return 0, err
+	}
+	if err := fsm.CheckNamed(n.fsm.State(), cmd); err != nil {
+		return 0, &RuleError{err}
 	}
 	if err := cmd.Validate(n.fsm.State()); err != nil {
 		return 0, &RuleError{err}

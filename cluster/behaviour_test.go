@@ -462,7 +462,7 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 
 	// A new machine: fresh data directory, another HSM with the same cluster
 	// keys (the ceremony material), no seed.
-	fresh := &testCluster{t: t, ca: c.ca, apiCA: c.apiCA, token: c.token, secret: c.secret, akid: c.akid, http: c.http, noSeed: true}
+	fresh := &testCluster{t: t, ca: c.ca, apiCA: c.apiCA, adminCA: c.adminCA, token: c.token, secret: c.secret, akid: c.akid, http: c.http, noSeed: true}
 	n := fresh.addNode("node5", true, true)
 	t.Cleanup(func() { fresh.stop(n); n.hsm.Close() })
 	fresh.waitFor("the new node to lead", 20*time.Second, func() bool { return n.node.IsLeader() })
@@ -497,6 +497,18 @@ func TestSnapshotSaveWipeRestore(t *testing.T) {
 	if res.Index <= restored || n.node.AppliedIndex() < res.Index {
 		t.Fatalf("restored state at index %d, the next change at %d, applied %d: indexes went backwards",
 			restored, res.Index, n.node.AppliedIndex())
+	}
+	// The fresh cluster had no audit trail: the backup's goes on, with the
+	// restore and the change after it, and still verifies.
+	if n.node.State().CommandSet() >= 3 {
+		anchor, trail := n.node.State().AuditTrail()
+		var actions []string
+		for _, r := range trail {
+			actions = append(actions, r.Action)
+		}
+		if got := strings.Join(actions, " "); !strings.HasSuffix(got, "RestoreSnapshot SetKeyEnabled") || fsm.VerifyAudit(anchor, trail) != nil {
+			t.Fatalf("the audit trail after a disaster recovery: %s", got)
+		}
 	}
 }
 

@@ -25,7 +25,7 @@ func TestLeaderOwnsDeletionTime(t *testing.T) {
 	}
 	follower.skew.Store(int64(40 * 24 * time.Hour))
 	ctx := context.Background()
-	disabled, err := follower.node.Apply(ctx, fsm.SetKeyEnabled{KeyStore: demoStore, KeyID: demoKey})
+	disabled, err := follower.applyAsOperator(ctx, fsm.SetKeyEnabled{KeyStore: demoStore, KeyID: demoKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestLeaderOwnsDeletionTime(t *testing.T) {
 
 	// The follower stamps the schedule with its own clock, 40 days ahead.
 	before := leader.cfg.Now()
-	if _, err := follower.node.Apply(ctx, fsm.ScheduleDeletion{At: follower.cfg.Now(), KeyStore: demoStore, KeyID: demoKey, Days: 7}); err != nil {
+	if _, err := follower.applyAsOperator(ctx, fsm.ScheduleDeletion{At: follower.cfg.Now(), KeyStore: demoStore, KeyID: demoKey, Days: 7}); err != nil {
 		t.Fatal(err)
 	}
 	after := leader.cfg.Now()
@@ -57,7 +57,7 @@ func TestLeaderOwnsDeletionTime(t *testing.T) {
 	follower.skew.Store(int64(60 * 24 * time.Hour))
 	forged := fsm.DeleteKey{At: follower.cfg.Now(), KeyStore: demoStore, KeyID: demoKey}
 	var refused *RuleError
-	if _, err := follower.node.Apply(ctx, forged); !errors.As(err, &refused) {
+	if _, err := follower.applyAsOperator(ctx, forged); !errors.As(err, &refused) {
 		t.Fatalf("a DeleteKey dated by a clock 60 days ahead: %v (want a refusal)", err)
 	}
 	if k := leader.node.fsm.State().Key(demoStore, demoKey); k == nil || k.Deleted {

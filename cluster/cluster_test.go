@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"net"
@@ -37,7 +38,7 @@ var (
 // address and how to stop it. The server (admin/server) imports this
 // package, so these internal tests cannot; adminserver_test.go, an
 // external test file in the same test binary, sets it.
-var ServeAdmin func(n *Node, token string, log zerolog.Logger) (addr string, stop func(), err error)
+var ServeAdmin func(n *Node, token, clientCAFile string, log zerolog.Logger) (addr string, stop func(), err error)
 
 // set stores a typed client call's answer in *out and returns its error,
 // so that a test can check both in one if statement.
@@ -83,15 +84,17 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t      *testing.T
-	ca     *testpki.CA
-	apiCA  *testpki.CA
-	nodes  []*testNode
-	token  string
-	secret string
-	akid   string
-	http   *http.Client
-	noSeed bool // a bootstrapping node starts empty (a restore target)
+	t     *testing.T
+	ca    *testpki.CA
+	apiCA *testpki.CA
+	// adminCA issues operator certificates (admin.client_ca_file).
+	adminCA *testpki.CA
+	nodes   []*testNode
+	token   string
+	secret  string
+	akid    string
+	http    *http.Client
+	noSeed  bool // a bootstrapping node starts empty (a restore target)
 	// skew moves every node's deletion clock forward (nanoseconds).
 	skew atomic.Int64
 	// gossipKey, when set, runs every node with gossip and bootstrap-expect
@@ -160,7 +163,7 @@ func newTestClusterWith(t *testing.T, size int, prepare func(*testCluster)) *tes
 // every node and closes its HSM when the test ends.
 func (c *testCluster) init(t *testing.T) {
 	cred := fsm.GenerateCredential()
-	c.t, c.ca, c.apiCA = t, testpki.NewCA(t, "cluster CA"), testpki.NewCA(t, "api CA")
+	c.t, c.ca, c.apiCA, c.adminCA = t, testpki.NewCA(t, "cluster CA"), testpki.NewCA(t, "api CA"), testpki.NewCA(t, "admin client CA")
 	c.token, c.secret, c.akid = "admin-token-0123456789", string(cred.Secret), cred.AccessKeyID
 	hc, err := xksclient.NewHTTPClient(c.apiCA.CAFile, nil)
 	if err != nil {
@@ -253,7 +256,7 @@ func (c *testCluster) start(n *testNode) {
 	}
 	// Restarts must come back at the same address: fix it after the first bind.
 	n.cfg.Bind = n.node.ClusterAddr()
-	adminAddr, closeAdmin, err := ServeAdmin(n.node, c.token, log)
+	adminAddr, closeAdmin, err := ServeAdmin(n.node, c.token, c.adminCA.CAFile, log)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -292,6 +295,21 @@ func (c *testCluster) stop(n *testNode) {
 	n.closeAdmin()
 	n.node.Close()
 	n.node = nil
+}
+
+// applyAsOperator commits cmd through n as the bootstrap operator asked for
+// it, as the admin API does: named (Audited) once the cluster reads
+// command set 3, bare before.
+func (n *testNode) applyAsOperator(ctx context.Context, cmd fsm.Command) (uint64, error) {
+	if n.node.fsm.State().CommandSet() < 3 {
+		return n.node.Apply(ctx, cmd)
+	}
+	env, err := fsm.NewAudited(fsm.Actor{Kind: fsm.ActorBootstrap, Name: fsm.BootstrapOperator, Role: fsm.RoleAdmin,
+		RemoteAddr: "test", Node: n.id}, cmd)
+	if err != nil {
+		return 0, err
+	}
+	return n.node.Apply(ctx, env)
 }
 
 // client calls n's data plane with the demo credential.

@@ -153,7 +153,7 @@ func TestCredentialsSealedByTheOlderFormatStillWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	stored := fsm.StoredCredential{AccessKeyID: cred.AccessKeyID, SealedSecret: sealed}
-	if _, err := n.node.Apply(t.Context(), fsm.AddCredential{At: time.Now().UTC(), KeyStore: demoStore, Credential: stored}); err != nil {
+	if _, err := n.applyAsOperator(t.Context(), fsm.AddCredential{At: time.Now().UTC(), KeyStore: demoStore, Credential: stored}); err != nil {
 		t.Fatal(err)
 	}
 	creds := xksclient.Credentials{AccessKeyID: cred.AccessKeyID, Secret: string(cred.Secret), Region: "us-east-1"}

@@ -115,7 +115,7 @@ func (n *Node) addVoterLocal(id, addr string) error {
 	if !n.IsLeader() {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		defer cancel()
-		_, err := n.forward(ctx, noderpc.Join, noderpc.JoinRequest{ID: id, Address: addr})
+		_, err := n.forward(ctx, noderpc.Join, nil, noderpc.JoinRequest{ID: id, Address: addr})
 		return err
 	}
 	f := n.raft.GetConfiguration()
@@ -162,7 +162,7 @@ func (n *Node) removeServerLocal(id string, revoke bool) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		defer cancel()
-		_, err := n.forward(ctx, noderpc.Remove, noderpc.JoinRequest{ID: id})
+		_, err := n.forward(ctx, noderpc.Remove, nil, noderpc.JoinRequest{ID: id})
 		return err
 	}
 	if revoke {

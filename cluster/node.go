@@ -95,6 +95,7 @@ type Node struct {
 	rpc       *noderpc.Client
 	gossip    *Gossip
 	stores    []interface{ Close() error }
+	audit     *auditLog
 
 	// applied, viewed and reconciled follow how far this node has gone
 	// with the log: its FSM has applied, its data plane serves, its HSM
@@ -179,8 +180,10 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 	}
 	empty := []MissingVersion{}
 	n.missing.Store(&empty)
+	n.audit = &auditLog{log: log, node: cfg.NodeID}
 	n.fsm = fsm.New(func(st *fsm.State) {
 		n.applied.Advance(st.Index())
+		n.audit.published(st)
 		n.markDirty()
 	})
 
@@ -188,6 +191,7 @@ func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*
 		n.Close()
 		return nil, err
 	}
+	n.audit.goLive()
 	if cfg.Gossip != nil {
 		// Started before the goroutines that refresh it.
 		gc := *cfg.Gossip

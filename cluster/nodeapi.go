@@ -73,18 +73,22 @@ func (n *Node) NodesLacking(ctx context.Context, label string) []string {
 }
 
 // AdminTLS is the operator API's TLS configuration: this node's cluster
-// certificate, and a client certificate from the cluster CA verified when
-// one is offered (it then authenticates the caller).
+// certificate, and no client certificate: a node certificate is not an
+// operator. The admin server adds its own client CA, which issues
+// operator certificates.
 func (n *Node) AdminTLS() (*tls.Config, error) {
 	ct, err := n.cfg.TLS.load(n.cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
 	cfg := ct.server.Clone()
-	cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	cfg.ClientAuth, cfg.ClientCAs = tls.NoClientCert, nil
 	cfg.MinVersion = tls.VersionTLS12
 	return cfg, nil
 }
+
+// NodeID is this node's id.
+func (n *Node) NodeID() string { return n.cfg.NodeID }
 
 // listenerFailed reports a listener that stopped serving on its own, so that
 // the process does not run on without its cluster port.

@@ -129,7 +129,7 @@ func writeApplyResult(w http.ResponseWriter, index uint64, err error) {
 	case errors.Is(err, errNotLeader):
 		noderpc.WriteJSON(w, noderpc.NotLeaderStatus, noderpc.ApplyResponse{Error: err.Error()})
 	case errors.As(err, &rule):
-		noderpc.WriteJSON(w, http.StatusConflict, noderpc.ApplyResponse{Error: err.Error()})
+		noderpc.WriteJSON(w, http.StatusConflict, noderpc.ApplyResponse{Error: err.Error(), Kind: ruleKind(err)})
 	case err != nil:
 		noderpc.WriteJSON(w, http.StatusInternalServerError, noderpc.ApplyResponse{Error: err.Error()})
 	default:
@@ -207,17 +207,17 @@ func describePeerHost(hostport string) string {
 
 // forward runs a leader-only RPC on the leader, waiting through an election
 // (a short wait, not a failure) until ctx ends.
-func (n *Node) forward(ctx context.Context, route noderpc.Route, in any) (uint64, error) {
+func (n *Node) forward(ctx context.Context, route noderpc.Route, query url.Values, in any) (uint64, error) {
 	for {
 		addr, id := n.raft.LeaderWithID()
 		if addr != "" {
 			var res noderpc.ApplyResponse
-			status, err := n.call(ctx, peer{id: string(id), addr: string(addr)}, route, nil, in, &res)
+			status, err := n.call(ctx, peer{id: string(id), addr: string(addr)}, route, query, in, &res)
 			switch {
 			case err == nil && status == http.StatusOK:
 				return res.Index, nil
 			case err == nil && status == http.StatusConflict:
-				return 0, &RuleError{errors.New(res.Error)}
+				return 0, &RuleError{forwardedRefusal(res)}
 			case err == nil && status != noderpc.NotLeaderStatus:
 				return 0, errors.New(res.Error)
 			}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -246,18 +247,28 @@ func (n *Node) InspectBackup(file []byte) (BackupInfo, error) {
 // installs it on every follower; a follower forwards it to the leader.
 // data is the FSM's snapshot: the caller has authenticated the backup.
 func (n *Node) RestoreSnapshot(ctx context.Context, data []byte) (uint64, error) {
+	return n.RestoreSnapshotBy(ctx, nil, data)
+}
+
+// RestoreSnapshotBy is RestoreSnapshot asked for by actor, whom the audit
+// trail records (the leader continues the trail into the restored state).
+func (n *Node) RestoreSnapshotBy(ctx context.Context, actor *fsm.Actor, data []byte) (uint64, error) {
 	if err := fsm.New(nil).Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
 		return 0, &RuleError{fmt.Errorf("not a snapshot this version can restore: %w", err)}
 	}
 	if !n.IsLeader() {
 		ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 		defer cancel()
-		return n.forward(ctx, noderpc.Restore, data)
+		var query url.Values
+		if actor != nil {
+			query = actorQuery(actor)
+		}
+		return n.forward(ctx, noderpc.Restore, query, data)
 	}
-	return n.restoreLocal(data)
+	return n.restoreLocal(data, actor)
 }
 
-func (n *Node) restoreLocal(data []byte) (uint64, error) {
+func (n *Node) restoreLocal(data []byte, actor *fsm.Actor) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, errNotLeader
 	}
@@ -267,6 +278,9 @@ func (n *Node) restoreLocal(data []byte) (uint64, error) {
 	data, at, err := fsm.Reindexed(data, func(saved uint64) uint64 { return max(saved, n.raft.LastIndex()) + 1 })
 	if err != nil {
 		return 0, &RuleError{fmt.Errorf("not a snapshot this version can restore: %w", err)}
+	}
+	if data, err = n.withRestoreRecord(data, at, actor); err != nil {
+		return 0, err
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data)), Index: at - 1}
 	if err := n.raft.Restore(meta, bytes.NewReader(data), time.Minute); err != nil {
@@ -283,7 +297,12 @@ func (n *Node) restoreRPC(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	index, err := n.restoreLocal(data)
+	actor, err := decodeActor(r.URL.Query())
+	if err != nil {
+		http.Error(w, "actor: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	index, err := n.restoreLocal(data, actor)
 	writeApplyResult(w, index, err)
 }
 

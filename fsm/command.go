@@ -37,6 +37,11 @@ const (
 	CmdRaiseCommandSet   CommandType = 16 | IgnoreIfUnknown
 	// 17 and 18 are the node identity's; 18 is unused so far.
 	CmdRevokeNodeCertificates CommandType = 17
+	CmdCreateOperator         CommandType = 19
+	CmdRevokeOperator         CommandType = 20
+	CmdAudited                CommandType = 21
+	CmdRecordAction           CommandType = 22
+	// 23 is reserved for the operators' commands.
 )
 
 // commands maps each known type to its name and decoder.
@@ -61,6 +66,10 @@ var commands = map[CommandType]struct {
 	CmdDeleteKey:              {"DeleteKey", decodeAs[DeleteKey]},
 	CmdRaiseCommandSet:        {"RaiseCommandSet", decodeAs[RaiseCommandSet]},
 	CmdRevokeNodeCertificates: {"RevokeNodeCertificates", decodeAs[RevokeNodeCertificates]},
+	CmdCreateOperator:         {"CreateOperator", decodeAs[CreateOperator]},
+	CmdRevokeOperator:         {"RevokeOperator", decodeAs[RevokeOperator]},
+	CmdAudited:                {"Audited", decodeAs[Audited]},
+	CmdRecordAction:           {"RecordAction", decodeAs[RecordAction]},
 }
 
 // String names the type for messages.
@@ -115,6 +124,9 @@ func Decode(b []byte) (Command, error) {
 		return nil, fmt.Errorf("decode: %w 0x%02x (optional: %v); this node is older than the one that wrote it", ErrUnknownCommand, uint8(t), t.Optional())
 	}
 	cmd, err := c.decode(b[1:])
+	if a, ok := cmd.(Audited); ok && err == nil {
+		cmd, err = a.withInner()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", t, err)
 	}

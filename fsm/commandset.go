@@ -12,8 +12,10 @@ import "fmt"
 // Every build released before command sets existed reads set 1. Set 2
 // adds the key usages beyond ENCRYPT and DECRYPT, and credential seals
 // bound to their key store (SealBoundToKeyStore). Set 3 adds keys that
-// remember another proxy's ciphertext format (Key.Legacy) and the
-// deny-list of node certificates (RevokeNodeCertificates).
+// remember another proxy's ciphertext format (Key.Legacy), the deny-list
+// of node certificates (RevokeNodeCertificates), named operators and the
+// audit trail (CreateOperator, RevokeOperator, Audited, RecordAction, and
+// the state's operators and audit fields).
 const CommandSet = 3
 
 // commandSetNodeIdentity is the set that reads RevokeNodeCertificates.
@@ -62,6 +64,10 @@ func RequiredCommandSet(c Command) int {
 		key(&c.Key)
 	case RevokeNodeCertificates:
 		need = max(need, commandSetNodeIdentity)
+	case CreateOperator, RevokeOperator, RecordAction:
+		need = max(need, 3)
+	case Audited:
+		need = max(3, RequiredCommandSet(c.inner))
 	}
 	return need
 }

@@ -18,6 +18,9 @@ var (
 	// ErrConflict: the command is well formed but clashes with the state (a
 	// duplicate, a URI path in use, a key store that still has keys).
 	ErrConflict = errors.New("conflict with the current state")
+	// ErrForbidden: the operator who asked may not make the change (its
+	// role does not allow it, or it was revoked).
+	ErrForbidden = errors.New("forbidden")
 )
 
 // ErrAlreadySeeded is Seed's answer once the state has been seeded. It is a
@@ -49,6 +52,10 @@ func notFound(format string, a ...any) error {
 
 func conflict(format string, a ...any) error {
 	return &ruleError{kind: ErrConflict, msg: fmt.Sprintf(format, a...)}
+}
+
+func forbidden(format string, a ...any) error {
+	return &ruleError{kind: ErrForbidden, msg: fmt.Sprintf(format, a...)}
 }
 
 // asInvalid turns a shape check's plain error into an ErrInvalid violation.

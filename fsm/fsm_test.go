@@ -46,9 +46,15 @@ func sampleCommands() []Command {
 		ScheduleDeletion{At: at, KeyStore: "s", KeyID: "k2", Days: MinDeletionDays},
 		DeleteKey{At: at.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "s", KeyID: "k2"},
 		RaiseCommandSet{To: CommandSet},
-		CreateKeyStore{At: at, KeyStore: storeSpec("m", "/m", KeyModeShared)},
-		CreateKey{At: at, Key: legacyKeySpec("m", "imported", []byte("static-v1"))},
+		auditedBy(at, boot, CreateKeyStore{At: at, KeyStore: storeSpec("m", "/m", KeyModeShared)}),
+		auditedBy(at, boot, CreateKey{At: at, Key: legacyKeySpec("m", "imported", []byte("static-v1"))}),
 		RevokeNodeCertificates{At: at, NodeID: "node2"},
+		// From command set 3 on, an operator's change names its operator.
+		auditedBy(at, boot, CreateOperator{At: at, Name: "alice", Role: RoleKillSwitch, TokenHash: TokenHash("alice-token")}),
+		auditedBy(at, Actor{Kind: ActorToken, Name: "alice", Role: RoleKillSwitch, Credential: TokenFingerprint(TokenHash("alice-token")),
+			RemoteAddr: "127.0.0.1:50000", Node: "node2"}, SetKeyEnabled{KeyStore: "s", KeyID: "k", Enabled: false}),
+		auditedBy(at, boot, RecordAction{Action: "JoinNode", Subject: "node4 at 127.0.0.1:7000"}),
+		auditedBy(at, boot, RevokeOperator{Name: "alice"}),
 	}
 }
 
@@ -58,6 +64,26 @@ func legacyKeySpec(store, id string, static []byte) Key {
 	return Key{KeyStore: store, ID: id, Usage: DefaultUsage, Enabled: true, CurrentVersion: 1,
 		Versions: []KeyVersion{{Number: 1, HSMLabel: id}},
 		Legacy:   &LegacyFormat{Format: LegacyFormatAWSSample, Version: 1, StaticMetadata: static}}
+}
+
+var boot = Actor{Kind: ActorBootstrap, Name: BootstrapOperator, Role: RoleAdmin, RemoteAddr: "127.0.0.1:50001", Node: "node1"}
+
+// withoutAudit is s at index 0 without its audit trail: what a refused
+// audited change leaves as it was.
+func withoutAudit(s *State) *State {
+	n := s.withIndex(0)
+	n.audit, n.auditAnchor = nil, AuditAnchor{}
+	return n
+}
+
+// auditedBy is cmd as actor asked for it at at.
+func auditedBy(at time.Time, actor Actor, cmd Command) Audited {
+	a, err := NewAudited(actor, cmd)
+	if err != nil {
+		panic(err)
+	}
+	a.At = at
+	return a
 }
 
 func encode(t testing.TB, c Command) []byte {
@@ -114,6 +140,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			t.Fatalf("%s: re-encoding differs", c.Type())
 		}
 		seen[c.Type()] = true
+		if a, ok := c.(Audited); ok {
+			seen[a.inner.Type()] = true
+		}
 	}
 	for typ := range commands {
 		if !seen[typ] {
@@ -157,9 +186,9 @@ func theLog(t *testing.T) [][]byte {
 		out = append(out, encode(t, c))
 	}
 	out = append(out,
-		encode(t, DeleteKeyStore{Name: "s"}),                     // refused: it has keys
-		append([]byte{0xc0}, []byte(`{"from":"the future"}`)...), // skipped: optional, unknown
-		encode(t, SetKeyEnabled{KeyStore: "s", KeyID: "k", Enabled: true}),
+		encode(t, auditedBy(t0, boot, DeleteKeyStore{Name: "s"})), // refused: it has keys (and recorded)
+		append([]byte{0xc0}, []byte(`{"from":"the future"}`)...),  // skipped: optional, unknown
+		encode(t, auditedBy(t0, boot, SetKeyEnabled{KeyStore: "s", KeyID: "k", Enabled: true})),
 	)
 	return out
 }
@@ -185,7 +214,9 @@ func TestApply(t *testing.T) {
 		}
 		switch {
 		case index == uint64(len(sampleCommands())+1):
-			if !errors.Is(res.Err, ErrConflict) || stateJSONOf(t, f.State().withIndex(0)) != stateJSONOf(t, before.withIndex(0)) {
+			_, trail := f.State().AuditTrail()
+			if !errors.Is(res.Err, ErrConflict) || stateJSONOf(t, withoutAudit(f.State())) != stateJSONOf(t, withoutAudit(before)) ||
+				!strings.HasPrefix(trail[len(trail)-1].Outcome, "refused: key store s still has") {
 				t.Fatalf("refused command: %v", res.Err)
 			}
 		case index == uint64(len(sampleCommands())+2):
@@ -395,7 +426,7 @@ func TestRaftCluster(t *testing.T) {
 			t.Fatalf("%s: %v", c.Type(), res.Err)
 		}
 	}
-	if res := apply(DeleteKeyStore{Name: "s"}); !errors.Is(res.Err, ErrConflict) {
+	if res := apply(auditedBy(t0, boot, DeleteKeyStore{Name: "s"})); !errors.Is(res.Err, ErrConflict) {
 		t.Fatalf("a rule violation must come back as ApplyResult.Err: %v", res.Err)
 	}
 	converged := func() bool {

@@ -62,6 +62,7 @@ func FuzzDecode(f *testing.F) {
 func FuzzRestore(f *testing.F) {
 	f.Add(persistState(f, integrityBase(f)))
 	f.Add(persistState(f, newState()))
+	f.Add(persistState(f, auditBase(f))) // operators and an audit trail
 	commands := sampleCommands()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fm := New(nil)

@@ -57,6 +57,9 @@ func (s *State) check() error {
 			}
 		}
 	}
+	if err := s.checkOperatorsAndAudit(); err != nil {
+		return err
+	}
 	for _, g := range s.Grants() {
 		if err := g.validate(); err != nil {
 			return err
@@ -70,6 +73,32 @@ func (s *State) check() error {
 		}
 	}
 	return s.checkNodeRevocations()
+}
+
+// checkOperatorsAndAudit holds the operators to CreateOperator's rules and
+// the audit trail to its chain: a state whose trail does not verify was
+// edited, and a replica must not serve it.
+func (s *State) checkOperatorsAndAudit() error {
+	hashes := map[string]string{}
+	for _, op := range s.Operators() {
+		if err := validOperator(op); err != nil {
+			return err
+		}
+		if other, ok := hashes[op.TokenHash]; ok {
+			return conflict("operators %s and %s share a token", other, op.Name)
+		}
+		hashes[op.TokenHash] = op.Name
+	}
+	if len(s.operators) > MaxOperators {
+		return invalid("%d operators; at most %d", len(s.operators), MaxOperators)
+	}
+	if len(s.audit) > MaxAuditRecords {
+		return invalid("%d audit records; at most %d are kept", len(s.audit), MaxAuditRecords)
+	}
+	if b := VerifyAudit(s.auditAnchor, s.audit); b != nil {
+		return invalid("the audit trail does not verify: %v", b)
+	}
+	return nil
 }
 
 func deletedWord(deleted bool) string {

@@ -19,7 +19,7 @@ func integrityBase(t testing.TB) *State {
 		ScheduleDeletion{At: t0, KeyStore: "a", KeyID: "gone", Days: MinDeletionDays},
 		DeleteKey{At: t0.Add(MinDeletionDays * 24 * time.Hour), KeyStore: "a", KeyID: "gone"},
 		RaiseCommandSet{To: CommandSet},
-		CreateKey{At: t0, Key: legacyKeySpec("b", "imported", nil)},
+		auditedBy(t0, boot, CreateKey{At: t0, Key: legacyKeySpec("b", "imported", nil)}),
 		RevokeNodeCertificates{At: t0, NodeID: "node9"},
 	} {
 		s = step(t, s, c)

@@ -24,7 +24,7 @@ func TestLegacyKeysNeedCommandSet3(t *testing.T) {
 		t.Fatalf("before the raise: %v", err)
 	}
 	s = step(t, s, RaiseCommandSet{To: 3})
-	s = step(t, s, create)
+	s = step(t, s, auditedBy(t0, boot, create))
 	create.Key.Legacy.StaticMetadata[0] = 'X'
 	k := s.Key("m", "imported")
 	if k.Legacy == nil || k.Legacy.Version != 1 || string(k.Legacy.StaticMetadata) != "v0.0.1" {
@@ -46,13 +46,13 @@ func TestLegacyFormatRules(t *testing.T) {
 	} {
 		k := legacyKeySpec("m", "imported", nil)
 		tc.edit(k.Legacy)
-		_, err := s.execute(s.index+1, CreateKey{At: t0, Key: k})
+		_, err := s.execute(s.index+1, auditedBy(t0, boot, CreateKey{At: t0, Key: k}))
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	// A backup edited by hand obeys the same rule.
-	s = step(t, s, CreateKey{At: t0, Key: legacyKeySpec("m", "imported", nil)})
+	s = step(t, s, auditedBy(t0, boot, CreateKey{At: t0, Key: legacyKeySpec("m", "imported", nil)}))
 	snap := snapshotOf(t, s, func(in *stateJSON) {
 		for _, k := range in.Keys {
 			if k.Legacy != nil {

@@ -42,6 +42,23 @@ func Stamped(c Command, at time.Time) (stamped Command, proposed time.Time, time
 	case RevokeNodeCertificates:
 		proposed, c.At = c.At, at
 		return c, proposed, true
+	case CreateOperator:
+		proposed, c.At = c.At, at
+		return c, proposed, true
+	case Audited:
+		// The record's time and the change's are the same leader's clock.
+		proposed, c.At = c.At, at
+		if inner, innerProposed, timed := Stamped(c.inner, at); timed {
+			proposed = innerProposed
+			// A change that does not encode again (a time past year
+			// 9999) is left out, and the envelope is refused as empty.
+			b, err := Encode(inner)
+			c.inner, c.Command = inner, b
+			if err != nil {
+				c.inner, c.Command = nil, nil
+			}
+		}
+		return c, proposed, true
 	}
 	return c, time.Time{}, false
 }

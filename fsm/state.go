@@ -25,6 +25,11 @@ type State struct {
 	// revokedNodes: node id -> certificates naming it issued before this
 	// time are refused (RevokeNodeCertificates).
 	revokedNodes map[string]time.Time
+	operators    map[string]*Operator // by name
+	// audit is the kept audit trail, oldest first; auditAnchor is where it
+	// starts (audit.go).
+	audit       []*AuditRecord
+	auditAnchor AuditAnchor
 }
 
 // StoredKeyStore is a key store as the cluster replicates it: credentials
@@ -64,9 +69,10 @@ func (c *StoredCredential) activeAt(t time.Time) bool {
 
 func newState() *State {
 	return &State{
-		stores: map[string]*StoredKeyStore{},
-		keys:   map[string]map[string]*Key{},
-		grants: map[string]*Grant{},
+		stores:    map[string]*StoredKeyStore{},
+		keys:      map[string]map[string]*Key{},
+		grants:    map[string]*Grant{},
+		operators: map[string]*Operator{},
 	}
 }
 
@@ -118,6 +124,15 @@ func (s *State) withIndex(index uint64) *State {
 // execute is the one way a command changes the state, for the FSM and for
 // Build alike: check the rules, then apply to a copy-on-write successor.
 func (s *State) execute(index uint64, c Command) (*State, error) {
+	if a, ok := c.(Audited); ok {
+		if err := CheckCommandSet(s, c); err != nil {
+			return s.withIndex(index), err
+		}
+		return a.execute(s, index)
+	}
+	if err := CheckNamed(s, c); err != nil {
+		return s.withIndex(index), err
+	}
 	if err := CheckCommandSet(s, c); err != nil {
 		return s.withIndex(index), err
 	}
@@ -135,6 +150,7 @@ type txn struct {
 	next      *State
 	ownStores bool
 	ownGrants bool
+	ownOps    bool
 	ownKeys   bool
 	ownKeysOf map[string]bool
 }
@@ -189,6 +205,20 @@ func (t *txn) deleteGrant(id string) {
 	delete(t.next.grants, id)
 }
 
+func (t *txn) putOperator(op *Operator) {
+	if !t.ownOps {
+		t.next.operators, t.ownOps = maps.Clone(t.next.operators), true
+	}
+	t.next.operators[op.Name] = op
+}
+
+func (t *txn) deleteOperator(name string) {
+	if !t.ownOps {
+		t.next.operators, t.ownOps = maps.Clone(t.next.operators), true
+	}
+	delete(t.next.operators, name)
+}
+
 // stateJSON is the State's serialised form, in snapshots: sorted lists, so
 // that two replicas with the same state write the same bytes.
 type stateJSON struct {
@@ -202,6 +232,9 @@ type stateJSON struct {
 	CommandSet int `json:"commandSet,omitempty"`
 	// RevokedNodes is left out while empty, for the same reason.
 	RevokedNodes []NodeRevocation `json:"revokedNodeCertificates,omitempty"`
+	// Operators and Audit too.
+	Operators []*Operator `json:"operators,omitempty"`
+	Audit     *auditJSON  `json:"audit,omitempty"`
 }
 
 // MarshalJSON writes the state deterministically.
@@ -215,6 +248,10 @@ func (s *State) MarshalJSON() ([]byte, error) {
 	}
 	for _, ks := range out.KeyStores {
 		out.Keys = append(out.Keys, s.Keys(ks.Name)...)
+	}
+	out.Operators = s.Operators()
+	if len(s.audit) > 0 || s.auditAnchor != (AuditAnchor{}) {
+		out.Audit = &auditJSON{Anchor: s.auditAnchor, Records: s.audit}
 	}
 	return json.Marshal(out)
 }
@@ -260,6 +297,15 @@ func (s *State) UnmarshalJSON(b []byte) error {
 			n.revokedNodes = map[string]time.Time{}
 		}
 		n.revokedNodes[r.NodeID] = r.Before
+	}
+	for _, op := range in.Operators {
+		if op == nil || n.operators[op.Name] != nil {
+			return fmt.Errorf("state: an operator is null or listed twice")
+		}
+		n.operators[op.Name] = op
+	}
+	if in.Audit != nil {
+		n.auditAnchor, n.audit = in.Audit.Anchor, slices.Clip(in.Audit.Records)
 	}
 	if err := n.check(); err != nil {
 		return fmt.Errorf("state: %w", err)

@@ -7,7 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -28,11 +28,15 @@ import (
 )
 
 // Config is the operator API's listener. It serves HTTPS with the node's
-// cluster certificate and admits a request that carries the bearer token or
-// a client certificate from the cluster CA.
+// cluster certificate and admits a request that carries the bootstrap
+// token, a named operator's token, or an operator certificate from the
+// admin client CA (auth.go).
 type Config struct {
 	Listen string // default 127.0.0.1:7100 is the caller's choice
-	Token  string
+	Token  string // the bootstrap operator's (admin.token_file), role admin
+	// ClientCAFile is the admin client CA (admin.client_ca_file), which
+	// issues operator certificates; empty: no certificate authenticates.
+	ClientCAFile string
 	// AckTimeout bounds how long a kill-switch change waits for every
 	// node's confirmation; 0 means 5s.
 	AckTimeout time.Duration
@@ -48,6 +52,8 @@ type Server struct {
 	log  zerolog.Logger
 	srv  *http.Server
 	addr net.Addr
+	// refused counts refusals by reason (auth.go).
+	refused refusals
 }
 
 // Serve starts node n's admin API; it stops with Close.
@@ -61,6 +67,13 @@ func Serve(n *cluster.Node, cfg Config, log zerolog.Logger) (*Server, error) {
 	tlsCfg, err := n.AdminTLS()
 	if err != nil {
 		return nil, err
+	}
+	clientCAs, err := loadClientCAs(cfg.ClientCAFile)
+	if err != nil {
+		return nil, err
+	}
+	if clientCAs != nil {
+		tlsCfg.ClientCAs, tlsCfg.ClientAuth = clientCAs, tls.VerifyClientCertIfGiven
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -142,6 +155,11 @@ func (a *Server) bindings() map[*admin.Route]binding {
 		admin.SaveSnapshot:     {raw: a.saveSnapshot},
 		admin.RestoreSnapshot:  {h: a.restoreSnapshot},
 		admin.InspectSnapshot:  {raw: a.inspectSnapshot},
+		admin.ListOperators:    {h: a.listOperators},
+		admin.CreateOperator:   {h: a.createOperator},
+		admin.RevokeOperator:   {h: a.revokeOperator},
+		admin.ListAudit:        {h: a.listAudit},
+		admin.VerifyAudit:      {h: a.verifyAudit},
 		admin.Profile:          {raw: profile},
 		admin.OpenAPI:          {raw: openAPI},
 	}
@@ -156,7 +174,7 @@ func (a *Server) routes() http.Handler {
 		case !ok:
 			panic("admin route " + route.Name + " has no handler")
 		case b.raw != nil:
-			mux.Handle(route.Method+" "+route.Pattern, a.authenticated(b.raw))
+			mux.Handle(route.Method+" "+route.Pattern, a.authorized(route, b.raw))
 		default:
 			a.handle(mux, route, b.h)
 		}
@@ -165,7 +183,7 @@ func (a *Server) routes() http.Handler {
 }
 
 func (a *Server) handle(mux *http.ServeMux, route *admin.Route, h handlerFunc) {
-	mux.Handle(route.Method+" "+route.Pattern, a.authenticated(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle(route.Method+" "+route.Pattern, a.authorized(route, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var out any
 		stale, err := staleRead(route, r)
@@ -182,9 +200,17 @@ func (a *Server) handle(mux *http.ServeMux, route *admin.Route, h handlerFunc) {
 		if err != nil {
 			ev = a.log.Warn().Err(err)
 		}
-		ev.Str("method", r.Method).Str("path", r.URL.Path).Bool("stale", stale).Dur("took", time.Since(start)).Msg("admin request")
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Str("actor", actorOf(r).Name).Bool("stale", stale).Dur("took", time.Since(start)).Msg("admin request")
 		if err != nil {
-			writeJSON(w, errorStatus(err), admin.APIError{Error: err.Error()})
+			status := errorStatus(err)
+			if r.Method != http.MethodGet {
+				reason := refusedRule
+				if status == http.StatusForbidden {
+					reason = refusedRole
+				}
+				a.refuse(r, route, actorOf(r), reason, err)
+			}
+			writeJSON(w, status, admin.APIError{Error: err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
@@ -218,6 +244,8 @@ func errorStatus(err error) int {
 	switch {
 	case errors.As(err, &he):
 		return he.status
+	case errors.Is(err, fsm.ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, fsm.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, fsm.ErrConflict):
@@ -232,23 +260,20 @@ func errorStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
-// authenticated lets through only requests that authorized accepts.
-func (a *Server) authenticated(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.authorized(r) {
-			writeJSON(w, http.StatusUnauthorized, admin.APIError{Error: "admin API: missing or wrong bearer token"})
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
+// state is the node's state; a server without a node (its unit tests)
+// knows no operators.
+func (a *Server) state() *fsm.State {
+	if a.n == nil {
+		return fsm.New(nil).State()
+	}
+	return a.n.State()
 }
 
-func (a *Server) authorized(r *http.Request) bool {
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return true
+func (a *Server) nodeID() string {
+	if a.n == nil {
+		return ""
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(a.cfg.Token)) == 1
+	return a.n.NodeID()
 }
 
 func decode(r *http.Request, v any) error {
@@ -344,7 +369,7 @@ func (a *Server) createKeyStore(r *http.Request) (any, error) {
 	ks := fsm.StoredKeyStore{Name: req.Name, URIPath: req.URIPath, Region: req.Region, Enabled: true,
 		QuotaRPS: uint32(req.QuotaRPS), GrantsMode: mode, KeyMode: keyMode,
 		Credentials: []fsm.StoredCredential{sealed}}
-	index, err := a.n.Apply(r.Context(), fsm.CreateKeyStore{At: time.Now().UTC(), KeyStore: ks})
+	index, err := a.apply(r, fsm.CreateKeyStore{At: time.Now().UTC(), KeyStore: ks})
 	if err != nil {
 		return nil, err
 	}
@@ -379,13 +404,13 @@ func newCredential(ks *fsm.StoredKeyStore, akid, secret string, expires *time.Ti
 
 // everywhere commits cmd and waits until every node serves it: the kill
 // switch returns only once each node has confirmed, or says who did not.
-func (a *Server) everywhere(ctx context.Context, cmd fsm.Command) (admin.Change, error) {
+func (a *Server) everywhere(r *http.Request, cmd fsm.Command) (admin.Change, error) {
 	start := time.Now()
-	index, err := a.n.Apply(ctx, cmd)
+	index, err := a.apply(r, cmd)
 	if err != nil {
 		return admin.Change{}, err
 	}
-	return a.confirm(ctx, start, index), nil
+	return a.confirm(r.Context(), start, index), nil
 }
 
 // confirm waits until every node serves index, up to AckTimeout, and says
@@ -411,7 +436,7 @@ func (a *Server) setKeyStoreEnabled(enabled bool) handlerFunc {
 		if _, err := a.store(r); err != nil {
 			return nil, err
 		}
-		return a.everywhere(r.Context(), fsm.UpdateKeyStore{Name: r.PathValue("ks"), Enabled: &enabled})
+		return a.everywhere(r, fsm.UpdateKeyStore{Name: r.PathValue("ks"), Enabled: &enabled})
 	}
 }
 
@@ -444,14 +469,14 @@ func (a *Server) addCredential(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.n.Apply(r.Context(), fsm.AddCredential{At: time.Now().UTC(), KeyStore: ks.Name, Credential: sealed}); err != nil {
+	if _, err := a.apply(r, fsm.AddCredential{At: time.Now().UTC(), KeyStore: ks.Name, Credential: sealed}); err != nil {
 		return nil, err
 	}
 	return newCredential(ks, cred.AccessKeyID, string(cred.Secret), req.ExpiresAt), nil
 }
 
 func (a *Server) removeCredential(r *http.Request) (any, error) {
-	return a.everywhere(r.Context(), fsm.RemoveCredential{At: time.Now().UTC(), KeyStore: r.PathValue("ks"), AccessKeyID: r.PathValue("akid")})
+	return a.everywhere(r, fsm.RemoveCredential{At: time.Now().UTC(), KeyStore: r.PathValue("ks"), AccessKeyID: r.PathValue("akid")})
 }
 
 func keyInfo(k *fsm.Key) admin.KeyInfo {
@@ -536,7 +561,7 @@ func (a *Server) createKey(r *http.Request) (any, error) {
 		key.Legacy = &fsm.LegacyFormat{Format: req.Legacy.Format, Version: 1, StaticMetadata: static}
 	}
 	start := time.Now()
-	index, err := a.n.Apply(r.Context(), fsm.CreateKey{At: time.Now().UTC(), Key: key})
+	index, err := a.apply(r, fsm.CreateKey{At: time.Now().UTC(), Key: key})
 	if err != nil {
 		return nil, err
 	}
@@ -589,7 +614,7 @@ func (a *Server) rotateKey(r *http.Request) (any, error) {
 			return nil, fmt.Errorf("generating the new version's material: %w", err)
 		}
 	}
-	added, err := a.everywhere(r.Context(), fsm.AddKeyVersion{At: time.Now().UTC(), KeyStore: ks.Name, KeyID: k.ID, Version: v})
+	added, err := a.everywhere(r, fsm.AddKeyVersion{At: time.Now().UTC(), KeyStore: ks.Name, KeyID: k.ID, Version: v})
 	if err != nil {
 		return nil, err
 	}
@@ -606,7 +631,7 @@ func (a *Server) rotateKey(r *http.Request) (any, error) {
 			}
 		}
 	}
-	return a.everywhere(r.Context(), fsm.SetCurrentVersion{KeyStore: ks.Name, KeyID: k.ID, Version: number})
+	return a.everywhere(r, fsm.SetCurrentVersion{KeyStore: ks.Name, KeyID: k.ID, Version: number})
 }
 
 // maxLabelChecks bounds one label check: each label costs a call to every
@@ -641,7 +666,7 @@ func (a *Server) scheduleDeletion(r *http.Request) (any, error) {
 		return nil, err
 	}
 	ks, id := r.PathValue("ks"), r.PathValue("key")
-	index, err := a.n.Apply(r.Context(), fsm.ScheduleDeletion{At: a.n.Now().UTC(), KeyStore: ks, KeyID: id, Days: req.Days})
+	index, err := a.apply(r, fsm.ScheduleDeletion{At: a.n.Now().UTC(), KeyStore: ks, KeyID: id, Days: req.Days})
 	if err != nil {
 		return nil, err
 	}
@@ -653,7 +678,7 @@ func (a *Server) scheduleDeletion(r *http.Request) (any, error) {
 
 func (a *Server) cancelDeletion(r *http.Request) (any, error) {
 	ks, id := r.PathValue("ks"), r.PathValue("key")
-	index, err := a.n.Apply(r.Context(), fsm.CancelDeletion{KeyStore: ks, KeyID: id})
+	index, err := a.apply(r, fsm.CancelDeletion{KeyStore: ks, KeyID: id})
 	if err != nil {
 		return nil, err
 	}
@@ -665,7 +690,7 @@ func (a *Server) cancelDeletion(r *http.Request) (any, error) {
 
 func (a *Server) setKeyEnabled(enabled bool) handlerFunc {
 	return func(r *http.Request) (any, error) {
-		return a.everywhere(r.Context(), fsm.SetKeyEnabled{KeyStore: r.PathValue("ks"), KeyID: r.PathValue("key"), Enabled: enabled})
+		return a.everywhere(r, fsm.SetKeyEnabled{KeyStore: r.PathValue("ks"), KeyID: r.PathValue("key"), Enabled: enabled})
 	}
 }
 
@@ -706,7 +731,7 @@ func (a *Server) addGrant(r *http.Request) (any, error) {
 	g := fsm.Grant{ID: "g-" + hex.EncodeToString(id), KeyStore: ks.Name, KeyID: req.KeyID, Principals: req.Principals,
 		Accounts: req.Accounts, Regions: req.Regions, ViaServices: req.ViaServices, SourceVPCs: req.SourceVPCs,
 		SourceVPCEs: req.SourceVPCEs, Operations: req.Operations}
-	change, err := a.everywhere(r.Context(), fsm.AddGrant{At: time.Now().UTC(), Grant: g})
+	change, err := a.everywhere(r, fsm.AddGrant{At: time.Now().UTC(), Grant: g})
 	if err != nil {
 		return nil, err
 	}
@@ -720,7 +745,7 @@ func (a *Server) removeGrant(r *http.Request) (any, error) {
 	if g == nil || g.KeyStore != r.PathValue("ks") {
 		return nil, &httpError{http.StatusNotFound, "no grant " + r.PathValue("id") + " in key store " + r.PathValue("ks")}
 	}
-	return a.everywhere(r.Context(), fsm.RemoveGrant{ID: g.ID})
+	return a.everywhere(r, fsm.RemoveGrant{ID: g.ID})
 }
 
 func (a *Server) clusterStatus(r *http.Request) (any, error) {
@@ -791,7 +816,8 @@ func (a *Server) restoreSnapshot(r *http.Request) (any, error) {
 	case err != nil:
 		return nil, &httpError{http.StatusServiceUnavailable, err.Error()}
 	}
-	index, err := a.n.RestoreSnapshot(r.Context(), b.Snapshot)
+	actor := actorOf(r)
+	index, err := a.n.RestoreSnapshotBy(r.Context(), &actor, b.Snapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -817,7 +843,10 @@ func (a *Server) join(r *http.Request) (any, error) {
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	return struct{}{}, a.n.Join(req.ID, req.Address)
+	if err := a.n.Join(req.ID, req.Address); err != nil {
+		return nil, err
+	}
+	return struct{}{}, a.record(r, "JoinNode", req.ID+" at "+req.Address)
 }
 
 func (a *Server) remove(r *http.Request) (any, error) {
@@ -825,7 +854,10 @@ func (a *Server) remove(r *http.Request) (any, error) {
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	return struct{}{}, a.n.Remove(req.ID)
+	if err := a.n.Remove(req.ID); err != nil {
+		return nil, err
+	}
+	return struct{}{}, a.record(r, "RemoveNode", req.ID)
 }
 
 // openAPI serves the admin API's OpenAPI document.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/cluster"
+	"github.com/xksproxy/xksproxy/fsm"
 )
 
 // Every route of the table has exactly one handler, and the server's mux
@@ -123,6 +124,19 @@ func TestStaleReadParameter(t *testing.T) {
 		}
 		if c.bad && errorStatus(err) != http.StatusBadRequest {
 			t.Errorf("%s%s: refused with %d", c.route.Name, c.query, errorStatus(err))
+		}
+	}
+}
+
+// The admin package names fsm's roles again (it imports none of ours):
+// the same names in the same order.
+func TestRolesAreFSMs(t *testing.T) {
+	if len(admin.Roles) != len(fsm.Roles) {
+		t.Fatalf("admin has %d roles, fsm %d", len(admin.Roles), len(fsm.Roles))
+	}
+	for i, r := range admin.Roles {
+		if string(r) != string(fsm.Roles[i]) {
+			t.Errorf("role %d: admin %q, fsm %q", i, r, fsm.Roles[i])
 		}
 	}
 }

@@ -17,18 +17,20 @@ import (
 )
 
 // The operator CLI talks to any node's admin API. The endpoint and its
-// credentials come from flags or from XKSPROXY_ADMIN, XKSPROXY_ADMIN_TOKEN
-// and XKSPROXY_ADMIN_CA (dev writes them to DIR/nodeN/admin.env).
+// CA come from flags or from XKSPROXY_ADMIN and XKSPROXY_ADMIN_CA; the
+// token from a file (--token-file, XKSPROXY_ADMIN_TOKEN_FILE) or from
+// XKSPROXY_ADMIN_TOKEN, never from the command line, which every user of
+// the machine can read (ps). dev writes DIR/nodeN/admin.env, which names
+// the token's file.
 type cliOptions struct {
-	admin, token, tokenFile, ca string
-	json, stale                 bool
+	admin, tokenFile, ca string
+	json, stale          bool
 }
 
 func (o *cliOptions) bind(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.admin, "admin", "", "admin API URL (default $XKSPROXY_ADMIN)")
-	f.StringVar(&o.token, "token", "", "admin bearer token (default $XKSPROXY_ADMIN_TOKEN)")
-	f.StringVar(&o.tokenFile, "token-file", "", "file holding the admin bearer token")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the admin bearer token (default $XKSPROXY_ADMIN_TOKEN, else the file $XKSPROXY_ADMIN_TOKEN_FILE)")
 	f.StringVar(&o.ca, "ca", "", "CA certificate of the admin API (default $XKSPROXY_ADMIN_CA)")
 	f.BoolVar(&o.json, "json", false, "print the admin API's JSON instead of a table")
 	f.BoolVar(&o.stale, "stale", false, "reads: answer from the node's state as it is, without asking the leader (no round trip, works without a leader); "+
@@ -40,11 +42,15 @@ func (o *cliOptions) client() (*admin.Client, error) {
 	if endpoint == "" {
 		return nil, errors.New("no admin endpoint: pass --admin or set XKSPROXY_ADMIN (see DIR/node1/admin.env)")
 	}
-	token := firstNonEmpty(o.token, os.Getenv("XKSPROXY_ADMIN_TOKEN"))
-	if o.tokenFile != "" {
-		b, err := os.ReadFile(o.tokenFile)
+	token := os.Getenv("XKSPROXY_ADMIN_TOKEN")
+	file := o.tokenFile
+	if file == "" && token == "" {
+		file = os.Getenv("XKSPROXY_ADMIN_TOKEN_FILE")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("admin token: %w", err)
 		}
 		token = strings.TrimSpace(string(b))
 	}
@@ -187,7 +193,8 @@ func onOff(b bool, on, off string) string {
 
 func cliCommands() []*cobra.Command {
 	o := &cliOptions{}
-	cmds := []*cobra.Command{keyStoreCommand(o), credentialCommand(o), keyCommand(o), grantCommand(o), clusterCommand(o), snapshotCommand(o)}
+	cmds := []*cobra.Command{keyStoreCommand(o), credentialCommand(o), keyCommand(o), grantCommand(o), clusterCommand(o), snapshotCommand(o),
+		tokenCommand(o), auditCommand(o)}
 	for _, c := range cmds {
 		o.bind(c)
 	}

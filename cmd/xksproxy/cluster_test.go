@@ -21,6 +21,12 @@ import (
 // cli runs the xksproxy CLI with node i's admin.env exported.
 func cli(t *testing.T, bin, dir string, node int, args ...string) (string, error) {
 	t.Helper()
+	return cliWith(t, bin, dir, node, nil, args...)
+}
+
+// cliWith is cli with more environment variables, set after admin.env's.
+func cliWith(t *testing.T, bin, dir string, node int, extraEnv []string, args ...string) (string, error) {
+	t.Helper()
 	env, err := os.ReadFile(filepath.Join(dir, "node"+strconv.Itoa(node+1), "admin.env"))
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +38,7 @@ func cli(t *testing.T, bin, dir string, node int, args ...string) (string, error
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, extraEnv...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
 	"github.com/xksproxy/xksproxy/internal/testlog"
 	"github.com/xksproxy/xksproxy/internal/testmetrics"
@@ -199,6 +201,7 @@ func TestDevQuickStart(t *testing.T) {
 		t.Fatalf("key disable: %v\n%s", err, out)
 	}
 	checkBackupCommands(t, bin, dir)
+	checkOperatorCommands(t, bin, dir, client.HealthEndpoints[0])
 	p.stop(t)
 	if strings.Contains(p.stderr.String(), client.SecretAccessKey) {
 		t.Fatal("the log contains the SigV4 secret")
@@ -404,5 +407,82 @@ func TestDevExitsWithItsParent(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "the parent process exited") {
 		t.Errorf("dev did not say why it stopped:\n%s", p.stderr.String())
+	}
+}
+
+// checkOperatorCommands: the CLI takes no token on its command line; a
+// reader token (from the environment) reads and cannot write; the audit
+// trail names who did what and verifies, and a backup whose trail was
+// edited fails `audit verify --file` with exit status 4; a revoked token
+// opens nothing.
+func checkOperatorCommands(t *testing.T, bin, dir, health string) {
+	t.Helper()
+	if out, err := cli(t, bin, dir, 0, "keystore", "list", "--token", "0123456789abcdef"); err == nil || !strings.Contains(out, "unknown flag: --token") {
+		t.Fatalf("the CLI takes a token on its command line: %v\n%s", err, out)
+	}
+	out, err := cli(t, bin, dir, 0, "token", "create", "rita", "--role", "reader", "--json")
+	var rita admin.NewOperator
+	if err != nil || json.Unmarshal([]byte(out), &rita) != nil || rita.Token == "" || rita.Role != admin.RoleReader {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	asRita := []string{"XKSPROXY_ADMIN_TOKEN=" + rita.Token}
+	if out, err := cliWith(t, bin, dir, 0, asRita, "keystore", "list"); err != nil {
+		t.Fatalf("a reader lists key stores: %v\n%s", err, out)
+	}
+	if out, err := cliWith(t, bin, dir, 0, asRita, "keystore", "disable", "demo"); err == nil || !strings.Contains(out, "HTTP 403") {
+		t.Fatalf("a reader disables a key store: %v\n%s", err, out)
+	}
+	if out, err := cli(t, bin, dir, 0, "token", "list"); err != nil || !strings.Contains(out, "rita") || strings.Contains(out, rita.Token) {
+		t.Fatalf("token list: %v\n%s", err, out)
+	}
+	out, err = cli(t, bin, dir, 0, "audit", "list", "--json")
+	var trail admin.AuditTrail
+	if err != nil || json.Unmarshal([]byte(out), &trail) != nil || len(trail.Records) == 0 {
+		t.Fatalf("audit list: %v\n%s", err, out)
+	}
+	if last := trail.Records[len(trail.Records)-1]; last.Action != "CreateOperator" || last.Actor.Name != "bootstrap" || last.Actor.Node != "node1" || last.Outcome != "applied" {
+		t.Fatalf("the last audit record: %+v", last)
+	}
+	if strings.Contains(out, rita.Token) {
+		t.Fatal("the audit trail holds a token")
+	}
+	if out, err := cli(t, bin, dir, 0, "audit", "verify"); err != nil || !strings.Contains(out, "verifies") {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+	backup := filepath.Join(dir, "audited.snap")
+	if out, err := cli(t, bin, dir, 0, "snapshot", "save", backup); err != nil {
+		t.Fatalf("snapshot save: %v\n%s", err, out)
+	}
+	if out, err := cli(t, bin, dir, 0, "audit", "verify", "--file", backup); err != nil {
+		t.Fatalf("audit verify --file of a fresh backup: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rita's record, made to say she was created an admin.
+	edited := bytes.Replace(b, []byte(`"role":"reader"}`), []byte(`"role":"admin"}`), 1)
+	if bytes.Equal(edited, b) {
+		t.Fatalf("the backup holds no record of rita's creation:\n%s", b)
+	}
+	if err := os.WriteFile(backup, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = cli(t, bin, dir, 0, "audit", "verify", "--file", backup)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(out, "edited") {
+		t.Fatalf("audit verify --file of an edited backup: %v\n%s", err, out)
+	}
+	if out, err := cli(t, bin, dir, 0, "token", "revoke", "rita"); err != nil {
+		t.Fatalf("token revoke: %v\n%s", err, out)
+	}
+	if out, err := cliWith(t, bin, dir, 0, asRita, "keystore", "list"); err == nil || !strings.Contains(out, "HTTP 401") {
+		t.Fatalf("a revoked token lists key stores: %v\n%s", err, out)
+	}
+	_, m := testmetrics.Scrape(t, health+"/metrics")
+	for reason, least := range map[string]float64{"role": 1, "unauthenticated": 1} {
+		if got := m.Value(t, "xksproxy_admin_refused_total", "reason", reason); got < least {
+			t.Errorf("xksproxy_admin_refused_total{reason=%q} = %v, want at least %v", reason, got, least)
+		}
 	}
 }

@@ -23,6 +23,10 @@ type JoinRequest struct {
 type ApplyResponse struct {
 	Index uint64 `json:"index"`
 	Error string `json:"error,omitempty"`
+	// Kind names the rule a refusal broke, so that the node that forwarded
+	// the change answers the operator as the leader would. Builds before
+	// it leave it out.
+	Kind string `json:"kind,omitempty"`
 }
 
 // HasKeyResponse answers HasKey.

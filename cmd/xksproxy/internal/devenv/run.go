@@ -196,13 +196,10 @@ func (e *Env) Verify(i int) error {
 // then DIR/client.json, each atomically; client.json last, since tools wait
 // for it as the ready signal.
 func (e *Env) WriteClientFiles() error {
-	token, err := e.readSecret("admin-token")
-	if err != nil {
-		return err
-	}
 	for i, n := range e.State.Nodes {
-		env := fmt.Sprintf("# Source this to point the xksproxy CLI at %s's admin API.\nexport XKSPROXY_ADMIN=https://%s\nexport XKSPROXY_ADMIN_TOKEN=%s\nexport XKSPROXY_ADMIN_CA=%s\n",
-			n.ID, n.AdminListen, token, e.path("tls", "ca.pem"))
+		// The token stays in its file: the environment names the file.
+		env := fmt.Sprintf("# Source this to point the xksproxy CLI at %s's admin API.\nexport XKSPROXY_ADMIN=https://%s\nexport XKSPROXY_ADMIN_TOKEN_FILE=%s\nexport XKSPROXY_ADMIN_CA=%s\n",
+			n.ID, n.AdminListen, e.path("secrets", "admin-token"), e.path("tls", "ca.pem"))
 		if err := atomicfile.WriteFile(e.nodeDir(i, "admin.env"), []byte(env), 0o600); err != nil {
 			return err
 		}

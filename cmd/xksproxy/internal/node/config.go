@@ -88,7 +88,11 @@ func (g *GossipConfig) Keyring() ([][]byte, error) {
 // AdminConfig is the operator API's listener.
 type AdminConfig struct {
 	Listen    string `toml:"listen"`
-	TokenFile string `toml:"token_file"`
+	TokenFile string `toml:"token_file"` // the bootstrap operator's token (role admin)
+	// ClientCAFile is the admin client CA, which issues operator
+	// certificates (URI SAN xksproxy-operator://NAME?role=ROLE). It must not
+	// be the cluster CA; empty: no client certificate authenticates.
+	ClientCAFile string `toml:"client_ca_file"`
 }
 
 type APIConfig struct {
@@ -263,6 +267,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cluster.MaxLag < 0 {
 		problems = append(problems, "cluster.max_lag must not be negative")
+	}
+	if c.Admin.ClientCAFile != "" && c.Admin.ClientCAFile == c.Cluster.CAFile {
+		problems = append(problems, "admin.client_ca_file must not be cluster.ca_file: node certificates are not operators")
 	}
 	if c.Admin.TokenFile == "" {
 		problems = append(problems, "admin.token_file is required")

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/xksproxy/xksproxy/admin/server"
 	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
@@ -16,13 +17,14 @@ import (
 // xksapi adds): the Go runtime, the process, the HSM pool and the cluster.
 // All of them are read at scrape time from counters the packages keep
 // anyway, so they cost the request path nothing.
-func newRegistry(h *hsm.HSM, c *cluster.Node) *prometheus.Registry {
+func newRegistry(h *hsm.HSM, c *cluster.Node, a *server.Server) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) { collectHSM(ch, h) }),
 		prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) { collectCluster(ch, c) }),
+		prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) { collectAdmin(ch, a) }),
 	)
 	return reg
 }
@@ -75,6 +77,16 @@ func collectHSM(ch chan<- prometheus.Metric, h *hsm.HSM) {
 	current := h.Health().Status
 	for _, s := range []hsm.Status{hsm.StatusActive, hsm.StatusDegraded, hsm.StatusUnavailable} {
 		ch <- prometheus.MustNewConstMetric(hsmStatus, prometheus.GaugeValue, flag(s == current), s.String())
+	}
+}
+
+var adminRefused = prometheus.NewDesc("xksproxy_admin_refused_total",
+	"Admin API calls refused, by reason: unauthenticated (no, a wrong or a revoked token; a certificate naming no operator), role (the operator's role does not allow it), rule (the change was refused). Each is also an audit log line.",
+	[]string{"reason"}, nil)
+
+func collectAdmin(ch chan<- prometheus.Metric, a *server.Server) {
+	for i, n := range a.Refusals() {
+		ch <- prometheus.MustNewConstMetric(adminRefused, prometheus.CounterValue, float64(n), server.RefusalReasons[i])
 	}
 }
 

@@ -188,7 +188,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 		return err
 	}
 	n.admin, err = server.Serve(n.Cluster, server.Config{Listen: cfg.Admin.Listen, Token: strings.TrimSpace(string(token)),
-		OnError: n.listenerFailed}, n.log)
+		ClientCAFile: cfg.Admin.ClientCAFile, OnError: n.listenerFailed}, n.log)
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 		Ready:                  n.Cluster.ServingError,
 		Degraded:               func() bool { return len(n.Cluster.KeysMissing()) > 0 },
 		Fleet:                  n.fleet,
-		Metrics:                newRegistry(n.HSM, n.Cluster),
+		Metrics:                newRegistry(n.HSM, n.Cluster, n.admin),
 		Now:                    now,
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
