@@ -139,7 +139,7 @@ var (
 	RevokeOperator = &Route{Name: "revokeOperator", Method: "DELETE", Pattern: "/v1/operators/{name}", Sync: SyncFirst, Role: RoleAdmin, Summary: "Revoke a named operator's token on every node", Response: Change{}}
 
 	ListAudit   = &Route{Name: "listAudit", Method: "GET", Pattern: "/v1/audit", Sync: SyncFirst, Stale: true, Role: RoleReader, Summary: "The audit trail of admin changes, oldest first", Response: AuditTrail{}, Query: []string{"since"}}
-	VerifyAudit = &Route{Name: "verifyAudit", Method: "GET", Pattern: "/v1/audit/verify", Sync: SyncFirst, Role: RoleReader, Summary: "Check the audit trail's hash chain; names the first record edited, removed or reordered", Response: AuditVerification{}}
+	VerifyAudit = &Route{Name: "verifyAudit", Method: "GET", Pattern: "/v1/audit/verify", Sync: SyncFirst, Stale: true, Role: RoleReader, Summary: "Check the audit trail's hash chain; names the first record edited, removed or reordered", Response: AuditVerification{}}
 
 	Profile = &Route{Name: "profile", Method: "GET", Pattern: "/v1/debug/pprof/{profile}", Sync: NoSync, Role: RoleAdmin, Summary: "A Go runtime profile: profile, trace, allocs, block, goroutine, heap, mutex or threadcreate", Octets: true, Query: []string{"seconds", "debug"}}
 	OpenAPI = &Route{Name: "openAPI", Method: "GET", Pattern: "/v1/openapi.json", Sync: NoSync, Role: RoleReader, Summary: "This API as an OpenAPI 3 document", Octets: true}
