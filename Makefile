@@ -59,6 +59,10 @@ bench-ratio: deps ## Proxy vs bare fasthttp+SoftHSMv2 baseline under wrk; prints
 bench-overload: deps ## Target 4: 3x overload with the node limited to 0.25 CPU by a cgroup (needs root)
 	scripts/bench-overload.sh
 
+bench-hsm: deps ## Latency hiding on the simulated network HSM: rate and p99 against pool_size and HSM latency (needs wrk, gcc; ~3 min)
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
+	scripts/bench-hsm.sh
+
 deps-wrk:
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq wrk
 
