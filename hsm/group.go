@@ -96,11 +96,15 @@ func (g *Group) try(op func(*HSM) error) error {
 	return err
 }
 
-// EncryptGCM is HSM.EncryptGCM on a member in rotation, failing over. A
+// EncryptGCM is HSM.EncryptGCM on a member in rotation, failing over (a
+// group of one calls its member directly, at no cost). A
 // retry after ErrTimeout reuses the IV with the same key, plaintext and AAD:
 // if the abandoned call completes too, it produces the same ciphertext, so
 // no IV is ever used for two different messages.
 func (g *Group) EncryptGCM(keyLabel string, iv, plaintext, aad []byte) (ciphertext, tag []byte, err error) {
+	if len(g.members) == 1 {
+		return g.members[0].EncryptGCM(keyLabel, iv, plaintext, aad)
+	}
 	err = g.try(func(h *HSM) error {
 		var e error
 		ciphertext, tag, e = h.EncryptGCM(keyLabel, iv, plaintext, aad)
@@ -111,6 +115,9 @@ func (g *Group) EncryptGCM(keyLabel string, iv, plaintext, aad []byte) (cipherte
 
 // DecryptGCM is HSM.DecryptGCM on a member in rotation, failing over.
 func (g *Group) DecryptGCM(keyLabel string, iv, ciphertext, tag, aad []byte) (plaintext []byte, err error) {
+	if len(g.members) == 1 {
+		return g.members[0].DecryptGCM(keyLabel, iv, ciphertext, tag, aad)
+	}
 	err = g.try(func(h *HSM) error {
 		var e error
 		plaintext, e = h.DecryptGCM(keyLabel, iv, ciphertext, tag, aad)
@@ -191,6 +198,9 @@ func (g *Group) DestroyKey(label string) error {
 // Health is the group's: ACTIVE when every member is, UNAVAILABLE when none
 // serves, DEGRADED in between. Members gives each one's own.
 func (g *Group) Health() Health {
+	if len(g.members) == 1 {
+		return g.members[0].Health()
+	}
 	serving, active := 0, 0
 	var errs []string
 	for _, m := range g.members {
@@ -215,6 +225,57 @@ func (g *Group) Health() Health {
 	}
 	return out
 }
+
+// ImportClusterKeys imports the ceremony material into every member (see
+// HSM.ImportClusterKeys; a member holding both keys is left alone).
+func (g *Group) ImportClusterKeys(material []byte) error {
+	var errs []error
+	for _, m := range g.members {
+		if err := m.ImportClusterKeys(material); err != nil {
+			errs = append(errs, fmt.Errorf("token %q: %w", m.cfg.TokenLabel, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HasClusterKeys reports whether every member holds the cluster keys.
+func (g *Group) HasClusterKeys() (bool, error) {
+	for _, m := range g.members {
+		ok, err := m.HasClusterKeys()
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// CheckNow runs every member's deep check and returns the group's health.
+func (g *Group) CheckNow() Health {
+	for _, m := range g.members {
+		m.CheckNow()
+	}
+	return g.Health()
+}
+
+// Stats adds up the members' pools; CallAverage and ExpectedWait are the
+// largest member's, Timeouts and Stuck the sums.
+func (g *Group) Stats() Stats {
+	var sum Stats
+	for _, m := range g.members {
+		st := m.Stats()
+		sum.PoolSize += st.PoolSize
+		sum.InUse += st.InUse
+		sum.Waiting += st.Waiting
+		sum.Stuck += st.Stuck
+		sum.Timeouts += st.Timeouts
+		sum.ExpectedWait = max(sum.ExpectedWait, st.ExpectedWait)
+		sum.CallAverage = max(sum.CallAverage, st.CallAverage)
+	}
+	return sum
+}
+
+// TokenLabel is the label of the member's token.
+func (h *HSM) TokenLabel() string { return h.cfg.TokenLabel }
 
 // TokenInfo is the first member's.
 func (g *Group) TokenInfo() (model, manufacturer, serial string) {

@@ -351,8 +351,13 @@ func (s *Server) noteReadiness(reason string, detail error) {
 	s.log.Warn().Str("reason", now).Msg("not ready to serve")
 }
 
-func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
-	h := s.hsm.Health()
+// hsmMembers is what a node with several HSMs (*hsm.Group) offers: each
+// HSM gets its own ekmFleetDetails entry.
+type hsmMembers interface{ Members() []*hsm.HSM }
+
+// reportedStatus is the status GetHealthStatus gives an HSM whose last
+// health reading is h.
+func (s *Server) reportedStatus(h hsm.Health) string {
 	status := h.Status.String()
 	if time.Since(h.CheckedAt) > healthMaxAge {
 		status = hsm.StatusUnavailable.String()
@@ -360,24 +365,37 @@ func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
 	if status == hsm.StatusActive.String() && s.cfg.Degraded != nil && s.cfg.Degraded() {
 		status = hsm.StatusDegraded.String()
 	}
+	return status
+}
+
+func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
 	model, manufacturer, serial := s.hsm.TokenInfo()
 	id := s.cfg.NodeID
 	if id == "" {
 		id = serial
 	}
+	own := []FleetMember{{ID: id, Model: model, Status: s.reportedStatus(s.hsm.Health())}}
+	if g, ok := s.hsm.(hsmMembers); ok && len(g.Members()) > 1 {
+		own = own[:0]
+		for _, m := range g.Members() {
+			memberModel, _, _ := m.TokenInfo()
+			own = append(own, FleetMember{ID: id + "/" + m.TokenLabel(), Model: memberModel, Status: s.reportedStatus(m.Health())})
+		}
+		own = own[:min(len(own), maxFleetDetails)]
+	}
 	report := HealthReport{
-		FleetSize: 1,
+		FleetSize: len(own),
 		Vendor:    "xksproxy",
 		Model:     "xksproxy " + Version,
 		EKMVendor: manufacturer,
-		Fleet:     []FleetMember{{ID: id, Model: model, Status: status}},
+		Fleet:     own,
 	}
 	if s.cfg.Fleet != nil {
 		size, others := s.cfg.Fleet()
-		report.FleetSize = max(size, 1)
+		report.FleetSize = max(size, 1) + len(own) - 1
 		// The specification allows at most ten entries; this node's own,
-		// freshest, comes first.
-		report.Fleet = append(report.Fleet, others[:min(len(others), maxFleetDetails-1)]...)
+		// freshest, come first.
+		report.Fleet = append(report.Fleet, others[:min(len(others), maxFleetDetails-len(own))]...)
 	}
 	buf := bytebufferpool.Get()
 	buf.B = appendHealthResponse(buf.B[:0], &report)

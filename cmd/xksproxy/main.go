@@ -244,7 +244,9 @@ node that joins later), then destroy the file.`,
 			if err := node.ImportClusterKeys(h, args[0]); err != nil {
 				return err
 			}
-			fmt.Println("imported the cluster keys into token", cfg.HSM.TokenLabel)
+			for _, hc := range cfg.HSMs() {
+				fmt.Println("imported the cluster keys into token", hc.TokenLabel)
+			}
 			return nil
 		},
 	}
