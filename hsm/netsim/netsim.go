@@ -64,8 +64,12 @@ type Config struct {
 	// CheckInterval is how often, at most, the module looks at the file
 	// again; 0 means 10ms.
 	CheckInterval time.Duration
-	// Fault applies to every call on a session except opening, closing,
-	// logging in and out and reading session information; "" means none.
+	// Fault applies to the operation calls on a session (encrypt and
+	// decrypt in all their forms; sign, verify and digest; key generation,
+	// wrap, unwrap and derive; object create, copy, destroy, find and
+	// attributes; random), never to opening, closing, login, logout or
+	// session information, so that recovery can always reconnect; "" means
+	// none.
 	Fault Fault
 	// FaultRV is the error FaultError answers; 0 means CKR_DEVICE_ERROR.
 	FaultRV uint
