@@ -27,7 +27,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), versionCommand())
+	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), hsmCommand(), versionCommand())
 	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xksproxy:", err)

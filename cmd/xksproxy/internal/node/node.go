@@ -32,6 +32,8 @@ type Node struct {
 	apiLn     net.Listener
 	hlthLn    net.Listener
 	errc      chan error
+	// closing ends the node's background checks (warnCapacity).
+	closing chan struct{}
 }
 
 // timeFormat is the log lines' "time": RFC 3339 with milliseconds.
@@ -143,7 +145,7 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 4)}
+	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 4), closing: make(chan struct{})}
 	if err := n.start(cfg, tlsCfg, seed, now); err != nil {
 		n.Close()
 		return nil, err
@@ -170,6 +172,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 		return fmt.Errorf("admin.token_file: %w", err)
 	}
 	n.HSM.CheckNow()
+	go n.warnCapacity()
 
 	n.apiLn, err = net.Listen("tcp", cfg.API.Listen)
 	if err != nil {
@@ -365,6 +368,11 @@ func (n *Node) listenerFailed(err error) {
 
 // Close stops serving, leaves the cluster data for a restart, and closes the HSM.
 func (n *Node) Close() error {
+	select {
+	case <-n.closing:
+	default:
+		close(n.closing)
+	}
 	var errs []error
 	if n.API != nil {
 		errs = append(errs, n.API.Shutdown())
