@@ -5,7 +5,7 @@ LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build run test fuzz faults check clean bench bench-ratio bench-overload
+.PHONY: help deps deps-wrk build netsim run test fuzz faults check clean bench bench-ratio bench-overload bench-hsm
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -15,6 +15,14 @@ deps: ## Install SoftHSMv2, OpenSC and curl when missing (Debian/Ubuntu)
 
 build: ## Build bin/xksproxy
 	$(GO) build -o $(BIN) ./cmd/xksproxy
+
+NETSIM := bin/libnetsimhsm.so
+netsim: $(NETSIM) ## Build the simulated network HSM (a PKCS#11 module over SoftHSMv2; needs gcc)
+
+# The hsm package's tests build the same module themselves (hsm/netsim.Build, same flags).
+$(NETSIM): hsm/netsim/csrc/netsim.c hsm/netsim/csrc/pkcs11.h hsm/netsim/csrc/pkcs11t.h hsm/netsim/csrc/pkcs11f.h
+	@mkdir -p bin
+	$${CC:-gcc} -shared -fPIC -O2 -Wall -fvisibility=hidden -o $@ hsm/netsim/csrc/netsim.c -ldl -lpthread
 
 run: deps build ## Start a single-node development proxy on SoftHSMv2 (DATA=dir LISTEN=addr)
 	$(BIN) dev --exit-with-parent --data $(DATA) --listen $(LISTEN)
@@ -50,6 +58,10 @@ bench-ratio: deps ## Proxy vs bare fasthttp+SoftHSMv2 baseline under wrk; prints
 
 bench-overload: deps ## Target 4: 3x overload with the node limited to 0.25 CPU by a cgroup (needs root)
 	scripts/bench-overload.sh
+
+bench-hsm: deps ## Latency hiding on the simulated network HSM: rate and p99 against pool_size and HSM latency (needs wrk, gcc; ~3 min)
+	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
+	scripts/bench-hsm.sh
 
 deps-wrk:
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq wrk

@@ -86,7 +86,7 @@ type Config struct {
 type Node struct {
 	cfg       Config
 	log       zerolog.Logger
-	hsm       *hsm.HSM
+	hsm       HSM
 	fsm       *fsm.FSM
 	views     *fsm.ViewHolder
 	raft      *raft.Raft
@@ -146,7 +146,7 @@ const maxCommandBytes = 4 << 20
 // caught up; ServingError says when it may serve crypto. log carries no
 // component: each part of the node (cluster, raft, gossip, memberlist) adds
 // its own, and zerolog would write a second one rather than replace it.
-func Start(cfg Config, h *hsm.HSM, views *fsm.ViewHolder, log zerolog.Logger) (*Node, error) {
+func Start(cfg Config, h HSM, views *fsm.ViewHolder, log zerolog.Logger) (*Node, error) {
 	if cfg.HeartbeatTimeout == 0 {
 		cfg.HeartbeatTimeout = time.Second
 	}

@@ -33,6 +33,10 @@ type exchange struct {
 	// admitted: the request passed load shedding, so its time in the
 	// handler counts in the CPU wait estimate.
 	admitted bool
+	// inHSM is the time spent in HSM calls (waiting for a session and for
+	// the answer), which the CPU wait estimate leaves out: the HSM pool
+	// sheds on its own wait.
+	inHSM time.Duration
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
@@ -63,7 +67,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	x.took = time.Since(x.start)
 	if x.admitted {
-		s.handlerTimes.observe(x.took)
+		s.handlerTimes.observe(x.took - x.inHSM)
 	}
 	s.metrics.observe(x.route.op, x.result, x.took)
 	if !x.authenticated {
@@ -155,9 +159,9 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 		bytebufferpool.Put(buf)
 		return nil
 	case OpEncrypt:
-		return s.encrypt(ctx, key, &x.req)
+		return s.encrypt(ctx, key, x)
 	default:
-		return s.decrypt(ctx, key, &x.req)
+		return s.decrypt(ctx, key, x)
 	}
 }
 
@@ -191,7 +195,8 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, x *exchange, path, query
 	return nil
 }
 
-func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *apiError {
+func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, x *exchange) *apiError {
+	req := &x.req
 	if !key.Enabled {
 		return fail(InvalidStateException, "key "+key.ID+" is disabled")
 	}
@@ -213,7 +218,9 @@ func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *
 	rand.Read(res.iv)
 	aad := hsmAAD(req.AAD, res.metadata)
 	var err error
+	called := time.Now()
 	res.ciphertext, res.tag, err = s.hsm.EncryptGCM(version.HSMLabel, res.iv, req.Plaintext, aad)
+	x.inHSM += time.Since(called)
 	if err != nil {
 		return hsmFailure(err, key, version.Number)
 	}
@@ -221,7 +228,9 @@ func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *
 		// The CDIV promises AWS KMS that this exact output decrypts to the
 		// plaintext, so it is computed first and then proven by decrypting.
 		res.cdiv = cdiv(req.AAD, res.metadata, res.iv, res.ciphertext, res.tag)
+		called := time.Now()
 		back, err := s.hsm.DecryptGCM(version.HSMLabel, res.iv, res.ciphertext, res.tag, aad)
+		x.inHSM += time.Since(called)
 		if err != nil {
 			return hsmFailure(err, key, version.Number)
 		}
@@ -237,7 +246,8 @@ func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *
 	return nil
 }
 
-func (s *Server) decrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *apiError {
+func (s *Server) decrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, x *exchange) *apiError {
+	req := &x.req
 	if !key.Enabled {
 		return fail(InvalidStateException, "key "+key.ID+" is disabled")
 	}
@@ -262,7 +272,9 @@ func (s *Server) decrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, req *request) *
 		}
 		aad = hsmAAD(req.AAD, req.CiphertextMetadata)
 	}
+	called := time.Now()
 	plaintext, err := s.hsm.DecryptGCM(version.HSMLabel, req.InitializationVector, req.Ciphertext, req.AuthenticationTag, aad)
+	x.inHSM += time.Since(called)
 	if err != nil {
 		return hsmFailure(err, key, version.Number)
 	}
@@ -345,8 +357,13 @@ func (s *Server) noteReadiness(reason string, detail error) {
 	s.log.Warn().Str("reason", now).Msg("not ready to serve")
 }
 
-func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
-	h := s.hsm.Health()
+// hsmMembers is what a node with several HSMs (*hsm.Group) offers: each
+// HSM gets its own ekmFleetDetails entry.
+type hsmMembers interface{ Members() []*hsm.HSM }
+
+// reportedStatus is the status GetHealthStatus gives an HSM whose last
+// health reading is h.
+func (s *Server) reportedStatus(h hsm.Health) string {
 	status := h.Status.String()
 	if time.Since(h.CheckedAt) > healthMaxAge {
 		status = hsm.StatusUnavailable.String()
@@ -354,24 +371,37 @@ func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
 	if status == hsm.StatusActive.String() && s.cfg.Degraded != nil && s.cfg.Degraded() {
 		status = hsm.StatusDegraded.String()
 	}
+	return status
+}
+
+func (s *Server) serveHealthStatus(ctx *fasthttp.RequestCtx) *apiError {
 	model, manufacturer, serial := s.hsm.TokenInfo()
 	id := s.cfg.NodeID
 	if id == "" {
 		id = serial
 	}
+	own := []FleetMember{{ID: id, Model: model, Status: s.reportedStatus(s.hsm.Health())}}
+	if g, ok := s.hsm.(hsmMembers); ok && len(g.Members()) > 1 {
+		own = own[:0]
+		for _, m := range g.Members() {
+			memberModel, _, _ := m.TokenInfo()
+			own = append(own, FleetMember{ID: id + "/" + m.TokenLabel(), Model: memberModel, Status: s.reportedStatus(m.Health())})
+		}
+		own = own[:min(len(own), maxFleetDetails)]
+	}
 	report := HealthReport{
-		FleetSize: 1,
+		FleetSize: len(own),
 		Vendor:    "xksproxy",
 		Model:     "xksproxy " + Version,
 		EKMVendor: manufacturer,
-		Fleet:     []FleetMember{{ID: id, Model: model, Status: status}},
+		Fleet:     own,
 	}
 	if s.cfg.Fleet != nil {
 		size, others := s.cfg.Fleet()
-		report.FleetSize = max(size, 1)
+		report.FleetSize = max(size, 1) + len(own) - 1
 		// The specification allows at most ten entries; this node's own,
-		// freshest, comes first.
-		report.Fleet = append(report.Fleet, others[:min(len(others), maxFleetDetails-1)]...)
+		// freshest, come first.
+		report.Fleet = append(report.Fleet, others[:min(len(others), maxFleetDetails-len(own))]...)
 	}
 	buf := bytebufferpool.Get()
 	buf.B = appendHealthResponse(buf.B[:0], &report)

@@ -32,12 +32,16 @@ var (
 
 const testToken = "xksapi-test"
 
+// secondToken is a second HSM of the node, for the tests of a node with
+// several HSMs.
+const secondToken = "xksapi-test-2"
+
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
 
 func runTests(m *testing.M) int {
-	tokens, err := softhsm.TestTokens("xksapi-test-", testPIN, testToken)
+	tokens, err := softhsm.TestTokens("xksapi-test-", testPIN, testToken, secondToken)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "init token:", err)
 		return 1

@@ -1,6 +1,7 @@
 package xksapi_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,11 +194,7 @@ func TestHSMRecoversWithoutRestart(t *testing.T) {
 	}
 
 	// The token disappears: not ready, health UNAVAILABLE, crypto refused.
-	entries, err := os.ReadDir(tokenDir)
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("token directory: %v %v", entries, err)
-	}
-	tokenPath := filepath.Join(tokenDir, entries[0].Name())
+	tokenPath := testTokenPath(t)
 	aside := filepath.Join(filepath.Dir(tokenDir), "token-aside")
 	if err := os.Rename(tokenPath, aside); err != nil {
 		t.Fatal(err)
@@ -288,4 +285,23 @@ func TestDrainFailsReadyAndClosesConnections(t *testing.T) {
 	if !resp.Close {
 		t.Error("an answer while draining does not close its connection")
 	}
+}
+
+// testTokenPath is the SoftHSMv2 directory of testToken: its token.object
+// holds the label, blank padded to 32 bytes (secondToken's starts the same).
+func testTokenPath(t *testing.T) string {
+	t.Helper()
+	entries, err := os.ReadDir(tokenDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	padded := []byte(testToken + strings.Repeat(" ", 32-len(testToken)))
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(tokenDir, e.Name(), "token.object"))
+		if err == nil && bytes.Contains(b, padded) {
+			return filepath.Join(tokenDir, e.Name())
+		}
+	}
+	t.Fatalf("no directory in %s holds token %q", tokenDir, testToken)
+	return ""
 }

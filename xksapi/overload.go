@@ -28,12 +28,16 @@ import (
 //     the others. The Go scheduler's histogram of the time runnable
 //     goroutines wait to run (/sched/latencies:seconds) is its floor;
 //   - the rest is measured: the 90th percentile of the time the requests
-//     admitted in the window spent in the handler, waits included.
+//     admitted in the window spent in the handler outside their HSM calls.
 //
 // An earlier version modelled the second part as two more scheduler waits;
 // on a node under a CPU quota that read twice the latency clients saw and
 // shed requests at 60% of capacity. Measuring the handler instead follows
-// what requests actually take, whatever the cause.
+// what requests actually take. Time in HSM calls (waiting for a session and
+// for the answer) is left out: a network HSM takes milliseconds during
+// which the request uses no CPU, and counting them turned a node with a
+// 2 ms HSM away at half its capacity. The HSM pool sheds on its own
+// expected wait (hsm.ExpectedWait against the pool's WaitTimeout).
 //
 // Shedding on that estimate, like the HSM pool sheds on its expected wait,
 // bounds the answer time of what is accepted; the number of busy

@@ -27,7 +27,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), versionCommand())
+	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), hsmCommand(), versionCommand())
 	root.AddCommand(cliCommands()...)
 	root.AddCommand(migrateCommand())
 	if err := root.Execute(); err != nil {
@@ -245,7 +245,9 @@ node that joins later), then destroy the file.`,
 			if err := node.ImportClusterKeys(h, args[0]); err != nil {
 				return err
 			}
-			fmt.Println("imported the cluster keys into token", cfg.HSM.TokenLabel)
+			for _, hc := range cfg.HSMs() {
+				fmt.Println("imported the cluster keys into token", hc.TokenLabel)
+			}
 			return nil
 		},
 	}

@@ -124,6 +124,9 @@ type HSMConfig struct {
 	HealthKeyLabel string            `toml:"health_key_label"`
 	HealthInterval time.Duration     `toml:"health_interval"`
 	Env            map[string]string `toml:"env"`
+	// More are the node's further HSMs, from the second entry of an
+	// [[hsm]] array of tables on (see hsmlist.go).
+	More []HSMConfig `toml:"-"`
 }
 
 type LogConfig struct {
@@ -175,11 +178,13 @@ func (c *Config) Defaults() {
 	if c.API.Listen == "" {
 		c.API.Listen = "127.0.0.1:8443"
 	}
-	if c.HSM.Module == "" {
-		c.HSM.Module = "/usr/lib/softhsm/libsofthsm2.so"
-	}
-	if c.HSM.PINEnv == "" && c.HSM.PINFile == "" {
-		c.HSM.PINEnv = "XKSPROXY_HSM_PIN"
+	for _, h := range c.HSMs() {
+		if h.Module == "" {
+			h.Module = "/usr/lib/softhsm/libsofthsm2.so"
+		}
+		if h.PINEnv == "" && h.PINFile == "" {
+			h.PINEnv = "XKSPROXY_HSM_PIN"
+		}
 	}
 	if c.Cluster.Bind == "" {
 		c.Cluster.Bind = "127.0.0.1:7000"
@@ -253,8 +258,10 @@ func (c *Config) Validate() error {
 	if r := c.Log.UnauthenticatedLinesPerSecond; math.IsNaN(r) || math.IsInf(r, 0) {
 		problems = append(problems, "log.unauthenticated_lines_per_second must be a number (negative: log none)")
 	}
-	if c.HSM.TokenLabel == "" {
-		problems = append(problems, "hsm.token_label is required")
+	for i, h := range c.HSMs() {
+		if h.TokenLabel == "" {
+			problems = append(problems, fmt.Sprintf("hsm.token_label is required (HSM %d)", i+1))
+		}
 	}
 	if c.DataDir == "" {
 		problems = append(problems, "data_dir is required (Raft keeps its log and snapshots there)")
@@ -307,6 +314,9 @@ func (c *Config) ExposedSecretFiles() []string {
 		{"cluster.key_file", c.Cluster.KeyFile},
 		{"cluster.import_keys_file", c.Cluster.ImportKeysFile},
 		{"gossip.keyring_file", c.Gossip.KeyringFile},
+	}
+	for _, h := range c.HSM.More {
+		files = append(files, secretFile{"hsm.pin_file", h.PINFile})
 	}
 	for _, ks := range c.Bootstrap.KeyStores {
 		for _, cr := range ks.Credentials {

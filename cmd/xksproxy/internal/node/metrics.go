@@ -17,7 +17,7 @@ import (
 // xksapi adds): the Go runtime, the process, the HSM pool and the cluster.
 // All of them are read at scrape time from counters the packages keep
 // anyway, so they cost the request path nothing.
-func newRegistry(h *hsm.HSM, c *cluster.Node, a *server.Server) *prometheus.Registry {
+func newRegistry(h *hsm.Group, c *cluster.Node, a *server.Server) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -65,7 +65,7 @@ var (
 		"The cluster's command set in effect: raised by the leader once every voter's build reads it.", nil, nil)
 )
 
-func collectHSM(ch chan<- prometheus.Metric, h *hsm.HSM) {
+func collectHSM(ch chan<- prometheus.Metric, h *hsm.Group) {
 	st := h.Stats()
 	gauge(ch, hsmSessions, float64(st.PoolSize))
 	gauge(ch, hsmSessionsInUse, float64(st.InUse))

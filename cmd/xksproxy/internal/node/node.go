@@ -22,7 +22,7 @@ import (
 // Node is one running proxy: its HSM, its cluster membership, the state the
 // data plane reads, and its listeners.
 type Node struct {
-	HSM       *hsm.HSM
+	HSM       *hsm.Group
 	Cluster   *cluster.Node
 	Views     *fsm.ViewHolder
 	API       *xksapi.Server
@@ -32,6 +32,8 @@ type Node struct {
 	apiLn     net.Listener
 	hlthLn    net.Listener
 	errc      chan error
+	// closing ends the node's background checks (warnCapacity).
+	closing chan struct{}
 }
 
 // timeFormat is the log lines' "time": RFC 3339 with milliseconds.
@@ -63,31 +65,49 @@ type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
 
-// OpenHSM sets the module's environment, reads the PIN and opens the token.
-func OpenHSM(cfg *Config) (*hsm.HSM, error) {
-	for k, v := range cfg.HSM.Env {
-		// PKCS#11 modules read their configuration at C_Initialize, from
-		// the process environment (SoftHSMv2: SOFTHSM2_CONF).
-		os.Setenv(k, v)
-	}
-	pin, err := cfg.HSM.PIN()
-	if err != nil {
+// OpenHSM opens the node's HSMs ([hsm], or each of [[hsm]]) as one group:
+// for each, it sets the module's environment, reads the PIN and opens the
+// token.
+func OpenHSM(cfg *Config) (*hsm.Group, error) {
+	var members []*hsm.HSM
+	fail := func(err error) (*hsm.Group, error) {
+		for _, m := range members {
+			m.Close()
+		}
 		return nil, err
 	}
-	h, err := hsm.Open(hsm.Config{
-		ModulePath:     cfg.HSM.Module,
-		TokenLabel:     cfg.HSM.TokenLabel,
-		PIN:            pin,
-		PoolSize:       cfg.HSM.PoolSize,
-		WaitTimeout:    cfg.HSM.WaitTimeout,
-		CallTimeout:    cfg.HSM.CallTimeout,
-		HealthKeyLabel: cfg.HSM.HealthKeyLabel,
-		HealthInterval: cfg.HSM.HealthInterval,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening the HSM: %w", err)
+	for i, hc := range cfg.HSMs() {
+		for k, v := range hc.Env {
+			// PKCS#11 modules read their configuration at C_Initialize, from
+			// the process environment (SoftHSMv2: SOFTHSM2_CONF). It is one
+			// environment: modules of several HSMs must not need different
+			// values of one variable.
+			os.Setenv(k, v)
+		}
+		pin, err := hc.PIN()
+		if err != nil {
+			return fail(err)
+		}
+		h, err := hsm.Open(hsm.Config{
+			ModulePath:     hc.Module,
+			TokenLabel:     hc.TokenLabel,
+			PIN:            pin,
+			PoolSize:       hc.PoolSize,
+			WaitTimeout:    hc.WaitTimeout,
+			CallTimeout:    hc.CallTimeout,
+			HealthKeyLabel: hc.HealthKeyLabel,
+			HealthInterval: hc.HealthInterval,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("opening HSM %d (token %q): %w", i+1, hc.TokenLabel, err))
+		}
+		members = append(members, h)
 	}
-	return h, nil
+	g, err := hsm.NewGroup(members...)
+	if err != nil {
+		return fail(err)
+	}
+	return g, nil
 }
 
 // Start opens the HSM, joins or forms the cluster, and serves the XKS API
@@ -125,7 +145,7 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 4)}
+	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 4), closing: make(chan struct{})}
 	if err := n.start(cfg, tlsCfg, seed, now); err != nil {
 		n.Close()
 		return nil, err
@@ -152,6 +172,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 		return fmt.Errorf("admin.token_file: %w", err)
 	}
 	n.HSM.CheckNow()
+	go n.warnCapacity()
 
 	n.apiLn, err = net.Listen("tcp", cfg.API.Listen)
 	if err != nil {
@@ -229,7 +250,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 // unwraps every replicated key, so it must not outlive its use. It reports
 // whether there was a file to destroy; a file it cannot destroy is an
 // error, so that the node does not run beside it.
-func importClusterKeysFile(h *hsm.HSM, path string) (bool, error) {
+func importClusterKeysFile(h clusterKeyHolder, path string) (bool, error) {
 	err := retryBusyHSM(func() error {
 		ok, err := h.HasClusterKeys()
 		if err != nil {
@@ -292,8 +313,14 @@ func destroyFile(path string) (bool, error) {
 	return true, os.Remove(path)
 }
 
+// clusterKeyHolder is an HSM, or every HSM of a node (*hsm.Group).
+type clusterKeyHolder interface {
+	HasClusterKeys() (bool, error)
+	ImportClusterKeys(material []byte) error
+}
+
 // ImportClusterKeys imports the key ceremony material of path into h.
-func ImportClusterKeys(h *hsm.HSM, path string) error {
+func ImportClusterKeys(h clusterKeyHolder, path string) error {
 	material, err := ReadClusterKeys(path)
 	if err != nil {
 		return err
@@ -341,6 +368,11 @@ func (n *Node) listenerFailed(err error) {
 
 // Close stops serving, leaves the cluster data for a restart, and closes the HSM.
 func (n *Node) Close() error {
+	select {
+	case <-n.closing:
+	default:
+		close(n.closing)
+	}
 	var errs []error
 	if n.API != nil {
 		errs = append(errs, n.API.Shutdown())
