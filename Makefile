@@ -4,6 +4,17 @@ DATA    ?= .xksproxy-dev
 LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
+# The build's identity (xksproxy version, xksproxy_build_info): the release
+# in VERSION, the commit, whether the tree had uncommitted changes, and the
+# build date (SOURCE_DATE_EPOCH when set, for reproducible builds).
+VERSION    := $(shell cat VERSION)
+COMMIT     := $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED   := $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)
+BUILD_DATE := $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+BUILDINFO  := github.com/xksproxy/xksproxy/internal/buildinfo
+LDFLAGS    := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) \
+              -X $(BUILDINFO).modified=$(MODIFIED) -X $(BUILDINFO).date=$(BUILD_DATE)
+
 .DEFAULT_GOAL := help
 .PHONY: help deps deps-wrk build run test fuzz faults check clean bench bench-ratio bench-overload
 
@@ -14,7 +25,7 @@ deps: ## Install SoftHSMv2, OpenSC and curl when missing (Debian/Ubuntu)
 	@scripts/install-deps.sh
 
 build: ## Build bin/xksproxy
-	$(GO) build -o $(BIN) ./cmd/xksproxy
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xksproxy
 
 run: deps build ## Start a single-node development proxy on SoftHSMv2 (DATA=dir LISTEN=addr)
 	$(BIN) dev --exit-with-parent --data $(DATA) --listen $(LISTEN)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/buildinfo"
 	"github.com/xksproxy/xksproxy/xksapi/sigv4"
 )
 
@@ -517,5 +518,5 @@ func (s *Server) unauthenticatedEvent(level zerolog.Level) *zerolog.Event {
 // maxFleetDetails is the specification's cap on ekmFleetDetails entries.
 const maxFleetDetails = 10
 
-// Version is the proxy's version, reported in GetHealthStatus.
-var Version = "0.1.0"
+// Version is the proxy's release version, reported in GetHealthStatus.
+var Version = buildinfo.Read().Version

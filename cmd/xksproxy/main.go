@@ -17,7 +17,8 @@ import (
 
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/node"
-	"github.com/xksproxy/xksproxy/xksapi"
+	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/internal/buildinfo"
 )
 
 func main() {
@@ -27,6 +28,8 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = buildinfo.Read().Version
+	root.SetVersionTemplate(versionText())
 	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), versionCommand())
 	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {
@@ -38,9 +41,26 @@ func main() {
 func versionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
-		Run:   func(*cobra.Command, []string) { fmt.Println("xksproxy", xksapi.Version) },
+		Short: "Print the version, commit, build date and Go toolchain of this binary",
+		Args:  cobra.NoArgs,
+		Run:   func(*cobra.Command, []string) { fmt.Print(versionText()) },
 	}
+}
+
+// versionText is what `version` and `--version` print: the release on the
+// first line, then one "name: value" line each, for scripts to grep.
+func versionText() string {
+	b := buildinfo.Read()
+	commit, date := b.Commit, b.Date
+	if commit == "" {
+		commit = "unknown (built without version control information)"
+	} else if b.Modified {
+		commit += " (modified)"
+	}
+	if date == "" {
+		date = "unknown"
+	}
+	return fmt.Sprintf("xksproxy %s\ncommit: %s\nbuilt: %s\ngo: %s\ncommand set: %d\n", b.Version, commit, date, b.GoVersion, fsm.CommandSet)
 }
 
 func serveCommand() *cobra.Command {

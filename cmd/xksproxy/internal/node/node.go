@@ -16,6 +16,7 @@ import (
 	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/buildinfo"
 	"github.com/xksproxy/xksproxy/xksapi"
 )
 
@@ -176,7 +177,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 		Join:            cfg.Cluster.Join,
 		StalenessLimit:  cfg.Cluster.StalenessLimit,
 		MaxLag:          cfg.Cluster.MaxLag,
-		Version:         xksapi.Version,
+		Version:         buildinfo.Read().String(),
 		Seed:            seed,
 		Gossip:          gossip,
 		BootstrapExpect: cfg.Gossip.BootstrapExpect,
