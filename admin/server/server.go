@@ -6,6 +6,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -46,6 +48,7 @@ type Server struct {
 	log  zerolog.Logger
 	srv  *http.Server
 	addr net.Addr
+	tls  atomic.Pointer[tls.Config] // each handshake's; ReloadTLS swaps it
 }
 
 // Serve starts node n's admin API; it stops with Close.
@@ -56,19 +59,19 @@ func Serve(n *cluster.Node, cfg Config, log zerolog.Logger) (*Server, error) {
 	if cfg.AckTimeout == 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
-	tlsCfg, err := n.AdminTLS()
-	if err != nil {
+	a := &Server{n: n, cfg: cfg, log: log}
+	if err := a.ReloadTLS(); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
-	a := &Server{n: n, cfg: cfg, log: log, addr: ln.Addr()}
+	a.addr = ln.Addr()
 	// Bounded so that idle or trickling connections cannot pile up; the
 	// write bound leaves room for a pprof profile (?seconds= under 110)
 	// and a snapshot download.
-	a.srv = &http.Server{Handler: a.routes(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+	a.srv = &http.Server{Handler: a.routes(), TLSConfig: a.listenerTLS(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	go func() {
 		err := a.srv.ServeTLS(ln, "", "")
