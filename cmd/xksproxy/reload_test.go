@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -134,12 +135,18 @@ func TestSIGHUPSwapsCertificatesUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	debug := strings.Replace(string(configText), `level = "info"`, `level = "debug"`, 1)
-	if debug == string(configText) {
-		t.Fatalf("no log level in %s:\n%s", node1Config, configText)
+	for _, zero := range []string{"= 0\n", `= ""`, "0001-01-01", `"0s"`, "[log]"} {
+		if strings.Contains(string(configText), zero) {
+			t.Errorf("dev wrote a setting at its default (%q) into %s:\n%s", zero, node1Config, configText)
+		}
 	}
-	if err := os.WriteFile(node1Config, []byte(debug), 0o600); err != nil {
+	if err := os.WriteFile(node1Config, append(configText, "\n[log]\nlevel = \"debug\"\n"...), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// What an operator runs before the reload: the new files pass.
+	if out, err := exec.Command(bin, "serve", "--check", "--config", node1Config).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "ok    HSM login") || !strings.Contains(string(out), "ready to serve") {
+		t.Fatalf("serve --check beside the running node: %v\n%s", err, out)
 	}
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -164,6 +171,10 @@ func TestSIGHUPSwapsCertificatesUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForLog(t, p, "keeping the current XKS listener certificate")
+	out, err := exec.Command(bin, "serve", "--check", "--config", node1Config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "FAIL  api TLS") {
+		t.Errorf("serve --check with a broken certificate file: %v\n%s", err, out)
+	}
 	if got := served(listen); got != newAPI {
 		t.Fatalf("after a refused reload a new connection got certificate %s, want %s", got, newAPI)
 	}
