@@ -16,7 +16,7 @@ LDFLAGS    := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT
               -X $(BUILDINFO).modified=$(MODIFIED) -X $(BUILDINFO).date=$(BUILD_DATE)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build run test fuzz faults check clean bench bench-ratio bench-overload
+.PHONY: help deps deps-wrk build dist test-package run test fuzz faults check clean bench bench-ratio bench-overload
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,13 @@ deps: ## Install SoftHSMv2, OpenSC and curl when missing (Debian/Ubuntu)
 
 build: ## Build bin/xksproxy
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xksproxy
+
+DIST ?= dist
+dist: build ## Build DIST/xksproxy_VERSION_ARCH.deb (dpkg-deb) and DIST/xksproxy-VERSION-linux-ARCH.tar.gz
+	@scripts/dist.sh $(BIN) $(VERSION) $(DIST)
+
+test-package: deps ## Install the .deb on this machine, run it as its user on SoftHSMv2, purge it (root; ~1 min)
+	XKSPROXY_PACKAGE_TEST=1 $(GO) test -count=1 -v -run '^TestDebianPackage$$' -timeout 10m ./cmd/xksproxy/
 
 run: deps build ## Start a single-node development proxy on SoftHSMv2 (DATA=dir LISTEN=addr)
 	$(BIN) dev --exit-with-parent --data $(DATA) --listen $(LISTEN)
@@ -66,4 +73,4 @@ deps-wrk:
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq wrk
 
 clean: ## Remove build output and the development data directory
-	rm -rf bin $(DATA)
+	rm -rf bin $(DIST) $(DATA)
