@@ -2,6 +2,7 @@ package xksapi
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,11 +13,17 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
-// requestBuckets spread the histogram over AWS KMS's 250 ms budget: fine
-// steps where healthy requests land (a software HSM answers in tens of
-// microseconds, a network HSM in milliseconds), and bounds at the HSM's
-// default wait (50 ms) and call (150 ms) deadlines and at the budget itself.
-var requestBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .15, .25, .5, 1}
+// requestBuckets spread the histogram over AWS KMS's 250 ms budget, which
+// KMS's XksProxyLatency also tops out at (a timeout counts as 250 ms):
+// steps of at most half an octave from 1 ms to 250 ms where network HSMs
+// land, one below for a software HSM's tens of microseconds, bounds at the
+// HSM's default wait (50 ms) and call (150 ms) deadlines and at the budget
+// itself, and two beyond it for what KMS saw as a timeout.
+var requestBuckets = []float64{.0005, .001, .0015, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .15, .2, .25, .5, 1}
+
+// retryableByKMS are the errorNames AWS KMS retries (besides an
+// unreachable proxy); every other error reaches the customer at once.
+var retryableByKMS = map[ErrorName]bool{InternalException: true, DependencyTimeoutException: true, ThrottlingException: true}
 
 // shedReason says which limit refused a request with ThrottlingException.
 type shedReason uint8
@@ -81,8 +88,8 @@ var listenerLabels = [...]string{listenerAPI: "api", listenerHealth: "health"}
 func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "xksproxy_requests_total",
-		Help: "XKS API requests answered, by operation (none: not an API path) and outcome (ok or the errorName).",
-	}, []string{"operation", "outcome"})
+		Help: "XKS API requests answered, by operation (none: not an API path), outcome (ok or the errorName) and whether AWS KMS retries that outcome.",
+	}, []string{"operation", "outcome", "retryable"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "xksproxy_request_duration_seconds",
 		Help:    "Time from receiving an XKS API request to its answer, by operation.",
@@ -117,9 +124,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		}
 	}
 	for op, opLabel := range opLabels {
-		m.requests[op][0] = requests.WithLabelValues(opLabel, "ok")
+		m.requests[op][0] = requests.WithLabelValues(opLabel, "ok", "false")
 		for i, name := range errorNames {
-			m.requests[op][i+1] = requests.WithLabelValues(opLabel, string(name))
+			m.requests[op][i+1] = requests.WithLabelValues(opLabel, string(name), strconv.FormatBool(retryableByKMS[name]))
 		}
 		m.duration[op] = duration.WithLabelValues(opLabel)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 )
 
@@ -29,4 +30,12 @@ func (a *Server) listenerTLS() *tls.Config {
 			return a.tls.Load(), nil
 		},
 	}
+}
+
+// Certificate is the certificate new admin connections get.
+func (a *Server) Certificate() *x509.Certificate {
+	if c := a.tls.Load(); c != nil && len(c.Certificates) > 0 {
+		return c.Certificates[0].Leaf
+	}
+	return nil
 }

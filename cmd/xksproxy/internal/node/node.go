@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/xksproxy/xksproxy/admin/server"
@@ -196,6 +197,8 @@ func (n *Node) start(cfg *Config, seed *cluster.SeedSpec, now func() time.Time) 
 	}
 	n.AdminAddr = n.admin.Addr()
 
+	reg := newRegistry(n.HSM, n.Cluster)
+	reg.MustRegister(prometheus.CollectorFunc(n.collectOps))
 	n.API = xksapi.New(xksapi.Config{
 		Limits:                 xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
 		MaxInFlight:            cfg.API.MaxInFlight,
@@ -209,7 +212,7 @@ func (n *Node) start(cfg *Config, seed *cluster.SeedSpec, now func() time.Time) 
 		Ready:                  n.Cluster.ServingError,
 		Degraded:               func() bool { return len(n.Cluster.KeysMissing()) > 0 },
 		Fleet:                  n.fleet,
-		Metrics:                newRegistry(n.HSM, n.Cluster),
+		Metrics:                reg,
 		Now:                    now,
 	}, n.Views, n.HSM, n.log)
 	go func() { n.errc <- n.API.ServeTLS(n.apiLn, n.apiTLS.listenerConfig()) }()
