@@ -169,6 +169,7 @@ func TestDevQuickStart(t *testing.T) {
 		t.Errorf("the demo credential is %v s old", got)
 	}
 	checkAlertRules(t, m)
+	checkDashboard(t, m)
 	for _, name := range []string{"xksproxy_hsm_sessions", "xksproxy_cluster_applied_index", "go_goroutines", "process_resident_memory_bytes"} {
 		if m.Value(t, name) <= 0 {
 			t.Errorf("%s is not positive", name)
