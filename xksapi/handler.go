@@ -66,7 +66,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if x.admitted {
 		s.handlerTimes.observe(x.took)
 	}
-	s.metrics.observe(x.route.op, x.result, x.took)
+	keyStore := ""
+	if x.store != nil {
+		keyStore = x.store.Name
+	}
+	s.metrics.observe(x.route.op, keyStore, x.result, x.took)
 	if !x.authenticated {
 		s.metrics.unauthenticated.Inc()
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +68,55 @@ type requestMetrics struct {
 	unauthenticated prometheus.Counter
 	unauthDropped   prometheus.Counter
 	connsRefused    [len(listenerLabels)][len(limitLabels)]prometheus.Counter
+	byStore         storeRequests
+}
+
+// outcomeCounters are one key store's request counters, by operation and
+// outcome index.
+type outcomeCounters [len(opLabels)][len(errorNames) + 1]prometheus.Counter
+
+// storeRequests counts requests per key store (AWS KMS's XksProxyErrors is
+// per key store). The label comes from the state, not the request: a
+// request names a key store only by a path the state holds, and every
+// other request counts under key_store="". A key store's counters are
+// resolved once, at its first request, into a map that is copied on write,
+// so that counting stays a map read and an atomic add.
+type storeRequests struct {
+	vec    *prometheus.CounterVec
+	mu     sync.Mutex
+	byName atomic.Pointer[map[string]*outcomeCounters]
+}
+
+func (sr *storeRequests) counters(keyStore string) *outcomeCounters {
+	if m := sr.byName.Load(); m != nil {
+		if c, ok := (*m)[keyStore]; ok {
+			return c
+		}
+	}
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	old := sr.byName.Load()
+	if old != nil {
+		if c, ok := (*old)[keyStore]; ok {
+			return c
+		}
+	}
+	next := make(map[string]*outcomeCounters, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	c := &outcomeCounters{}
+	for op, opLabel := range opLabels {
+		c[op][0] = sr.vec.WithLabelValues(keyStore, opLabel, "ok", "false")
+		for i, name := range errorNames {
+			c[op][i+1] = sr.vec.WithLabelValues(keyStore, opLabel, string(name), strconv.FormatBool(retryableByKMS[name]))
+		}
+	}
+	next[keyStore] = c
+	sr.byName.Store(&next)
+	return c
 }
 
 // The connection limits, as metrics name them.
@@ -104,6 +155,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		Help: "Requests whose handler panicked, answered 500 InternalException with their connection closed, by listener (api: the XKS listener, health: the health port).",
 	}, []string{"listener"})
 	m := &requestMetrics{
+		byStore: storeRequests{vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xksproxy_key_store_requests_total",
+			Help: `XKS API requests answered, by key store ("": the path names none), operation, outcome (ok or the errorName) and whether AWS KMS retries that outcome.`,
+		}, []string{"key_store", "operation", "outcome", "retryable"})},
 		unauthenticated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xksproxy_requests_unauthenticated_total",
 			Help: "XKS API requests refused before their signature verified (unknown path or key store, body too large, bad signature, node not ready), logged or not.",
@@ -133,7 +188,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 	for r := shedCPU; r < numShedReasons; r++ {
 		m.shed[r] = shed.WithLabelValues(shedLabels[r])
 	}
-	reg.MustRegister(requests, duration, shed, panics, m.unauthenticated, m.unauthDropped, refused,
+	m.byStore.counters("")
+	reg.MustRegister(requests, duration, shed, panics, m.unauthenticated, m.unauthDropped, refused, m.byStore.vec,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_connections_open",
 			Help: "Connections open on the XKS listener; beyond api.max_conns new ones are closed as soon as accepted.",
@@ -164,9 +220,12 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 	return m
 }
 
-// observe counts one answered request.
-func (m *requestMetrics) observe(op Operation, result *apiError, took time.Duration) {
-	m.requests[op][outcomeIndex(result)].Inc()
+// observe counts one answered request; keyStore is the one its path named
+// ("" for none).
+func (m *requestMetrics) observe(op Operation, keyStore string, result *apiError, took time.Duration) {
+	outcome := outcomeIndex(result)
+	m.requests[op][outcome].Inc()
+	m.byStore.counters(keyStore)[op][outcome].Inc()
 	m.duration[op].Observe(took.Seconds())
 	if result != nil && result.shed != notShed {
 		m.shed[result.shed].Inc()

@@ -24,6 +24,7 @@ var allowedLabels = map[string][]string{
 		"InvalidUriPathException", "ThrottlingException", "UnsupportedOperationException",
 		"DependencyTimeoutException", "InternalException"},
 	"retryable": {"true", "false"},
+	"key_store": {"", "a", "b"}, // the fixture's key stores, "" for a path naming none
 	"reason":    {"cpu", "in_flight", "quota", "hsm_busy"},
 	"listener":  {"api", "health"},
 	"limit":     {"max_conns", "max_conns_per_ip"},
@@ -86,6 +87,23 @@ func TestMetricsEndpoint(t *testing.T) {
 	} {
 		if got := m.Value(t, "xksproxy_requests_total", "operation", tc.op, "outcome", tc.outcome); got != tc.want {
 			t.Errorf("requests{%s, %s} = %v, want %v", tc.op, tc.outcome, got, tc.want)
+		}
+	}
+	// Per key store: what the path named, or "" (a path naming none).
+	for _, tc := range []struct {
+		keyStore, op, outcome string
+		want                  float64
+	}{
+		{"a", "encrypt", "ok", 1},
+		{"a", "decrypt", "ok", 1},
+		{"a", "encrypt", "KeyNotFoundException", 1},
+		{"a", "encrypt", "AuthenticationFailedException", 1},
+		{"a", "encrypt", "ThrottlingException", 1},
+		{"", "none", "InvalidUriPathException", 1},
+		{"a", "metadata", "ok", 0},
+	} {
+		if got := m.Value(t, "xksproxy_key_store_requests_total", "key_store", tc.keyStore, "operation", tc.op, "outcome", tc.outcome); got != tc.want {
+			t.Errorf("key store requests{%q, %s, %s} = %v, want %v", tc.keyStore, tc.op, tc.outcome, got, tc.want)
 		}
 	}
 	var total float64
