@@ -168,6 +168,16 @@ func TestDevQuickStart(t *testing.T) {
 	if got := m.Value(t, "xksproxy_credential_age_seconds", "key_store", client.KeyStore, "access_key_id", client.AccessKeyID); got < 0 || got > 600 {
 		t.Errorf("the demo credential is %v s old", got)
 	}
+	// Raft's and memberlist's own metrics, bridged under our names.
+	if m.Value(t, "xksproxy_raft_leaderships_total") < 1 || m.Value(t, "xksproxy_raft_applies_total") < 1 {
+		t.Error("raft's metrics do not count this node's leadership and commands")
+	}
+	if commits := m["xksproxy_raft_commit_seconds"]; commits == nil || commits.GetMetric()[0].GetSummary().GetSampleCount() == 0 {
+		t.Errorf("raft's commit time is not bridged: %v", commits)
+	}
+	if rounds := m["xksproxy_gossip_round_seconds"]; rounds == nil || rounds.GetMetric()[0].GetSummary().GetSampleCount() == 0 {
+		t.Errorf("memberlist's gossip rounds are not bridged: %v", rounds)
+	}
 	checkAlertRules(t, m)
 	checkDashboard(t, m)
 	for _, name := range []string{"xksproxy_hsm_sessions", "xksproxy_cluster_applied_index", "go_goroutines", "process_resident_memory_bytes"} {

@@ -114,6 +114,8 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before raft starts, so that its first state changes are counted.
+	bridgeRaftMetrics()
 	// The cluster would only retry a seed it refuses, forever.
 	seed, err := cfg.SeedSpec()
 	if err == nil && seed != nil {
@@ -198,7 +200,7 @@ func (n *Node) start(cfg *Config, seed *cluster.SeedSpec, now func() time.Time) 
 	n.AdminAddr = n.admin.Addr()
 
 	reg := newRegistry(n.HSM, n.Cluster)
-	reg.MustRegister(prometheus.CollectorFunc(n.collectOps))
+	reg.MustRegister(prometheus.CollectorFunc(n.collectOps), prometheus.CollectorFunc(bridgeRaftMetrics().Collect))
 	n.API = xksapi.New(xksapi.Config{
 		Limits:                 xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
 		MaxInFlight:            cfg.API.MaxInFlight,
