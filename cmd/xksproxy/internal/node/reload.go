@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync/atomic"
 
 	"github.com/rs/zerolog"
@@ -91,13 +92,19 @@ func (n *Node) Reload(path string) error {
 }
 
 // changedSections names the top-level settings and sections of the file
-// that differ from the running ones (after a reload took what it could).
+// that differ from the running ones in what a reload does not apply (a
+// reloadable setting the reload refused has its own error line).
 func changedSections(running, file *Config) []string {
+	r := *running
+	r.API.TLSCertFile, r.API.TLSKeyFile = file.API.TLSCertFile, file.API.TLSKeyFile
+	r.API.MTLSClientCAFile, r.API.MTLSClientSubjectCN = file.API.MTLSClientCAFile, file.API.MTLSClientSubjectCN
+	r.Log.Level = file.Log.Level
 	var out []string
-	rv, fv := reflect.ValueOf(running).Elem(), reflect.ValueOf(file).Elem()
+	rv, fv := reflect.ValueOf(r), reflect.ValueOf(*file)
 	for i := range rv.NumField() {
 		if !reflect.DeepEqual(rv.Field(i).Interface(), fv.Field(i).Interface()) {
-			out = append(out, rv.Type().Field(i).Tag.Get("toml"))
+			name, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("toml"), ",")
+			out = append(out, name)
 		}
 	}
 	return out

@@ -3,6 +3,7 @@ package node
 import (
 	"crypto/tls"
 	"net"
+	"reflect"
 	"testing"
 
 	"github.com/xksproxy/xksproxy/internal/testpki"
@@ -93,5 +94,18 @@ func TestSwappedClientCATakesEffectForNewHandshakes(t *testing.T) {
 	}
 	if _, err := before.Read(make([]byte, 1)); err != nil {
 		t.Fatalf("the connection from before the swap: %v", err)
+	}
+}
+
+func TestChangedSectionsNamesWhatWaitsForARestart(t *testing.T) {
+	running := &Config{DataDir: "/d", API: APIConfig{Listen: "127.0.0.1:1", TLSCertFile: "a"}, Log: LogConfig{Level: "info"}}
+	file := *running
+	file.API.TLSCertFile, file.Log.Level = "b", "debug"
+	if got := changedSections(running, &file); len(got) != 0 {
+		t.Fatalf("reloadable changes reported as waiting for a restart: %v", got)
+	}
+	file.API.Listen, file.Log.Format, file.DataDir = "127.0.0.1:2", "console", "/e"
+	if got := changedSections(running, &file); !reflect.DeepEqual(got, []string{"data_dir", "api", "log"}) {
+		t.Fatalf("changedSections = %v, want [data_dir api log]", got)
 	}
 }
