@@ -4,8 +4,19 @@ DATA    ?= .xksproxy-dev
 LISTEN  ?= 127.0.0.1:8443
 BIN     := bin/xksproxy
 
+# The build's identity (xksproxy version, xksproxy_build_info): the release
+# in VERSION, the commit, whether the tree had uncommitted changes, and the
+# build date (SOURCE_DATE_EPOCH when set, for reproducible builds).
+VERSION    := $(shell cat VERSION)
+COMMIT     := $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED   := $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)
+BUILD_DATE := $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+BUILDINFO  := github.com/xksproxy/xksproxy/internal/buildinfo
+LDFLAGS    := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) \
+              -X $(BUILDINFO).modified=$(MODIFIED) -X $(BUILDINFO).date=$(BUILD_DATE)
+
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build netsim run test fuzz faults check clean bench bench-ratio bench-overload bench-hsm
+.PHONY: help deps deps-wrk build dist test-package netsim run test fuzz faults check clean bench bench-ratio bench-overload bench-hsm
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -14,7 +25,14 @@ deps: ## Install SoftHSMv2, OpenSC and curl when missing (Debian/Ubuntu)
 	@scripts/install-deps.sh
 
 build: ## Build bin/xksproxy
-	$(GO) build -o $(BIN) ./cmd/xksproxy
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xksproxy
+
+DIST ?= dist
+dist: build ## Build DIST/xksproxy_VERSION_ARCH.deb (dpkg-deb) and DIST/xksproxy-VERSION-linux-ARCH.tar.gz
+	@scripts/dist.sh $(BIN) $(VERSION) $(DIST)
+
+test-package: deps ## Install the .deb on this machine, run it as its user on SoftHSMv2, purge it (root; ~1 min)
+	XKSPROXY_PACKAGE_TEST=1 $(GO) test -count=1 -v -run '^TestDebianPackage$$' -timeout 10m ./cmd/xksproxy/
 
 NETSIM := bin/libnetsimhsm.so
 netsim: $(NETSIM) ## Build the simulated network HSM (a PKCS#11 module over SoftHSMv2; needs gcc)
@@ -67,4 +85,4 @@ deps-wrk:
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq wrk
 
 clean: ## Remove build output and the development data directory
-	rm -rf bin $(DATA)
+	rm -rf bin $(DIST) $(DATA)

@@ -60,6 +60,8 @@ deny_only admin cluster fsm hsm xksapi bench
 deny internal/noderpc fsm hsm xksapi cluster admin bench xksclient cmd
 # The log bridge sits below everything that logs: no server package.
 deny internal/logbridge fsm hsm xksapi cluster admin bench cmd
+# The build identity is read by the data plane and the CLI alike: a leaf.
+deny internal/buildinfo fsm hsm xksapi cluster admin bench cmd
 # The fault suite is a black-box user: the binary, its files, the CLI, SigV4.
 deny faults fsm hsm xksapi cluster admin cmd
 exit $fail

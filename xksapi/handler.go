@@ -14,6 +14,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/buildinfo"
 	"github.com/xksproxy/xksproxy/xksapi/sigv4"
 )
 
@@ -69,7 +70,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if x.admitted {
 		s.handlerTimes.observe(x.took - x.inHSM)
 	}
-	s.metrics.observe(x.route.op, x.result, x.took)
+	keyStore := ""
+	if x.store != nil {
+		keyStore = x.store.Name
+	}
+	s.metrics.observe(x.route.op, keyStore, x.result, x.took)
 	if !x.authenticated {
 		s.metrics.unauthenticated.Inc()
 	}
@@ -553,5 +558,5 @@ func (s *Server) unauthenticatedEvent(level zerolog.Level) *zerolog.Event {
 // maxFleetDetails is the specification's cap on ekmFleetDetails entries.
 const maxFleetDetails = 10
 
-// Version is the proxy's version, reported in GetHealthStatus.
-var Version = "0.1.0"
+// Version is the proxy's release version, reported in GetHealthStatus.
+var Version = buildinfo.Read().Version

@@ -2,7 +2,10 @@ package xksapi
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,11 +15,17 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
-// requestBuckets spread the histogram over AWS KMS's 250 ms budget: fine
-// steps where healthy requests land (a software HSM answers in tens of
-// microseconds, a network HSM in milliseconds), and bounds at the HSM's
-// default wait (50 ms) and call (150 ms) deadlines and at the budget itself.
-var requestBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .15, .25, .5, 1}
+// requestBuckets spread the histogram over AWS KMS's 250 ms budget, which
+// KMS's XksProxyLatency also tops out at (a timeout counts as 250 ms):
+// steps of at most half an octave from 1 ms to 250 ms where network HSMs
+// land, one below for a software HSM's tens of microseconds, bounds at the
+// HSM's default wait (50 ms) and call (150 ms) deadlines and at the budget
+// itself, and two beyond it for what KMS saw as a timeout.
+var requestBuckets = []float64{.0005, .001, .0015, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .15, .2, .25, .5, 1}
+
+// retryableByKMS are the errorNames AWS KMS retries (besides an
+// unreachable proxy); every other error reaches the customer at once.
+var retryableByKMS = map[ErrorName]bool{InternalException: true, DependencyTimeoutException: true, ThrottlingException: true}
 
 // shedReason says which limit refused a request with ThrottlingException.
 type shedReason uint8
@@ -59,6 +68,55 @@ type requestMetrics struct {
 	unauthenticated prometheus.Counter
 	unauthDropped   prometheus.Counter
 	connsRefused    [len(listenerLabels)][len(limitLabels)]prometheus.Counter
+	byStore         storeRequests
+}
+
+// outcomeCounters are one key store's request counters, by operation and
+// outcome index.
+type outcomeCounters [len(opLabels)][len(errorNames) + 1]prometheus.Counter
+
+// storeRequests counts requests per key store (AWS KMS's XksProxyErrors is
+// per key store). The label comes from the state, not the request: a
+// request names a key store only by a path the state holds, and every
+// other request counts under key_store="". A key store's counters are
+// resolved once, at its first request, into a map that is copied on write,
+// so that counting stays a map read and an atomic add.
+type storeRequests struct {
+	vec    *prometheus.CounterVec
+	mu     sync.Mutex
+	byName atomic.Pointer[map[string]*outcomeCounters]
+}
+
+func (sr *storeRequests) counters(keyStore string) *outcomeCounters {
+	if m := sr.byName.Load(); m != nil {
+		if c, ok := (*m)[keyStore]; ok {
+			return c
+		}
+	}
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	old := sr.byName.Load()
+	if old != nil {
+		if c, ok := (*old)[keyStore]; ok {
+			return c
+		}
+	}
+	next := make(map[string]*outcomeCounters, 1)
+	if old != nil {
+		for k, v := range *old {
+			next[k] = v
+		}
+	}
+	c := &outcomeCounters{}
+	for op, opLabel := range opLabels {
+		c[op][0] = sr.vec.WithLabelValues(keyStore, opLabel, "ok", "false")
+		for i, name := range errorNames {
+			c[op][i+1] = sr.vec.WithLabelValues(keyStore, opLabel, string(name), strconv.FormatBool(retryableByKMS[name]))
+		}
+	}
+	next[keyStore] = c
+	sr.byName.Store(&next)
+	return c
 }
 
 // The connection limits, as metrics name them.
@@ -81,8 +139,8 @@ var listenerLabels = [...]string{listenerAPI: "api", listenerHealth: "health"}
 func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "xksproxy_requests_total",
-		Help: "XKS API requests answered, by operation (none: not an API path) and outcome (ok or the errorName).",
-	}, []string{"operation", "outcome"})
+		Help: "XKS API requests answered, by operation (none: not an API path), outcome (ok or the errorName) and whether AWS KMS retries that outcome.",
+	}, []string{"operation", "outcome", "retryable"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "xksproxy_request_duration_seconds",
 		Help:    "Time from receiving an XKS API request to its answer, by operation.",
@@ -97,6 +155,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		Help: "Requests whose handler panicked, answered 500 InternalException with their connection closed, by listener (api: the XKS listener, health: the health port).",
 	}, []string{"listener"})
 	m := &requestMetrics{
+		byStore: storeRequests{vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xksproxy_key_store_requests_total",
+			Help: `XKS API requests answered, by key store ("": the path names none), operation, outcome (ok or the errorName) and whether AWS KMS retries that outcome.`,
+		}, []string{"key_store", "operation", "outcome", "retryable"})},
 		unauthenticated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xksproxy_requests_unauthenticated_total",
 			Help: "XKS API requests refused before their signature verified (unknown path or key store, body too large, bad signature, node not ready), logged or not.",
@@ -117,16 +179,17 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		}
 	}
 	for op, opLabel := range opLabels {
-		m.requests[op][0] = requests.WithLabelValues(opLabel, "ok")
+		m.requests[op][0] = requests.WithLabelValues(opLabel, "ok", "false")
 		for i, name := range errorNames {
-			m.requests[op][i+1] = requests.WithLabelValues(opLabel, string(name))
+			m.requests[op][i+1] = requests.WithLabelValues(opLabel, string(name), strconv.FormatBool(retryableByKMS[name]))
 		}
 		m.duration[op] = duration.WithLabelValues(opLabel)
 	}
 	for r := shedCPU; r < numShedReasons; r++ {
 		m.shed[r] = shed.WithLabelValues(shedLabels[r])
 	}
-	reg.MustRegister(requests, duration, shed, panics, m.unauthenticated, m.unauthDropped, refused,
+	m.byStore.counters("")
+	reg.MustRegister(requests, duration, shed, panics, m.unauthenticated, m.unauthDropped, refused, m.byStore.vec,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_connections_open",
 			Help: "Connections open on the XKS listener; beyond api.max_conns new ones are closed as soon as accepted.",
@@ -157,9 +220,12 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 	return m
 }
 
-// observe counts one answered request.
-func (m *requestMetrics) observe(op Operation, result *apiError, took time.Duration) {
-	m.requests[op][outcomeIndex(result)].Inc()
+// observe counts one answered request; keyStore is the one its path named
+// ("" for none).
+func (m *requestMetrics) observe(op Operation, keyStore string, result *apiError, took time.Duration) {
+	outcome := outcomeIndex(result)
+	m.requests[op][outcome].Inc()
+	m.byStore.counters(keyStore)[op][outcome].Inc()
 	m.duration[op].Observe(took.Seconds())
 	if result != nil && result.shed != notShed {
 		m.shed[result.shed].Inc()

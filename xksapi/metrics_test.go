@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,10 +23,12 @@ var allowedLabels = map[string][]string{
 		"InvalidKeyUsageException", "AuthenticationFailedException", "AccessDeniedException", "KeyNotFoundException",
 		"InvalidUriPathException", "ThrottlingException", "UnsupportedOperationException",
 		"DependencyTimeoutException", "InternalException"},
-	"reason":   {"cpu", "in_flight", "quota", "hsm_busy"},
-	"listener": {"api", "health"},
-	"limit":    {"max_conns", "max_conns_per_ip"},
-	"le":       nil, // histogram buckets: numbers
+	"retryable": {"true", "false"},
+	"key_store": {"", "a", "b"}, // the fixture's key stores, "" for a path naming none
+	"reason":    {"cpu", "in_flight", "quota", "hsm_busy"},
+	"listener":  {"api", "health"},
+	"limit":     {"max_conns", "max_conns_per_ip"},
+	"le":        nil, // histogram buckets: numbers
 }
 
 // Requests served, refused and shed show in GET /metrics on the health
@@ -86,6 +89,23 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("requests{%s, %s} = %v, want %v", tc.op, tc.outcome, got, tc.want)
 		}
 	}
+	// Per key store: what the path named, or "" (a path naming none).
+	for _, tc := range []struct {
+		keyStore, op, outcome string
+		want                  float64
+	}{
+		{"a", "encrypt", "ok", 1},
+		{"a", "decrypt", "ok", 1},
+		{"a", "encrypt", "KeyNotFoundException", 1},
+		{"a", "encrypt", "AuthenticationFailedException", 1},
+		{"a", "encrypt", "ThrottlingException", 1},
+		{"", "none", "InvalidUriPathException", 1},
+		{"a", "metadata", "ok", 0},
+	} {
+		if got := m.Value(t, "xksproxy_key_store_requests_total", "key_store", tc.keyStore, "operation", tc.op, "outcome", tc.outcome); got != tc.want {
+			t.Errorf("key store requests{%q, %s, %s} = %v, want %v", tc.keyStore, tc.op, tc.outcome, got, tc.want)
+		}
+	}
 	var total float64
 	for _, s := range m["xksproxy_requests_total"].GetMetric() {
 		total += s.GetCounter().GetValue()
@@ -98,12 +118,32 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("request duration count{%s} = %v, want %v", op, got, want)
 		}
 	}
-	budget := false
-	for _, s := range m["xksproxy_request_duration_seconds"].GetMetric()[0].GetHistogram().GetBucket() {
-		budget = budget || s.GetUpperBound() == 0.25
+	// AWS KMS retries InternalException, DependencyTimeoutException and
+	// ThrottlingException; the label says which outcomes those are.
+	for _, s := range m["xksproxy_requests_total"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range s.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		want := slices.Contains([]string{"InternalException", "DependencyTimeoutException", "ThrottlingException"}, labels["outcome"])
+		if labels["retryable"] != strconv.FormatBool(want) {
+			t.Errorf("requests%v: retryable should be %v", labels, want)
+		}
 	}
-	if !budget {
-		t.Error("no histogram bucket at AWS KMS's 250 ms budget")
+	// The buckets resolve 1 ms to AWS KMS's 250 ms budget in steps of at
+	// most half an octave (×1.5, ×5/3 at 3→5 ms), so that a latency
+	// quantile there is off by less than the step.
+	var bounds []float64
+	for _, s := range m["xksproxy_request_duration_seconds"].GetMetric()[0].GetHistogram().GetBucket() {
+		bounds = append(bounds, s.GetUpperBound())
+	}
+	if !slices.Contains(bounds, 0.001) || !slices.Contains(bounds, 0.25) {
+		t.Errorf("buckets %v: none at 1 ms or at AWS KMS's 250 ms budget", bounds)
+	}
+	for i := 1; i < len(bounds); i++ {
+		if bounds[i-1] >= 0.001 && bounds[i] <= 0.25 && bounds[i] > bounds[i-1]*1.7 {
+			t.Errorf("buckets %v: a step from %v to %v between 1 and 250 ms", bounds, bounds[i-1], bounds[i])
+		}
 	}
 	for reason, want := range map[string]float64{"cpu": 1, "in_flight": 0, "quota": 0, "hsm_busy": 0} {
 		if got := m.Value(t, "xksproxy_requests_shed_total", "reason", reason); got != want {

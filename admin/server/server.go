@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -54,6 +55,7 @@ type Server struct {
 	addr net.Addr
 	// refused counts refusals by reason (auth.go).
 	refused refusals
+	tls     atomic.Pointer[tls.Config] // each handshake's; ReloadTLS swaps it
 }
 
 // Serve starts node n's admin API; it stops with Close.
@@ -64,26 +66,19 @@ func Serve(n *cluster.Node, cfg Config, log zerolog.Logger) (*Server, error) {
 	if cfg.AckTimeout == 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
-	tlsCfg, err := n.AdminTLS()
-	if err != nil {
+	a := &Server{n: n, cfg: cfg, log: log}
+	if err := a.ReloadTLS(); err != nil {
 		return nil, err
-	}
-	clientCAs, err := loadClientCAs(cfg.ClientCAFile)
-	if err != nil {
-		return nil, err
-	}
-	if clientCAs != nil {
-		tlsCfg.ClientCAs, tlsCfg.ClientAuth = clientCAs, tls.VerifyClientCertIfGiven
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
-	a := &Server{n: n, cfg: cfg, log: log, addr: ln.Addr()}
+	a.addr = ln.Addr()
 	// Bounded so that idle or trickling connections cannot pile up; the
 	// write bound leaves room for a pprof profile (?seconds= under 110)
 	// and a snapshot download.
-	a.srv = &http.Server{Handler: a.routes(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
+	a.srv = &http.Server{Handler: a.routes(), TLSConfig: a.listenerTLS(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute}
 	go func() {
 		err := a.srv.ServeTLS(ln, "", "")

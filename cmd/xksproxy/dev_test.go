@@ -161,6 +161,27 @@ func TestDevQuickStart(t *testing.T) {
 	if got := m.Value(t, "xksproxy_request_duration_seconds", "operation", "encrypt"); got < 3 {
 		t.Errorf("%v encrypt durations observed, want at least 3", got)
 	}
+	// dev's certificates last two years; its credential was made just now.
+	for _, listener := range []string{"api", "admin"} {
+		if got := m.Value(t, "xksproxy_tls_certificate_expiry_seconds", "listener", listener); got < 700*86400 || got > 731*86400 {
+			t.Errorf("the %s certificate expires in %v s, want about two years", listener, got)
+		}
+	}
+	if got := m.Value(t, "xksproxy_credential_age_seconds", "key_store", client.KeyStore, "access_key_id", client.AccessKeyID); got < 0 || got > 600 {
+		t.Errorf("the demo credential is %v s old", got)
+	}
+	// Raft's and memberlist's own metrics, bridged under our names.
+	if m.Value(t, "xksproxy_raft_leaderships_total") < 1 || m.Value(t, "xksproxy_raft_applies_total") < 1 {
+		t.Error("raft's metrics do not count this node's leadership and commands")
+	}
+	if commits := m["xksproxy_raft_commit_seconds"]; commits == nil || commits.GetMetric()[0].GetSummary().GetSampleCount() == 0 {
+		t.Errorf("raft's commit time is not bridged: %v", commits)
+	}
+	if rounds := m["xksproxy_gossip_round_seconds"]; rounds == nil || rounds.GetMetric()[0].GetSummary().GetSampleCount() == 0 {
+		t.Errorf("memberlist's gossip rounds are not bridged: %v", rounds)
+	}
+	checkAlertRules(t, m)
+	checkDashboard(t, m)
 	for _, name := range []string{"xksproxy_hsm_sessions", "xksproxy_cluster_applied_index", "go_goroutines", "process_resident_memory_bytes"} {
 		if m.Value(t, name) <= 0 {
 			t.Errorf("%s is not positive", name)
@@ -175,9 +196,16 @@ func TestDevQuickStart(t *testing.T) {
 	if m.Value(t, "xksproxy_hsm_status", "status", "ACTIVE") != 1 || m.Value(t, "xksproxy_hsm_status", "status", "UNAVAILABLE") != 0 {
 		t.Error("xksproxy_hsm_status does not say ACTIVE")
 	}
-	for _, secret := range []string{client.SecretAccessKey, client.AccessKeyID, "survives restarts", base64.StdEncoding.EncodeToString([]byte("survives restarts"))} {
+	for _, secret := range []string{client.SecretAccessKey, "survives restarts", base64.StdEncoding.EncodeToString([]byte("survives restarts"))} {
 		if strings.Contains(body, secret) {
 			t.Fatalf("the metrics contain %q", secret)
+		}
+	}
+	// An access key id is no secret (every request's log line names it),
+	// but only the credential's age carries it, as AWS KMS's own metric does.
+	for _, line := range strings.Split(body, "\n") {
+		if strings.Contains(line, client.AccessKeyID) && !strings.HasPrefix(line, "xksproxy_credential_age_seconds{") {
+			t.Fatalf("a metric other than the credential's age names the access key id: %s", line)
 		}
 	}
 	// Key usages by the specification's names: a key may hold neither

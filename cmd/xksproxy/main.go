@@ -17,7 +17,8 @@ import (
 
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/node"
-	"github.com/xksproxy/xksproxy/xksapi"
+	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/internal/buildinfo"
 )
 
 func main() {
@@ -27,6 +28,8 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = buildinfo.Read().Version
+	root.SetVersionTemplate(versionText())
 	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), hsmCommand(), versionCommand())
 	root.AddCommand(cliCommands()...)
 	root.AddCommand(migrateCommand())
@@ -39,30 +42,91 @@ func main() {
 func versionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
-		Run:   func(*cobra.Command, []string) { fmt.Println("xksproxy", xksapi.Version) },
+		Short: "Print the version, commit, build date and Go toolchain of this binary",
+		Args:  cobra.NoArgs,
+		Run:   func(*cobra.Command, []string) { fmt.Print(versionText()) },
 	}
+}
+
+// versionText is what `version` and `--version` print: the release on the
+// first line, then one "name: value" line each, for scripts to grep.
+func versionText() string {
+	b := buildinfo.Read()
+	commit, date := b.Commit, b.Date
+	if commit == "" {
+		commit = "unknown (built without version control information)"
+	} else if b.Modified {
+		commit += " (modified)"
+	}
+	if date == "" {
+		date = "unknown"
+	}
+	return fmt.Sprintf("xksproxy %s\ncommit: %s\nbuilt: %s\ngo: %s\ncommand set: %d\n", b.Version, commit, date, b.GoVersion, fsm.CommandSet)
 }
 
 func serveCommand() *cobra.Command {
 	var configPath string
+	var check bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a proxy node from its TOML configuration",
+		Long: `serve runs a node until SIGINT or SIGTERM, then drains it (api.drain_time).
+SIGHUP reloads, without dropping a connection, the XKS listener's certificate,
+key and mTLS client CA, the admin listener's (cluster) certificate, and
+log.level; a file that fails to load is refused with a log line and the
+current one stays. --check runs every check serve makes before it starts
+(the configuration, the TLS files, the admin token, the bootstrap secrets,
+the data directory, an HSM login) and exits: 0 when all pass, 1 otherwise.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := node.LoadConfig(configPath)
+			if check {
+				return checkConfig(configPath, cfg, err)
+			}
 			if err != nil {
 				return err
 			}
-			return serve(cfg)
+			return serve(configPath, cfg)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "/etc/xksproxy/node.toml", "the node's TOML configuration file")
+	cmd.Flags().BoolVar(&check, "check", false, "check the configuration, its files and the HSM login, then exit without serving")
 	return cmd
 }
 
-// serve runs a node until SIGINT or SIGTERM, then drains it.
-func serve(cfg *node.Config) error {
+// checkConfig prints one line per check of `serve --check`.
+func checkConfig(path string, cfg *node.Config, loadErr error) error {
+	if loadErr != nil {
+		fmt.Printf("FAIL  configuration: %v\n", loadErr)
+		return fmt.Errorf("%s: the configuration is not valid", path)
+	}
+	fmt.Printf("ok    configuration: %s\n", path)
+	failed := 0
+	for _, r := range node.Check(cfg) {
+		switch {
+		case r.Err != nil:
+			failed++
+			fmt.Printf("FAIL  %s: %v\n", r.Name, r.Err)
+		case r.Detail != "":
+			fmt.Printf("ok    %s: %s\n", r.Name, r.Detail)
+		default:
+			fmt.Printf("ok    %s\n", r.Name)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%s: %d check(s) failed; serve would not start", path, failed)
+	}
+	fmt.Println("the configuration is ready to serve")
+	return nil
+}
+
+// serve runs a node until SIGINT or SIGTERM, then drains it; SIGHUP
+// reloads what can change without a restart (node.Reload).
+func serve(configPath string, cfg *node.Config) error {
+	// Before anything else: SIGHUP's default action ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	log, logs, err := node.NewLogger(cfg.Log, os.Stderr)
 	if err != nil {
 		return err
@@ -74,12 +138,18 @@ func serve(cfg *node.Config) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		drain(n, cfg.API.DrainTime, log)
-		log.Info().Msg("shutting down")
-	case err = <-n.Err():
-		log.Error().Err(err).Msg("listener failed")
+	for running := true; running; {
+		select {
+		case <-hup:
+			n.Reload(configPath) // logs what it reloaded and what it refused
+		case <-ctx.Done():
+			drain(n, cfg.API.DrainTime, log)
+			log.Info().Msg("shutting down")
+			running = false
+		case err = <-n.Err():
+			log.Error().Err(err).Msg("listener failed")
+			running = false
+		}
 	}
 	if cerr := n.Close(); err == nil {
 		err = cerr

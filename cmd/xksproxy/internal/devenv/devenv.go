@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -288,8 +289,20 @@ func (e *Env) readSecret(name string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// NodeConfig is node i's configuration, as written to DIR/nodeN/node.toml.
+// NodeConfig is node i's configuration as serve runs it: what
+// DIR/nodeN/node.toml holds, with the defaults filled in.
 func (e *Env) NodeConfig(i int) (*node.Config, error) {
+	c, err := e.nodeSettings(i)
+	if err != nil {
+		return nil, err
+	}
+	c.Defaults()
+	return c, c.Validate()
+}
+
+// nodeSettings is what DIR/nodeN/node.toml says: only the settings dev
+// chooses, so that everything else is visibly at its default.
+func (e *Env) nodeSettings(i int) (*node.Config, error) {
 	module, err := softhsm.ModulePath()
 	if err != nil {
 		return nil, err
@@ -322,7 +335,6 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 		},
 		Admin:  node.AdminConfig{Listen: n.AdminListen, TokenFile: e.path("secrets", "admin-token")},
 		Gossip: node.GossipConfig{Bind: n.GossipBind, KeyringFile: e.path("secrets", "gossip-key")},
-		Log:    node.LogConfig{Level: "info", Format: "json"},
 	}
 	for j, other := range e.State.Nodes {
 		if j != i {
@@ -339,8 +351,7 @@ func (e *Env) NodeConfig(i int) (*node.Config, error) {
 			Keys: []node.BootstrapKey{{KeyStore: e.State.KeyStore, ID: e.State.KeyID, Usage: fsm.DefaultUsage.Names()}},
 		}
 	}
-	c.Defaults()
-	return c, c.Validate()
+	return c, nil
 }
 
 // stageClusterKeys puts a copy of the ceremony material where node i's
@@ -355,15 +366,35 @@ func (e *Env) stageClusterKeys(i int) error {
 	return atomicfile.WriteFile(e.nodeDir(i, "cluster-keys.import"), b, 0o600)
 }
 
+// writeNodeConfig writes node i's settings (those at their defaults left
+// out, see the README's configuration reference) and reads the file back
+// as serve will, so that a setting that does not survive the round trip
+// stops dev here rather than the node later.
 func (e *Env) writeNodeConfig(i int) error {
-	c, err := e.NodeConfig(i)
+	c, err := e.nodeSettings(i)
 	if err != nil {
 		return err
 	}
+	path := e.nodeDir(i, "node.toml")
 	var b strings.Builder
-	b.WriteString("# Written by `xksproxy dev`; `xksproxy serve --config " + e.nodeDir(i, "node.toml") + "` runs this node.\n")
+	b.WriteString("# Written by `xksproxy dev`; `xksproxy serve --config " + path + "` runs this node.\n")
+	b.WriteString("# Settings at their defaults are left out (README, Configuration reference).\n")
 	if err := toml.NewEncoder(&b).Encode(c); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(e.nodeDir(i, "node.toml"), []byte(b.String()), 0o600)
+	if err := atomicfile.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	want, err := e.NodeConfig(i)
+	if err != nil {
+		return err
+	}
+	got, err := node.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	if !reflect.DeepEqual(got, want) {
+		return fmt.Errorf("%s does not read back as written:\n%+v\nwant\n%+v", path, got, want)
+	}
+	return nil
 }

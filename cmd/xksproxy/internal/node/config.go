@@ -22,29 +22,29 @@ import (
 // Config is one node's TOML file. State that every node shares (key stores,
 // credentials, keys) does not belong here except as a one-time [bootstrap].
 type Config struct {
-	DataDir   string          `toml:"data_dir"`
-	NodeID    string          `toml:"node_id"`
-	API       APIConfig       `toml:"api"`
-	HSM       HSMConfig       `toml:"hsm"`
-	Cluster   ClusterConfig   `toml:"cluster"`
-	Gossip    GossipConfig    `toml:"gossip"`
-	Admin     AdminConfig     `toml:"admin"`
-	Log       LogConfig       `toml:"log"`
-	Bootstrap BootstrapConfig `toml:"bootstrap"`
+	DataDir   string          `toml:"data_dir,omitempty"`
+	NodeID    string          `toml:"node_id,omitempty"`
+	API       APIConfig       `toml:"api,omitempty"`
+	HSM       HSMConfig       `toml:"hsm,omitempty"`
+	Cluster   ClusterConfig   `toml:"cluster,omitempty"`
+	Gossip    GossipConfig    `toml:"gossip,omitempty"`
+	Admin     AdminConfig     `toml:"admin,omitempty"`
+	Log       LogConfig       `toml:"log,omitempty"`
+	Bootstrap BootstrapConfig `toml:"bootstrap,omitempty"`
 }
 
 // ClusterConfig places the node in its Raft cluster. A single node is a
 // cluster of one that bootstraps itself.
 type ClusterConfig struct {
-	Bind           string        `toml:"bind"`
+	Bind           string        `toml:"bind,omitempty"`
 	Advertise      string        `toml:"advertise,omitempty"`
-	Bootstrap      bool          `toml:"bootstrap"`
+	Bootstrap      bool          `toml:"bootstrap,omitempty"`
 	Join           []string      `toml:"join,omitempty"`
-	CAFile         string        `toml:"ca_file"`
-	CertFile       string        `toml:"cert_file"`
-	KeyFile        string        `toml:"key_file"`
-	StalenessLimit time.Duration `toml:"staleness_limit"`
-	MaxLag         time.Duration `toml:"max_lag"`
+	CAFile         string        `toml:"ca_file,omitempty"`
+	CertFile       string        `toml:"cert_file,omitempty"`
+	KeyFile        string        `toml:"key_file,omitempty"`
+	StalenessLimit time.Duration `toml:"staleness_limit,omitzero"`
+	MaxLag         time.Duration `toml:"max_lag,omitzero"`
 	// ImportKeysFile, when set, imports the cluster key ceremony material at
 	// start if the HSM lacks the cluster keys, then overwrites and removes
 	// the file (also when the keys were there already). For development;
@@ -60,8 +60,8 @@ type GossipConfig struct {
 	Advertise       string        `toml:"advertise,omitempty"`
 	Join            []string      `toml:"join,omitempty"`
 	KeyringFile     string        `toml:"keyring_file,omitempty"`
-	BootstrapExpect int           `toml:"bootstrap_expect,omitempty"`
-	DeadTimeout     time.Duration `toml:"dead_timeout,omitempty"`
+	BootstrapExpect int           `toml:"bootstrap_expect,omitzero"`
+	DeadTimeout     time.Duration `toml:"dead_timeout,omitzero"`
 }
 
 // Keyring reads the gossip keys: one base64 AES key (16, 24 or 32 bytes)
@@ -87,89 +87,89 @@ func (g *GossipConfig) Keyring() ([][]byte, error) {
 
 // AdminConfig is the operator API's listener.
 type AdminConfig struct {
-	Listen    string `toml:"listen"`
-	TokenFile string `toml:"token_file"` // the bootstrap operator's token (role admin)
+	Listen    string `toml:"listen,omitempty"`
+	TokenFile string `toml:"token_file,omitempty"` // the bootstrap operator's token (role admin)
 	// ClientCAFile is the admin client CA, which issues operator
 	// certificates (URI SAN xksproxy-operator://NAME?role=ROLE). It must not
 	// be the cluster CA; empty: no client certificate authenticates.
-	ClientCAFile string `toml:"client_ca_file"`
+	ClientCAFile string `toml:"client_ca_file,omitempty"`
 }
 
 type APIConfig struct {
-	Listen              string        `toml:"listen"`
-	HealthListen        string        `toml:"health_listen"`
-	TLSCertFile         string        `toml:"tls_cert_file"`
-	TLSKeyFile          string        `toml:"tls_key_file"`
-	MTLSClientCAFile    string        `toml:"mtls_client_ca_file"`
-	MTLSClientSubjectCN string        `toml:"mtls_client_subject_cn"`
-	MaxInFlight         int           `toml:"max_in_flight"`
-	MaxConns            int           `toml:"max_conns"`
-	MaxConnsPerIP       int           `toml:"max_conns_per_ip"`
-	OverloadWait        time.Duration `toml:"overload_wait"`
-	ReadTimeout         time.Duration `toml:"read_timeout"`
-	IdleTimeout         time.Duration `toml:"idle_timeout"`
-	DrainTime           time.Duration `toml:"drain_time"`
-	MaxPlaintextBytes   int           `toml:"max_plaintext_bytes"`
-	MaxAADBytes         int           `toml:"max_aad_bytes"`
+	Listen              string        `toml:"listen,omitempty"`
+	HealthListen        string        `toml:"health_listen,omitempty"`
+	TLSCertFile         string        `toml:"tls_cert_file,omitempty"`
+	TLSKeyFile          string        `toml:"tls_key_file,omitempty"`
+	MTLSClientCAFile    string        `toml:"mtls_client_ca_file,omitempty"`
+	MTLSClientSubjectCN string        `toml:"mtls_client_subject_cn,omitempty"`
+	MaxInFlight         int           `toml:"max_in_flight,omitzero"`
+	MaxConns            int           `toml:"max_conns,omitzero"`
+	MaxConnsPerIP       int           `toml:"max_conns_per_ip,omitzero"`
+	OverloadWait        time.Duration `toml:"overload_wait,omitzero"`
+	ReadTimeout         time.Duration `toml:"read_timeout,omitzero"`
+	IdleTimeout         time.Duration `toml:"idle_timeout,omitzero"`
+	DrainTime           time.Duration `toml:"drain_time,omitzero"`
+	MaxPlaintextBytes   int           `toml:"max_plaintext_bytes,omitzero"`
+	MaxAADBytes         int           `toml:"max_aad_bytes,omitzero"`
 }
 
 type HSMConfig struct {
-	Module         string            `toml:"module"`
-	TokenLabel     string            `toml:"token_label"`
-	PINFile        string            `toml:"pin_file"`
-	PINEnv         string            `toml:"pin_env"`
-	PoolSize       int               `toml:"pool_size"`
-	WaitTimeout    time.Duration     `toml:"wait_timeout"`
-	CallTimeout    time.Duration     `toml:"call_timeout"`
-	HealthKeyLabel string            `toml:"health_key_label"`
-	HealthInterval time.Duration     `toml:"health_interval"`
-	Env            map[string]string `toml:"env"`
+	Module         string            `toml:"module,omitempty"`
+	TokenLabel     string            `toml:"token_label,omitempty"`
+	PINFile        string            `toml:"pin_file,omitempty"`
+	PINEnv         string            `toml:"pin_env,omitempty"`
+	PoolSize       int               `toml:"pool_size,omitzero"`
+	WaitTimeout    time.Duration     `toml:"wait_timeout,omitzero"`
+	CallTimeout    time.Duration     `toml:"call_timeout,omitzero"`
+	HealthKeyLabel string            `toml:"health_key_label,omitempty"`
+	HealthInterval time.Duration     `toml:"health_interval,omitzero"`
+	Env            map[string]string `toml:"env,omitempty"`
 	// More are the node's further HSMs, from the second entry of an
 	// [[hsm]] array of tables on (see hsmlist.go).
 	More []HSMConfig `toml:"-"`
 }
 
 type LogConfig struct {
-	Level         string        `toml:"level"`
-	Format        string        `toml:"format"`
-	FlushInterval time.Duration `toml:"flush_interval"`
+	Level         string        `toml:"level,omitempty"`
+	Format        string        `toml:"format,omitempty"`
+	FlushInterval time.Duration `toml:"flush_interval,omitzero"`
 	// UnauthenticatedLinesPerSecond bounds the lines about callers that
 	// have not authenticated; negative: none.
-	UnauthenticatedLinesPerSecond float64 `toml:"unauthenticated_lines_per_second"`
+	UnauthenticatedLinesPerSecond float64 `toml:"unauthenticated_lines_per_second,omitzero"`
 }
 
 // BootstrapConfig seeds key stores and keys when the node starts.
 type BootstrapConfig struct {
-	KeyStores []BootstrapKeyStore `toml:"key_stores"`
-	Keys      []BootstrapKey      `toml:"keys"`
+	KeyStores []BootstrapKeyStore `toml:"key_stores,omitempty"`
+	Keys      []BootstrapKey      `toml:"keys,omitempty"`
 }
 
 type BootstrapKeyStore struct {
-	Name        string                `toml:"name"`
-	URIPath     string                `toml:"uri_path"`
-	Region      string                `toml:"region"`
+	Name        string                `toml:"name,omitempty"`
+	URIPath     string                `toml:"uri_path,omitempty"`
+	Region      string                `toml:"region,omitempty"`
 	Disabled    bool                  `toml:"disabled,omitempty"`
-	Grants      string                `toml:"grants"`   // "closed" (default) or "open"
-	KeyMode     string                `toml:"key_mode"` // "replicated" (default) or "shared"
-	Credentials []BootstrapCredential `toml:"credentials"`
+	Grants      string                `toml:"grants,omitempty"`   // "closed" (default) or "open"
+	KeyMode     string                `toml:"key_mode,omitempty"` // "replicated" (default) or "shared"
+	Credentials []BootstrapCredential `toml:"credentials,omitempty"`
 }
 
 // BootstrapCredential names where a secret lives; secrets never sit in the
 // configuration file itself.
 type BootstrapCredential struct {
-	AccessKeyID string    `toml:"access_key_id"`
+	AccessKeyID string    `toml:"access_key_id,omitempty"`
 	SecretFile  string    `toml:"secret_file,omitempty"`
 	SecretEnv   string    `toml:"secret_env,omitempty"`
-	Expires     time.Time `toml:"expires,omitzero"`
+	Expires     time.Time `toml:"expires,omitempty"`
 }
 
 // BootstrapKey is a key of the seed. In a replicated key store its material
 // is generated; in a shared one HSMLabel names the object every HSM holds.
 type BootstrapKey struct {
-	KeyStore string   `toml:"key_store"`
-	ID       string   `toml:"id"`
+	KeyStore string   `toml:"key_store,omitempty"`
+	ID       string   `toml:"id,omitempty"`
 	HSMLabel string   `toml:"hsm_label,omitempty"`
-	Usage    []string `toml:"usage"`
+	Usage    []string `toml:"usage,omitempty"`
 	Disabled bool     `toml:"disabled,omitempty"`
 }
 

@@ -3,8 +3,11 @@ package node
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 func TestShippedExampleConfigLoads(t *testing.T) {
@@ -95,5 +98,49 @@ func TestExposedSecretFiles(t *testing.T) {
 	got := c.ExposedSecretFiles()
 	if len(got) != 1 || !strings.Contains(got[0], "admin.token_file") || !strings.Contains(got[0], "0644") {
 		t.Fatalf("exposed secret files: %q", got)
+	}
+}
+
+// TestConfigRoundTrip encodes configurations and reads them back: the
+// shipped example with every setting, and a minimal one whose unset
+// settings must stay out of the file (a "max_in_flight = 0" or
+// "expires = 0001-01-01..." written out reads as a choice, not a default).
+func TestConfigRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	full, err := LoadConfig("../../../../deploy/node.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	minimal := &Config{DataDir: "/d", NodeID: "n1",
+		API:       APIConfig{TLSCertFile: "c", TLSKeyFile: "k"},
+		HSM:       HSMConfig{TokenLabel: "t", PINFile: "p"},
+		Cluster:   ClusterConfig{CAFile: "ca", CertFile: "c", KeyFile: "k"},
+		Admin:     AdminConfig{TokenFile: "t"},
+		Bootstrap: BootstrapConfig{KeyStores: []BootstrapKeyStore{{Name: "a", URIPath: "/a/kms/xks/v1", Region: "us-east-1", Credentials: []BootstrapCredential{{AccessKeyID: "AKIDAKIDAKIDAKIDAKID", SecretFile: "s"}}}}},
+	}
+	for name, c := range map[string]*Config{"full": full, "minimal": minimal} {
+		var b strings.Builder
+		if err := toml.NewEncoder(&b).Encode(c); err != nil {
+			t.Fatal(err)
+		}
+		if name == "minimal" {
+			for _, zero := range []string{"= 0\n", "= 0.0\n", `= ""`, "= false", "0001-01-01", `"0s"`, "[log]"} {
+				if strings.Contains(b.String(), zero) {
+					t.Errorf("an unset setting was written (%q):\n%s", zero, b.String())
+				}
+			}
+		}
+		path := filepath.Join(dir, name+".toml")
+		if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := LoadConfig(path)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, b.String())
+		}
+		c.Defaults()
+		if !reflect.DeepEqual(got, c) {
+			t.Errorf("%s does not read back as written:\n%+v\nwant\n%+v", name, got, c)
+		}
 	}
 }

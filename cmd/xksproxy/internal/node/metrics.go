@@ -10,7 +10,7 @@ import (
 	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
-	"github.com/xksproxy/xksproxy/xksapi"
+	"github.com/xksproxy/xksproxy/internal/buildinfo"
 )
 
 // newRegistry holds the node's metrics besides the data plane's own (which
@@ -60,7 +60,8 @@ var (
 	clusterFleet = prometheus.NewDesc("xksproxy_cluster_fleet_members",
 		"Live members of the gossip fleet, this node included (1 without gossip).", nil, nil)
 	buildInfo = prometheus.NewDesc("xksproxy_build_info",
-		"Always 1: this node's version and the newest command set its build reads.", []string{"version", "command_set"}, nil)
+		"Always 1: this node's release version, commit, Go toolchain, and the newest command set its build reads.",
+		[]string{"version", "commit", "goversion", "command_set"}, nil)
 	clusterCommandSet = prometheus.NewDesc("xksproxy_cluster_command_set",
 		"The cluster's command set in effect: raised by the leader once every voter's build reads it.", nil, nil)
 )
@@ -96,7 +97,8 @@ func collectCluster(ch chan<- prometheus.Metric, c *cluster.Node) {
 	gauge(ch, clusterLeaderKnown, flag(c.LeaderID() != ""))
 	gauge(ch, clusterApplied, float64(c.AppliedIndex()))
 	gauge(ch, clusterCommandSet, float64(c.CommandSetInEffect()))
-	ch <- prometheus.MustNewConstMetric(buildInfo, prometheus.GaugeValue, 1, xksapi.Version, strconv.Itoa(fsm.CommandSet))
+	build := buildinfo.Read()
+	ch <- prometheus.MustNewConstMetric(buildInfo, prometheus.GaugeValue, 1, build.Version, build.ShortCommit(), build.GoVersion, strconv.Itoa(fsm.CommandSet))
 	gauge(ch, clusterContactAge, c.LeaderContactAge().Seconds())
 	stateAge := -1.0
 	if age, ok := c.StateAge(); ok {

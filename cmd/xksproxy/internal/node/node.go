@@ -1,7 +1,6 @@
 package node
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,12 +9,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/xksproxy/xksproxy/admin/server"
 	"github.com/xksproxy/xksproxy/cluster"
 	"github.com/xksproxy/xksproxy/fsm"
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/buildinfo"
 	"github.com/xksproxy/xksproxy/xksapi"
 )
 
@@ -28,6 +29,8 @@ type Node struct {
 	API       *xksapi.Server
 	AdminAddr net.Addr
 	admin     *server.Server
+	cfg       *Config // as running: a reload updates what it applied
+	apiTLS    swappableTLS
 	log       zerolog.Logger
 	apiLn     net.Listener
 	hlthLn    net.Listener
@@ -47,6 +50,9 @@ func NewLogger(c LogConfig, w io.Writer) (zerolog.Logger, io.Closer, error) {
 	if err != nil {
 		return zerolog.Nop(), nil, fmt.Errorf("log.level: %w", err)
 	}
+	// The level is zerolog's global one, which every logger of the process
+	// honours, so that a reload (SIGHUP) can change it.
+	zerolog.SetGlobalLevel(level)
 	var closer io.Closer = nopCloser{}
 	if c.FlushInterval > 0 {
 		b := newBatchWriter(w, c.FlushInterval)
@@ -58,7 +64,7 @@ func NewLogger(c LogConfig, w io.Writer) (zerolog.Logger, io.Closer, error) {
 	if c.Format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: timeFormat}
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closer, nil
+	return zerolog.New(w).With().Timestamp().Logger(), closer, nil
 }
 
 type nopCloser struct{}
@@ -117,14 +123,9 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	// The API's certificates are checked before anything leaves a trace:
 	// a node that formed a cluster and then failed on its TLS files would
 	// leave Raft state behind.
-	tlsCfg, err := xksapi.TLSConfig{
-		CertFile:        cfg.API.TLSCertFile,
-		KeyFile:         cfg.API.TLSKeyFile,
-		ClientCAFile:    cfg.API.MTLSClientCAFile,
-		ClientSubjectCN: cfg.API.MTLSClientSubjectCN,
-	}.Build()
+	tlsCfg, err := apiTLS(cfg.API)
 	if err != nil {
-		return nil, fmt.Errorf("api TLS (tls_cert_file, tls_key_file, mtls_client_ca_file): %w", err)
+		return nil, err
 	}
 	for _, f := range cfg.ExposedSecretFiles() {
 		log.Warn().Str("file", f).Msg("a secret file is readable by other users than its owner: chmod 0600 it")
@@ -133,6 +134,8 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before raft starts, so that its first state changes are counted.
+	bridgeRaftMetrics()
 	// The cluster would only retry a seed it refuses, forever.
 	seed, err := cfg.SeedSpec()
 	if err == nil && seed != nil {
@@ -145,8 +148,10 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, log: log, errc: make(chan error, 4), closing: make(chan struct{})}
-	if err := n.start(cfg, tlsCfg, seed, now); err != nil {
+	running := *cfg
+	n := &Node{HSM: h, Views: &fsm.ViewHolder{}, cfg: &running, log: log, errc: make(chan error, 4), closing: make(chan struct{})}
+	n.apiTLS.current.Store(tlsCfg)
+	if err := n.start(cfg, seed, now); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -154,7 +159,7 @@ func Start(cfg *Config, log zerolog.Logger) (*Node, error) {
 }
 
 // start wires the node; now is its clock for decisions (nil: time.Now).
-func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, now func() time.Time) error {
+func (n *Node) start(cfg *Config, seed *cluster.SeedSpec, now func() time.Time) error {
 	if cfg.Cluster.ImportKeysFile != "" {
 		destroyed, err := importClusterKeysFile(n.HSM, cfg.Cluster.ImportKeysFile)
 		if err != nil {
@@ -167,9 +172,9 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 	if ok, err := n.HSM.HasClusterKeys(); err != nil || !ok {
 		n.log.Warn().Err(err).Msg("the cluster keys are not in this HSM: replicated keys cannot be unwrapped and secrets cannot be unsealed until `xksproxy cluster-keys import` is run")
 	}
-	token, err := os.ReadFile(cfg.Admin.TokenFile)
+	token, err := readAdminToken(cfg)
 	if err != nil {
-		return fmt.Errorf("admin.token_file: %w", err)
+		return err
 	}
 	n.HSM.CheckNow()
 	go n.warnCapacity()
@@ -197,7 +202,7 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 		Join:            cfg.Cluster.Join,
 		StalenessLimit:  cfg.Cluster.StalenessLimit,
 		MaxLag:          cfg.Cluster.MaxLag,
-		Version:         xksapi.Version,
+		Version:         buildinfo.Read().String(),
 		Seed:            seed,
 		Gossip:          gossip,
 		BootstrapExpect: cfg.Gossip.BootstrapExpect,
@@ -208,13 +213,15 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 	if err != nil {
 		return err
 	}
-	n.admin, err = server.Serve(n.Cluster, server.Config{Listen: cfg.Admin.Listen, Token: strings.TrimSpace(string(token)),
+	n.admin, err = server.Serve(n.Cluster, server.Config{Listen: cfg.Admin.Listen, Token: token,
 		ClientCAFile: cfg.Admin.ClientCAFile, OnError: n.listenerFailed}, n.log)
 	if err != nil {
 		return err
 	}
 	n.AdminAddr = n.admin.Addr()
 
+	reg := newRegistry(n.HSM, n.Cluster, n.admin)
+	reg.MustRegister(prometheus.CollectorFunc(n.collectOps), prometheus.CollectorFunc(bridgeRaftMetrics().Collect))
 	n.API = xksapi.New(xksapi.Config{
 		Limits:                 xksapi.Limits{MaxPlaintext: cfg.API.MaxPlaintextBytes, MaxAAD: cfg.API.MaxAADBytes},
 		MaxInFlight:            cfg.API.MaxInFlight,
@@ -228,10 +235,10 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 		Ready:                  n.Cluster.ServingError,
 		Degraded:               func() bool { return len(n.Cluster.KeysMissing()) > 0 },
 		Fleet:                  n.fleet,
-		Metrics:                newRegistry(n.HSM, n.Cluster, n.admin),
+		Metrics:                reg,
 		Now:                    now,
 	}, n.Views, n.HSM, n.log)
-	go func() { n.errc <- n.API.ServeTLS(n.apiLn, tlsCfg) }()
+	go func() { n.errc <- n.API.ServeTLS(n.apiLn, n.apiTLS.listenerConfig()) }()
 	if cfg.API.HealthListen != "" {
 		n.hlthLn, err = net.Listen("tcp", cfg.API.HealthListen)
 		if err != nil {
@@ -242,6 +249,20 @@ func (n *Node) start(cfg *Config, tlsCfg *tls.Config, seed *cluster.SeedSpec, no
 	n.log.Info().Str("node", cfg.NodeID).Str("api", n.apiLn.Addr().String()).Str("health", n.HealthAddr()).
 		Str("cluster", n.Cluster.ClusterAddr()).Str("admin", n.AdminAddr.String()).Msg("serving")
 	return nil
+}
+
+// readAdminToken reads admin.token_file; the admin server refuses a token
+// under 16 characters, and so does a configuration check.
+func readAdminToken(cfg *Config) (string, error) {
+	b, err := os.ReadFile(cfg.Admin.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if len(token) < 16 {
+		return "", fmt.Errorf("admin.token_file %s: the admin token must be at least 16 characters", cfg.Admin.TokenFile)
+	}
+	return token, nil
 }
 
 // importClusterKeysFile imports the ceremony material at path into h,
