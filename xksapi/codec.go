@@ -182,8 +182,12 @@ func appendEncryptResponse(dst []byte, r *encryptResult) []byte {
 	dst = append(dst, '{')
 	dst = appendB64Field(dst, "ciphertext", r.ciphertext)
 	dst = append(dst, ',')
-	dst = appendB64Field(dst, "ciphertextMetadata", r.metadata)
-	dst = append(dst, ',')
+	if len(r.metadata) > 0 {
+		// Empty only in the format of a proxy configured without static
+		// metadata, which leaves the field out.
+		dst = appendB64Field(dst, "ciphertextMetadata", r.metadata)
+		dst = append(dst, ',')
+	}
 	dst = appendB64Field(dst, "initializationVector", r.iv)
 	dst = append(dst, ',')
 	dst = appendB64Field(dst, "authenticationTag", r.tag)

@@ -214,14 +214,21 @@ func (s *Server) encrypt(ctx *fasthttp.RequestCtx, key *fsm.Key, x *exchange) *a
 		return fail(InvalidKeyUsageException, "key "+key.ID+" may not decrypt, so its ciphertext cannot carry a data integrity value")
 	}
 	version := key.Version(key.CurrentVersion)
-	res := encryptResult{
-		metadata: encodeCiphertextMetadata(version.Number),
-		iv:       make([]byte, 12),
-	}
+	res := encryptResult{iv: make([]byte, 12)}
 	// The HSM never chooses the IV (SoftHSMv2 would silently encrypt with an
 	// empty one), so every encrypt draws a fresh 96-bit IV here.
 	rand.Read(res.iv)
-	aad := hsmAAD(req.AAD, res.metadata)
+	var aad []byte
+	if key.Legacy != nil && key.CurrentVersion == key.Legacy.Version {
+		// Until the first rotation of a key imported from another proxy,
+		// write that proxy's format: both proxies then read all either
+		// wrote, and the load balancer can point back at the old one.
+		res.metadata = key.Legacy.StaticMetadata
+		aad = legacyAAD(req.AAD, res.metadata)
+	} else {
+		res.metadata = encodeCiphertextMetadata(version.Number)
+		aad = hsmAAD(req.AAD, res.metadata)
+	}
 	var err error
 	called := time.Now()
 	res.ciphertext, res.tag, err = s.hsm.EncryptGCM(version.HSMLabel, res.iv, req.Plaintext, aad)

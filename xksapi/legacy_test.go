@@ -16,8 +16,9 @@ import (
 // A key imported from AWS's sample proxy decrypts every ciphertext that
 // proxy made (computed here by an independent implementation of its
 // formula, from a known key imported into SoftHSMv2), before and after a
-// rotation, refuses every tampered one, and encrypts in this proxy's own
-// format.
+// rotation, refuses every tampered one, and encrypts in the sample proxy's
+// format while the imported version is current (a rollback loses
+// nothing), in this proxy's own after a rotation.
 func TestLegacyCiphertextsOfAnImportedKey(t *testing.T) {
 	material := make([]byte, 32)
 	rand.Read(material)
@@ -77,7 +78,14 @@ func TestLegacyCiphertextsOfAnImportedKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		md := enc.CiphertextMetadata
-		if len(md) != 5 || md[0] != 1 || binary.BigEndian.Uint32(md[1:]) != wantVersion {
+		switch {
+		case wantVersion == 1 && !bytes.Equal(md, static):
+			t.Fatalf("new ciphertext metadata %x while the imported version is current: want the sample proxy's static %x", md, static)
+		case wantVersion == 1:
+			if got, err := legacyvectors.Open(material, []byte("ctx"), md, enc.IV, enc.Ciphertext, enc.Tag); err != nil || string(got) != "new data" {
+				t.Fatalf("the sample proxy's formula cannot open a new ciphertext of the imported version: %q, %v", got, err)
+			}
+		case len(md) != 5 || md[0] != 1 || binary.BigEndian.Uint32(md[1:]) != wantVersion:
 			t.Fatalf("new ciphertext metadata %x: want this proxy's format, version %d", md, wantVersion)
 		}
 		decrypt(t, c, "imported", enc, []byte("ctx"), "new data")
@@ -104,9 +112,11 @@ func decrypt(t *testing.T, c *xksclient.Client, keyID string, enc *xksclient.Enc
 }
 
 // Both formulas under one HSM object must never yield the same AAD: a
-// caller who chose the AAD of an Encrypt in our format (made with the
-// imported key's first version) must not get the plaintext back through
-// the legacy formula under another AAD. Our AAD ends with the metadata's
+// caller who chose the AAD of an Encrypt made with the imported key's
+// first version must not get the plaintext back through the legacy formula
+// under another AAD. Two guards hold it: that version encrypts in the
+// legacy format only (so no ciphertext of ours exists under its object),
+// and decrypt never takes metadata shaped like ours to the legacy formula. Our AAD ends with the metadata's
 // length 5, format 1 and the version; a legacy AAD ends with its metadata,
 // so metadata ending that way is crafted, never the sample proxy's.
 func TestLegacyFormulaCannotReopenOurCiphertextUnderAnotherAAD(t *testing.T) {

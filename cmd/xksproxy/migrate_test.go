@@ -103,7 +103,8 @@ func importKey(t *testing.T, dir, label string, key []byte, nodes ...int) {
 // dry run finds each planted problem and changes nothing; the migration
 // keeps the URI path and credential; every ciphertext the sample proxy
 // made (computed independently from its formula and known keys) decrypts
-// on every node, and no tampered one does; new ciphertexts are ours; after
+// on every node, and no tampered one does; new ciphertexts are in the
+// sample proxy's format until the first rotation, ours after it; after
 // a rotation to a new label and a full-cluster restart, both kinds still
 // decrypt everywhere.
 func TestMigrateFromTheAWSSampleProxy(t *testing.T) {
@@ -251,7 +252,16 @@ func TestMigrateFromTheAWSSampleProxy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if md := enc.CiphertextMetadata; len(md) != 5 || md[0] != 1 || binary.BigEndian.Uint32(md[1:]) != wantVersion {
+		if wantVersion == 1 {
+			// Until the first rotation the cluster writes the sample
+			// proxy's format, which that proxy opens: a rollback loses nothing.
+			if string(enc.CiphertextMetadata) != string(static) {
+				t.Fatalf("new ciphertext metadata %x before the first rotation, want the static %x", enc.CiphertextMetadata, static)
+			}
+			if got, err := legacyvectors.Open(fooKey, nil, enc.CiphertextMetadata, enc.IV, enc.Ciphertext, enc.Tag); err != nil || string(got) != "written after the migration" {
+				t.Fatalf("the sample proxy's formula cannot open what the cluster wrote before the first rotation: %q, %v", got, err)
+			}
+		} else if md := enc.CiphertextMetadata; len(md) != 5 || md[0] != 1 || binary.BigEndian.Uint32(md[1:]) != wantVersion {
 			t.Fatalf("new ciphertext metadata %x, want ours for version %d", md, wantVersion)
 		}
 		ours = append(ours, enc)

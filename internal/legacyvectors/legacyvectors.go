@@ -56,6 +56,20 @@ func Seal(key []byte, name string, plaintext, aad, metadata []byte) (Vector, err
 		IV: iv, Ciphertext: sealed[:n:n], Tag: sealed[n:]}, nil
 }
 
+// Open decrypts a ciphertext in the sample proxy's format as that proxy
+// would: what it can open after a rollback to it.
+func Open(key, aad, metadata, iv, ciphertext, tag []byte) ([]byte, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return gcm.Open(nil, iv, append(append([]byte(nil), ciphertext...), tag...), proxyAAD(aad, metadata))
+}
+
 func proxyAAD(aad, metadata []byte) []byte {
 	var out []byte
 	out = binary.BigEndian.AppendUint16(out, uint16(len(aad)))

@@ -58,6 +58,8 @@ func (h *HSMConfig) UnmarshalTOML(v any) error {
 		decoded[i] = HSMConfig(f)
 	}
 	*h = decoded[0]
-	h.More = decoded[1:]
+	if len(decoded) > 1 {
+		h.More = decoded[1:]
+	}
 	return nil
 }
