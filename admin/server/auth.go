@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/rs/zerolog"
+
 	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/fsm"
 )
@@ -167,14 +169,21 @@ func (a *Server) apply(r *http.Request, cmd fsm.Command) (uint64, error) {
 			return a.applyNamed(r, actor, cmd)
 		}
 		if err == nil {
-			a.log.Info().Bool("audit", true).Bool("replicated", false).Str("actorKind", actor.Kind).Str("actor", actor.Name).
-				Str("role", string(actor.Role)).Str("remoteAddr", actor.RemoteAddr).Str("receivedBy", actor.Node).
-				Str("action", cmd.Type().String()).Uint64("index", index).Str("outcome", fsm.OutcomeApplied).
-				Msg("admin change (the cluster is below command set 3: not in the replicated trail)")
+			a.unreplicatedAudit(actor, cmd.Type().String()).Uint64("index", index).Msg(unreplicatedMessage)
 		}
 		return index, err
 	}
 	return a.applyNamed(r, actor, cmd)
+}
+
+const unreplicatedMessage = "admin change (the cluster is below command set 3: not in the replicated trail)"
+
+// unreplicatedAudit is the audit line of a change made while no node keeps
+// a trail: below command set 3, the receiving node's log is the record.
+func (a *Server) unreplicatedAudit(actor fsm.Actor, action string) *zerolog.Event {
+	return a.log.Info().Bool("audit", true).Bool("replicated", false).Str("actorKind", actor.Kind).Str("actor", actor.Name).
+		Str("role", string(actor.Role)).Str("remoteAddr", actor.RemoteAddr).Str("receivedBy", actor.Node).
+		Str("action", action).Str("outcome", fsm.OutcomeApplied)
 }
 
 func (a *Server) applyNamed(r *http.Request, actor fsm.Actor, cmd fsm.Command) (uint64, error) {

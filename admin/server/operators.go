@@ -49,6 +49,13 @@ func (a *Server) revokeOperator(r *http.Request) (any, error) {
 // record adds a change that is not a command of the state (a membership
 // change, already made) to the audit trail.
 func (a *Server) record(r *http.Request, action, subject string) error {
+	if a.state().CommandSet() < 3 {
+		// No node keeps a trail yet (a new cluster before its first raise,
+		// or one mid-upgrade): the change is an audit line of this node,
+		// as every other change is then.
+		a.unreplicatedAudit(actorOf(r), action).Str("subject", subject).Msg(unreplicatedMessage)
+		return nil
+	}
 	if _, err := a.apply(r, fsm.RecordAction{Action: action, Subject: subject}); err != nil {
 		a.log.Error().Err(err).Str("action", action).Msg("the change was made but its audit record was not committed")
 		return fmt.Errorf("%s %s was made, but its audit record was not committed: %w", action, subject, err)
