@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/devenv"
+	"github.com/xksproxy/xksproxy/cmd/xksproxy/internal/node"
 )
 
 // TestSIGHUPSwapsCertificatesUnderLoad replaces a running serve process's
@@ -129,7 +130,17 @@ func TestSIGHUPSwapsCertificatesUnderLoad(t *testing.T) {
 		}
 	}
 	renew(filepath.Join(dir, "tls", "server.pem"), filepath.Join(dir, "tls", "server-key.pem"), "localhost")
-	renew(filepath.Join(dir, "node1", "cluster.pem"), filepath.Join(dir, "node1", "cluster-key.pem"), st.Nodes[0].ID)
+	// The admin listener's certificate is the node's cluster certificate,
+	// which names its node: renewed as `cluster-keys issue` does.
+	fresh := t.TempDir()
+	if _, err := node.IssueNodeCertificate(filepath.Join(dir, "tls"), node.NodeCertificate{NodeID: st.Nodes[0].ID, IPs: loopback,
+		DNSNames: []string{"localhost"}, CertPath: filepath.Join(fresh, "cert"), KeyPath: filepath.Join(fresh, "key")}); err != nil {
+		t.Fatal(err)
+	}
+	if os.Rename(filepath.Join(fresh, "key"), filepath.Join(dir, "node1", "cluster-key.pem")) != nil ||
+		os.Rename(filepath.Join(fresh, "cert"), filepath.Join(dir, "node1", "cluster.pem")) != nil {
+		t.Fatal("renaming the new cluster certificate into place")
+	}
 	node1Config := filepath.Join(dir, "node1", "node.toml")
 	configText, err := os.ReadFile(node1Config)
 	if err != nil {
