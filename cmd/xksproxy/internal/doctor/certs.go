@@ -2,8 +2,8 @@ package doctor
 
 import (
 	"crypto/tls"
-	"encoding/pem"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"

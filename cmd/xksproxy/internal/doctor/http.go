@@ -58,7 +58,9 @@ func (r *run) checkHTTP(ctx context.Context) {
 	}
 	dialer := &net.Dialer{Timeout: r.o.Timeout}
 	rec := &recorder{next: &http.Transport{
-		DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp4", r.addr) },
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "tcp4", r.addr)
+		},
 		TLSClientConfig: cfg,
 		MaxConnsPerHost: 1,
 	}}
