@@ -122,7 +122,7 @@ func (r *run) checkCertificates(state tls.ConnectionState) {
 			r.set(CheckChain, Fail, InvalidTLSConfiguration, fmt.Sprintf("the server sends only its own certificate, issued by %s, which is no root doctor knows: "+
 				"most likely the intermediate certificate is missing (public CAs never issue server certificates from their root). "+
 				"If %s is a private CA's root, give it to doctor with --ca", r.leaf.Issuer, r.leaf.Issuer), tlsFixChain)
-			r.blocked = "the chain to a root is incomplete"
+			r.set(CheckTrustedRoot, Skip, "", "not checked: the chain does not reach a root doctor knows", "")
 			return
 		}
 		r.set(CheckChain, Fail, InvalidTLSConfiguration, fmt.Sprintf("the server sends %d certificate(s) ending with %s, issued by %s, which is no root doctor knows "+
@@ -133,7 +133,7 @@ func (r *run) checkCertificates(state tls.ConnectionState) {
 		return
 	default:
 		r.set(CheckChain, Fail, InvalidTLSConfiguration, "the chain does not verify: "+err.Error(), tlsFixChain)
-		r.blocked = "the chain does not verify"
+		r.set(CheckTrustedRoot, Skip, "", "not checked: the chain does not verify", "")
 		return
 	}
 	r.checkTrustedRoot(chains)
