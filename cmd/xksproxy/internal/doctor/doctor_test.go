@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
@@ -112,6 +113,17 @@ func writePEM(t *testing.T, certs ...*x509.Certificate) string {
 // It returns the server's port.
 func serveTLS(t *testing.T, cfg *tls.Config, key *ecdsa.PrivateKey, chain ...*x509.Certificate) string {
 	t.Helper()
+	return serveTLSWith(t, cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(healthyAnswer))
+	}), key, chain...)
+}
+
+const healthyAnswer = `{"xksProxyFleetSize":1,"xksProxyVendor":"test","xksProxyModel":"test 1","ekmVendor":"test",` +
+	`"ekmFleetDetails":[{"id":"hsm1","model":"test","healthStatus":"ACTIVE"}]}`
+
+func serveTLSWith(t *testing.T, cfg *tls.Config, handler http.Handler, key *ecdsa.PrivateKey, chain ...*x509.Certificate) string {
+	t.Helper()
 	cert := tls.Certificate{PrivateKey: key}
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
@@ -121,11 +133,7 @@ func serveTLS(t *testing.T, cfg *tls.Config, key *ecdsa.PrivateKey, chain ...*x5
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"xksProxyFleetSize":1,"xksProxyVendor":"test","xksProxyModel":"test 1","ekmVendor":"test",` +
-			`"ekmFleetDetails":[{"id":"hsm1","model":"test","healthStatus":"ACTIVE"}]}`))
-	}), ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -277,6 +285,65 @@ func TestTLSSetups(t *testing.T) {
 		o.ClientCert = &tls.Certificate{Certificate: [][]byte{clientLeaf.Raw, p.intermediate.Raw}, PrivateKey: clientKey}
 		if rep := Run(ctx, o); rep.Failed != 0 {
 			t.Errorf("with a client certificate: %d failed: %+v", rep.Failed, rep.Checks)
+		}
+	})
+}
+
+// TestHTTPAnswers injects the answers a broken proxy (or what stands in
+// front of it) gives to GetHealthStatus; each names KMS's error.
+func TestHTTPAnswers(t *testing.T) {
+	p := newPKI(t)
+	now := time.Now()
+	leaf, key := p.leaf(t, []string{"localhost"}, now.Add(-time.Hour), now.Add(90*24*time.Hour))
+	answer := func(status int, body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+		}
+	}
+	fleet := func(statuses ...string) string {
+		var entries []string
+		for i, s := range statuses {
+			entries = append(entries, fmt.Sprintf(`{"id":"hsm%d","model":"m","healthStatus":%q}`, i, s))
+		}
+		return fmt.Sprintf(`{"xksProxyFleetSize":1,"xksProxyVendor":"v","xksProxyModel":"m 1","ekmVendor":"e","ekmFleetDetails":[%s]}`, strings.Join(entries, ","))
+	}
+	for _, tc := range []struct {
+		name, check, kmsError string
+		handler               http.HandlerFunc
+	}{
+		{"no such key store", CheckURIPath, InvalidConfiguration, answer(404, `{"errorName":"InvalidUriPathException"}`)},
+		{"a 404 page", CheckURIPath, InvalidConfiguration, answer(404, `<html>not found</html>`)},
+		{"wrong signature", CheckCredential, InvalidCredentials, answer(401, `{"errorName":"AuthenticationFailedException"}`)},
+		{"denied", CheckCredential, AccessDenied, answer(403, `{"errorName":"AccessDeniedException"}`)},
+		{"HSM timeout", CheckHealth, NotReachable, answer(503, `{"errorName":"DependencyTimeoutException"}`)},
+		{"not an XKS error", CheckHealth, InvalidResponse, answer(502, `Bad Gateway`)},
+		{"fleet size 0", CheckHealth, InvalidResponse, answer(200, `{"xksProxyFleetSize":0,"ekmFleetDetails":[]}`)},
+		{"every HSM unavailable", CheckHealth, NotReachable, answer(200, fleet("UNAVAILABLE", "UNAVAILABLE"))},
+		{"unknown HSM status", CheckHealth, InvalidResponse, answer(200, fleet("FINE"))},
+		{"over KMS's 250 ms", CheckLatency, TimedOut, func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(300 * time.Millisecond)
+			answer(200, healthyAnswer)(w, r)
+		}},
+		{"clock 10 minutes ahead", CheckClockSkew, InvalidCredentials, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Date", time.Now().Add(10*time.Minute).UTC().Format(http.TimeFormat))
+			answer(200, healthyAnswer)(w, r)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := serveTLSWith(t, &tls.Config{}, tc.handler, key, leaf, p.intermediate)
+			rep := Run(context.Background(), Options{Endpoint: "https://localhost:" + port, URIPath: "/kms/xks/v1", Creds: testCreds,
+				CAFile: writePEM(t, p.root), TrustedRoots: fingerprintList(t, p.root), Timeout: 5 * time.Second})
+			expectOnlyFailure(t, rep, tc.check, tc.kmsError)
+		})
+	}
+	t.Run("some HSMs unavailable", func(t *testing.T) {
+		port := serveTLSWith(t, &tls.Config{}, answer(200, fleet("ACTIVE", "UNAVAILABLE")), key, leaf, p.intermediate)
+		rep := Run(context.Background(), Options{Endpoint: "https://localhost:" + port, URIPath: "/kms/xks/v1", Creds: testCreds,
+			CAFile: writePEM(t, p.root), TrustedRoots: fingerprintList(t, p.root)})
+		if c := check(t, rep, CheckHealth); c.Status != Warn || rep.Failed != 0 {
+			t.Errorf("one HSM of two unavailable: %+v, %d failed", c, rep.Failed)
 		}
 	})
 }

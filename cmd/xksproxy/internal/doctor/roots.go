@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	_ "embed"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
@@ -70,14 +69,11 @@ func LoadTrustedRoots(path string) (*TrustedRoots, error) {
 func ParseTrustedRoots(data []byte, source string) (*TrustedRoots, error) {
 	t := &TrustedRoots{Source: source, roots: map[[sha256.Size]byte]Root{}}
 	if bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) {
-		for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			cert, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, err
-			}
+		certs, err := parsePEMCertificates(data)
+		if err != nil {
+			return nil, err
+		}
+		for _, cert := range certs {
 			t.roots[sha256.Sum256(cert.Raw)] = Root{Alias: cert.Subject.CommonName, Subject: cert.Subject.String()}
 		}
 	} else {
