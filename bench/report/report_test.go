@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -185,7 +187,7 @@ func TestWriteAll(t *testing.T) {
 	if err := WriteAll(dir, res); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"result.json", "summary.txt", "timeseries.csv", "report.html"} {
+	for _, name := range []string{"result.json", "summary.txt", "timeseries.csv", "report.html", "latency.hgrm"} {
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -207,6 +209,8 @@ func TestWriteAll(t *testing.T) {
 	if !reflect.DeepEqual(rows[0], CSVHeader) || len(rows) != len(res.Timeseries)+1 || rows[1][1] != "all" {
 		t.Errorf("CSV header %v, %d rows for %d points", rows[0], len(rows)-1, len(res.Timeseries))
 	}
+
+	checkHGRM(t, filepath.Join(dir, "latency.hgrm"), res.Totals.LatencyMs)
 
 	summary, _ := os.ReadFile(filepath.Join(dir, "summary.txt"))
 	for _, want := range []string{"xksbench run: PASS", "requested/s", "encrypt", "decrypt", "errors: none",
@@ -335,5 +339,49 @@ func TestDelta(t *testing.T) {
 	}
 	if got := pointsDelta(0.001, 0.002); got != "+0.100 pp" {
 		t.Errorf("pointsDelta(0.1%%, 0.2%%) = %s", got)
+	}
+}
+
+// checkHGRM reads a .hgrm file as HdrHistogram's tools do: a table of
+// value (ms), percentile, total count and 1/(1-percentile), rising to 100%,
+// and a footer whose Max and Total count are the summary's.
+func checkHGRM(t *testing.T, path string, want bench.LatencySummary) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if strings.TrimSpace(lines[0]) != "Value\tPercentile\tTotalCount\t1/(1-Percentile)" {
+		t.Fatalf("not a .hgrm header: %q", lines[0])
+	}
+	var last [3]float64
+	rows := 0
+	for _, line := range lines[1:] {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		var value, percentile, count float64
+		var inverse string
+		if _, err := fmt.Sscan(line, &value, &percentile, &count, &inverse); err != nil {
+			t.Fatalf(".hgrm row %q: %v", line, err)
+		}
+		if value < last[0] || percentile < last[1] || count < last[2] {
+			t.Fatalf(".hgrm row %q goes down after %v", line, last)
+		}
+		last = [3]float64{value, percentile, count}
+		rows++
+	}
+	if rows < 10 || last[1] != 1 || int64(last[2]) != want.Count {
+		t.Errorf(".hgrm: %d rows ending at percentile %v with count %v, want 1 and %d", rows, last[1], last[2], want.Count)
+	}
+	var mean, stddev, max float64
+	var count int64
+	footer := strings.Join(lines[len(lines)-3:len(lines)-1], "\n")
+	if _, err := fmt.Sscanf(footer, "#[Mean    = %f, StdDeviation   = %f]\n#[Max     = %f, Total count    = %d]", &mean, &stddev, &max, &count); err != nil {
+		t.Fatalf(".hgrm footer %q: %v", footer, err)
+	}
+	if count != want.Count || math.Abs(max-want.Max) > 0.0005 || math.Abs(mean-want.Mean) > 0.0005 {
+		t.Errorf(".hgrm footer says max %v ms, mean %v ms, count %d; the summary %v, %v, %d", max, mean, count, want.Max, want.Mean, want.Count)
 	}
 }
