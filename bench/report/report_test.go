@@ -6,10 +6,12 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"html"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -87,6 +89,7 @@ var documentedFields = []string{
 	"generatorLagMs.p99",
 	"timeseries[].second", "timeseries[].op", "timeseries[].offered", "timeseries[].achieved", "timeseries[].errors",
 	"timeseries[].count", "timeseries[].p50Ms", "timeseries[].p99Ms", "timeseries[].maxMs",
+	"timeseries[].lagP99Ms", "timeseries[].lagMaxMs",
 	"hooks[].atSeconds", "hooks[].command", "hooks[].ran", "hooks[].startedSeconds", "hooks[].endedSeconds",
 	"hooks[].exitCode", "hooks[].output",
 }
@@ -228,8 +231,8 @@ func TestHTMLIsSelfContained(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := b.String()
-	// Three charts: latency over time, throughput, distribution.
-	if n := strings.Count(page, "<svg "); n != 3 || strings.Count(page, "</svg>") != 3 {
+	// Four charts: latency over time, throughput, generator lag, distribution.
+	if n := strings.Count(page, "<svg "); n != 4 || strings.Count(page, "</svg>") != 4 {
 		t.Errorf("%d charts", n)
 	}
 	for _, banned := range []string{"<script", " src=", "<link", "url(", "@import"} {
@@ -237,10 +240,81 @@ func TestHTMLIsSelfContained(t *testing.T) {
 			t.Errorf("report fetches or runs something: contains %q", banned)
 		}
 	}
-	for _, want := range []string{`class="pill pass"`, `class="marker"`, "echo hook-ran", "budget 60.0s", "Latency distribution", "polyline"} {
+	for _, want := range []string{`class="pill pass"`, `class="marker"`, "echo hook-ran", "budget 60.0s", "Latency distribution", "polyline", "Generator lag"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// TestHTMLAgreesWithTheTables: the distribution chart's hover gives, for
+// every percentile the tables show and for the maximum, the tables' very
+// figures; the generator lag chart has a second's figures; max, budget and
+// errors are drawn in colours of their own.
+func TestHTMLAgreesWithTheTables(t *testing.T) {
+	res := realResult(t)
+	var b bytes.Buffer
+	if err := HTML(&b, res); err != nil {
+		t.Fatal(err)
+	}
+	page := html.UnescapeString(b.String())
+	figures := func(name string) string {
+		i := strings.Index(page, "<title>"+name+": ")
+		if i < 0 {
+			t.Fatalf("no hover for %s", name)
+		}
+		return page[i+len("<title>"+name+": ") : i+strings.Index(page[i:], "</title>")]
+	}
+	stats := map[string]bench.Stats{"all": res.Totals}
+	for op, s := range res.Operations {
+		stats[op] = s
+	}
+	for name, pick := range map[string]func(bench.LatencySummary) float64{
+		"p50": func(l bench.LatencySummary) float64 { return l.P50 }, "p90": func(l bench.LatencySummary) float64 { return l.P90 },
+		"p99": func(l bench.LatencySummary) float64 { return l.P99 }, "p99.9": func(l bench.LatencySummary) float64 { return l.P999 },
+		"max": func(l bench.LatencySummary) float64 { return l.Max },
+	} {
+		hover := figures(name)
+		for op, s := range stats {
+			if want := op + " " + bench.FormatMs(pick(s.LatencyMs)); !strings.Contains(hover, want) {
+				t.Errorf("the %s hover says %q, the table %q", name, hover, want)
+			}
+		}
+	}
+
+	lagged := 0
+	for _, r := range res.Timeseries {
+		if r.Op == "all" && r.LagMaxMs > 0 {
+			lagged++
+			if r.LagP99Ms > r.LagMaxMs {
+				t.Errorf("second %d: lag p99 %v over max %v", r.Second, r.LagP99Ms, r.LagMaxMs)
+			}
+		} else if r.Op != "all" && (r.LagMaxMs != 0 || r.LagP99Ms != 0) {
+			t.Errorf("an operation row carries the lag: %+v", r)
+		}
+	}
+	if lagged == 0 || !strings.Contains(page, "requests sent late by p99") {
+		t.Errorf("no second with a generator lag (%d), or no hover for it", lagged)
+	}
+
+	colour := func(class string) string {
+		m := regexp.MustCompile(`\.` + class + ` \{ color:var\(--([a-z0-9]+)\); \}`).FindStringSubmatch(pageHTML)
+		if m == nil {
+			t.Fatalf("no colour for .%s", class)
+		}
+		v := regexp.MustCompile(`--` + m[1] + `:(#[0-9a-f]{6})`).FindStringSubmatch(pageHTML)
+		if v == nil {
+			t.Fatalf("--%s is not defined", m[1])
+		}
+		return v[1]
+	}
+	seen := map[string]string{}
+	for _, class := range []string{"l-max", "l-budget", "l-errors", "l-p50", "l-p99", "l-hook"} {
+		c := colour(class)
+		if other, ok := seen[c]; ok {
+			t.Errorf(".%s and .%s share the colour %s", class, other, c)
+		}
+		seen[c] = class
 	}
 }
 
@@ -258,7 +332,7 @@ func TestHTMLOfFindMax(t *testing.T) {
 	if err := HTML(&b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(b.String(), "<svg "); n != 4 || !strings.Contains(b.String(), "max sustainable 200/s") {
+	if n := strings.Count(b.String(), "<svg "); n != 5 || !strings.Contains(b.String(), "max sustainable 200/s") {
 		t.Errorf("find-max report has %d charts", n)
 	}
 	var s bytes.Buffer
