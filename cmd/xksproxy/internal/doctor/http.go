@@ -131,7 +131,7 @@ func (r *run) classify(status int, health *xksclient.HealthResponse, err error) 
 		if isXKS {
 			detail += " " + xe.Name
 		}
-		r.set(CheckURIPath, Fail, InvalidConfiguration, detail+": no key store has this URI path",
+		r.set(CheckURIPath, Fail, InvalidConfiguration, detail+": no key store has this URI path (CreateCustomKeyStore and UpdateCustomKeyStore refuse it with XksProxyUriUnreachableException)",
 			"use the key store's uri_path as XksProxyUriPath (xksproxy keystore show KS), or fix the prefix in the endpoint")
 		r.blocked = "the URI path matches no key store"
 		return false
@@ -200,7 +200,7 @@ func (r *run) checkHealthAnswer(h *xksclient.HealthResponse) {
 	summary := fmt.Sprintf("%s %s, fleet size %d, %d HSM(s) of %s", h.Vendor, h.Model, h.FleetSize, len(h.Fleet), h.EKMVendor)
 	switch {
 	case len(unavailable) == len(h.Fleet):
-		r.set(CheckHealth, Fail, NotReachable, summary+": every HSM is UNAVAILABLE, and KMS then refuses to connect",
+		r.set(CheckHealth, Fail, NotReachable, summary+": every HSM is UNAVAILABLE, and KMS then refuses to connect (CreateCustomKeyStore: XksProxyUriUnreachableException)",
 			"bring the HSMs back (xksproxy cluster status shows each node's HSM)")
 	case len(unavailable) > 0 || len(degraded) > 0:
 		r.set(CheckHealth, Warn, "", fmt.Sprintf("%s: UNAVAILABLE %v, DEGRADED %v", summary, unavailable, degraded),
