@@ -118,6 +118,18 @@ func (r *run) checkCertificates(state tls.ConnectionState) {
 			break
 		}
 		top := peers[len(peers)-1]
+		if len(peers) > 1 && selfSigned(top) {
+			// The server sends its root too: the chain is complete, and
+			// the root is matched with the list by its fingerprint, whether
+			// this system trusts it or not.
+			sentRoot := x509.NewCertPool()
+			sentRoot.AddCert(top)
+			if full, ferr := r.leaf.Verify(x509.VerifyOptions{Roots: sentRoot, Intermediates: sent, CurrentTime: at}); ferr == nil {
+				r.set(CheckChain, Pass, "", fmt.Sprintf("the server sends %d certificate(s), a complete chain up to and including its root %s", len(peers), top.Subject), "")
+				r.checkTrustedRoot(full)
+				return
+			}
+		}
 		if len(peers) == 1 {
 			r.set(CheckChain, Fail, InvalidTLSConfiguration, fmt.Sprintf("the server sends only its own certificate, issued by %s, which is no root doctor knows: "+
 				"most likely the intermediate certificate is missing (public CAs never issue server certificates from their root). "+

@@ -252,6 +252,16 @@ func TestTLSSetups(t *testing.T) {
 			}
 		}
 	})
+	t.Run("root sent, unknown to the system", func(t *testing.T) {
+		o := opts(serveTLS(t, &tls.Config{}, goodKey, goodLeaf, p.intermediate, p.root))
+		o.CAFile = ""
+		rep := Run(ctx, o) // the test's list holds the root: it is matched by fingerprint
+		if rep.Failed != 0 || check(t, rep, CheckTrustedRoot).Status != Pass {
+			t.Errorf("%d failed: %+v", rep.Failed, rep.Checks)
+		}
+		o.TrustedRoots = nil
+		expectOnlyFailure(t, Run(ctx, o), CheckTrustedRoot, InvalidTLSConfiguration)
+	})
 	t.Run("TLS 1.1", func(t *testing.T) {
 		rep := Run(ctx, opts(serveTLS(t, &tls.Config{MaxVersion: tls.VersionTLS11}, goodKey, goodLeaf, p.intermediate)))
 		expectOnlyFailure(t, rep, CheckTLSVersion, InvalidTLSConfiguration)
