@@ -75,9 +75,17 @@ type second struct {
 	closed                    bool
 	count                     [numOps + 1]int64
 	p50, p99, max             [numOps + 1]float64
+	// lag is how late the bench sent the requests due in this second,
+	// condensed into lagP99 and lagMax on close.
+	lag            *Histogram
+	lagP99, lagMax float64
 }
 
 func (s *second) close() {
+	if s.lag != nil {
+		s.lagP99, s.lagMax = ms(s.lag.Percentile(99)), ms(s.lag.Max())
+		s.lag = nil
+	}
 	for i, h := range s.hist {
 		if h != nil {
 			s.count[i], s.p50[i], s.p99[i], s.max[i] = h.Count(), ms(h.Percentile(50)), ms(h.Percentile(99)), ms(h.Max())
@@ -162,6 +170,11 @@ func (r *recorder) sent(key int, op Op, due, at time.Time) {
 	s.offered[op]++
 	s.offered[all]++
 	r.lag.Record(at.Sub(due))
+	ds := r.sec(due)
+	if ds.lag == nil {
+		ds.lag = NewHistogram()
+	}
+	ds.lag.Record(at.Sub(due))
 }
 
 // done records a request's end at time at: its latency counts from due.
@@ -331,9 +344,13 @@ func (r *recorder) fill(res *Result, mix Mix, keyNames, keyIDs []string, request
 			if c != all {
 				name = Op(c).String()
 			}
-			res.Timeseries = append(res.Timeseries, SecondRow{Second: i, Op: name,
+			row := SecondRow{Second: i, Op: name,
 				Offered: s.offered[c], Achieved: s.achieved[c], Errors: s.errors[c],
-				Count: s.count[c], P50Ms: s.p50[c], P99Ms: s.p99[c], MaxMs: s.max[c]})
+				Count: s.count[c], P50Ms: s.p50[c], P99Ms: s.p99[c], MaxMs: s.max[c]}
+			if c == all {
+				row.LagP99Ms, row.LagMaxMs = s.lagP99, s.lagMax
+			}
+			res.Timeseries = append(res.Timeseries, row)
 		}
 	}
 }

@@ -201,6 +201,10 @@ type SecondRow struct {
 	P50Ms    float64 `json:"p50Ms"`
 	P99Ms    float64 `json:"p99Ms"`
 	MaxMs    float64 `json:"maxMs"`
+	// LagP99Ms and LagMaxMs are how late the bench sent the requests due
+	// in that second (the generator's own health); on "all" rows only.
+	LagP99Ms float64 `json:"lagP99Ms,omitempty"`
+	LagMaxMs float64 `json:"lagMaxMs,omitempty"`
 }
 
 // HookRecord is what a scenario hook did.

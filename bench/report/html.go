@@ -31,6 +31,7 @@ func HTML(w io.Writer, res *bench.Result) error {
 	}
 	p.LatencyChart = latencyChart(res)
 	p.ThroughputChart = throughputChart(res)
+	p.LagChart = lagChart(res)
 	p.DistChart = distributionChart(res)
 	p.OpRows = append(p.OpRows, statRow{"all", res.Totals})
 	for _, op := range opOrder(res.Operations) {
@@ -50,6 +51,7 @@ type page struct {
 	Headline, VerdictClass        string
 	Cards                         []card
 	LatencyChart, ThroughputChart template.HTML
+	LagChart                      template.HTML
 	DistChart, FindMaxChart       template.HTML
 	OpRows, KeyRows               []statRow
 	Legend                        []legendItem
@@ -206,6 +208,36 @@ func throughputChart(res *bench.Result) template.HTML {
 	return c.svg("throughput over time")
 }
 
+// lagChart draws, per second, how late the bench sent the requests due
+// in it: a bench that falls behind delays every request it sends, and the
+// delay counts in the latencies, so a rise here is the generator's, not the
+// proxy's.
+func lagChart(res *bench.Result) template.HTML {
+	rows, _, n := window(res)
+	var xs, p99, mx, values []float64
+	for _, r := range rows {
+		xs = append(xs, float64(r.Second)+0.5)
+		p99 = append(p99, nanIfEmpty(int64(math.Ceil(r.LagMaxMs)), r.LagP99Ms))
+		mx = append(mx, nanIfEmpty(int64(math.Ceil(r.LagMaxMs)), r.LagMaxMs))
+		values = append(values, r.LagP99Ms, r.LagMaxMs)
+	}
+	if len(rows) == 0 || res.GeneratorLagMs.Count == 0 {
+		return ""
+	}
+	lo, hi := logRange(values)
+	c := newChart(960, 220, 0, n, false, lo, hi, true)
+	c.frame(secondTicks(n), func(v float64) string { return fmt.Sprintf("%gs", v) }, "second of the measured run (by intended send time)",
+		fmtLatency, "sent late by")
+	c.line(xs, mx, "s-max")
+	c.line(xs, p99, "s-p99")
+	markers(c, res)
+	for _, r := range rows {
+		c.hover(float64(r.Second), float64(r.Second+1), fmt.Sprintf("second %d: requests sent late by p99 %s · max %s",
+			r.Second, bench.FormatMs(r.LagP99Ms), bench.FormatMs(r.LagMaxMs)))
+	}
+	return c.svg("generator lag over time")
+}
+
 // nines maps a percentile to its distance in "nines": 90% is 1, 99% is 2.
 func nines(p float64) float64 { return -math.Log10(1 - p/100) }
 
@@ -214,9 +246,9 @@ func distributionChart(res *bench.Result) template.HTML {
 		name string
 		pts  []bench.CurvePoint
 	}
-	curves := []curve{{"all", res.Totals.PercentileCurve}}
+	curves := []curve{{"all", withSummary(res.Totals)}}
 	for _, op := range opOrder(res.Operations) {
-		curves = append(curves, curve{op, res.Operations[op].PercentileCurve})
+		curves = append(curves, curve{op, withSummary(res.Operations[op])})
 	}
 	var values []float64
 	top := 1.0
@@ -267,10 +299,16 @@ func distributionChart(res *bench.Result) template.HTML {
 			c.hover(x-0.05, x+0.05, fmt.Sprintf("p%g: %s", p, strings.Join(parts, " · ")))
 		}
 	}
+	var maxes []string
+	for _, cv := range curves {
+		maxes = append(maxes, fmt.Sprintf("%s %s", cv.name, bench.FormatMs(cv.pts[len(cv.pts)-1].Ms)))
+	}
+	c.hover(maxX-0.05, maxX, "max: "+strings.Join(maxes, " · "))
 	return c.svg("latency distribution")
 }
 
-// valueAt is the latency of the first curve point at or beyond p.
+// valueAt is the latency of the curve point at p: with withSummary's
+// points, exactly the tables' figure.
 func valueAt(pts []bench.CurvePoint, p float64) float64 {
 	for _, pt := range pts {
 		if pt.Percentile >= p-1e-9 {
@@ -278,6 +316,43 @@ func valueAt(pts []bench.CurvePoint, p float64) float64 {
 		}
 	}
 	return math.NaN()
+}
+
+// summaryPercentiles are the percentiles the tables show, with their
+// figures in a LatencySummary.
+var summaryPercentiles = []struct {
+	p  float64
+	ms func(bench.LatencySummary) float64
+}{
+	{50, func(l bench.LatencySummary) float64 { return l.P50 }},
+	{90, func(l bench.LatencySummary) float64 { return l.P90 }},
+	{99, func(l bench.LatencySummary) float64 { return l.P99 }},
+	{99.9, func(l bench.LatencySummary) float64 { return l.P999 }},
+}
+
+// withSummary is s's percentile curve with the tables' percentiles put in
+// at their exact places (the curve is sampled evenly in nines, and 50% is
+// not one of its points), so that the line passes through, and the hover
+// shows, the very figures of the tables.
+func withSummary(s bench.Stats) []bench.CurvePoint {
+	if len(s.PercentileCurve) == 0 {
+		return nil
+	}
+	var pts []bench.CurvePoint
+	for _, pt := range s.PercentileCurve {
+		exact := false
+		for _, sp := range summaryPercentiles {
+			exact = exact || math.Abs(pt.Percentile-sp.p) < 1e-6
+		}
+		if !exact {
+			pts = append(pts, pt)
+		}
+	}
+	for _, sp := range summaryPercentiles {
+		pts = append(pts, bench.CurvePoint{Percentile: sp.p, Ms: sp.ms(s.LatencyMs)})
+	}
+	sort.SliceStable(pts, func(i, j int) bool { return pts[i].Percentile < pts[j].Percentile })
+	return pts
 }
 
 func findMaxChart(res *bench.Result) template.HTML {

@@ -10,7 +10,7 @@ const pageHTML = `<!DOCTYPE html>
 <style>
 :root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --card:#fff;
   --pass:#15803d; --fail:#b91c1c; --invalid:#b45309;
-  --p50:#2563eb; --p99:#f59e0b; --max:#dc2626; --hook:#7c3aed; --ok:#16a34a; }
+  --p50:#2563eb; --p99:#f59e0b; --max:#7c3aed; --budget:#dc2626; --errors:#ea580c; --hook:#0d9488; --ok:#16a34a; }
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink); background:var(--bg); }
 main { max-width:1040px; margin:0 auto; padding:24px 20px 48px; }
@@ -41,19 +41,19 @@ svg circle.dot { fill:currentColor; stroke:none; }
 svg .s-p50 { color:var(--p50); } svg .s-p99 { color:var(--p99); stroke-width:2.2; }
 svg .s-max { color:var(--max); stroke-width:1; opacity:.7; }
 svg .s-offered { color:#9ca3af; stroke-width:3; } svg .s-achieved { color:var(--ok); stroke-width:2; }
-svg .s-errors { fill:var(--max); opacity:.75; }
+svg .s-errors { fill:var(--errors); opacity:.8; }
 svg .requested { stroke:#9ca3af; stroke-dasharray:3 4; } svg .requested-label { fill:#9ca3af; }
-svg .budget { stroke:var(--fail); stroke-dasharray:6 4; stroke-width:1.4; } svg .budget-label { fill:var(--fail); font-weight:600; }
+svg .budget { stroke:var(--budget); stroke-dasharray:6 4; stroke-width:1.4; } svg .budget-label { fill:var(--budget); font-weight:600; }
 svg .marker line { stroke:var(--hook); stroke-width:1.5; stroke-dasharray:2 3; } svg .marker text { fill:var(--hook); font-weight:600; }
-svg .err-band { fill:var(--max); opacity:.07; } svg .drain { fill:#94a3b8; opacity:.15; }
+svg .err-band { fill:var(--errors); opacity:.1; } svg .drain { fill:#94a3b8; opacity:.15; }
 svg .hover { fill:transparent; } svg .hover:hover { fill:rgba(37,99,235,.08); }
 svg .op-all { color:var(--ink); stroke-width:2.4; } svg .op-encrypt { color:var(--p50); } svg .op-decrypt { color:var(--ok); }
 svg .op-metadata { color:var(--p99); } svg .op-health { color:var(--hook); }
 svg .step.pass { fill:var(--pass); } svg .step.fail { fill:var(--fail); } svg .step.invalid { fill:var(--invalid); }
 .legend { display:flex; gap:16px; flex-wrap:wrap; font-size:12px; color:var(--muted); margin:4px 0 6px; }
 .legend span::before { content:""; display:inline-block; width:14px; height:3px; margin:0 6px 3px 0; vertical-align:middle; background:currentColor; }
-.l-p50 { color:var(--p50); } .l-p99 { color:var(--p99); } .l-max { color:var(--max); } .l-budget { color:var(--fail); }
-.l-hook { color:var(--hook); } .l-offered { color:#9ca3af; } .l-achieved { color:var(--ok); } .l-errors { color:var(--max); }
+.l-p50 { color:var(--p50); } .l-p99 { color:var(--p99); } .l-max { color:var(--max); } .l-budget { color:var(--budget); }
+.l-hook { color:var(--hook); } .l-offered { color:#9ca3af; } .l-achieved { color:var(--ok); } .l-errors { color:var(--errors); }
 .l-op-all { color:var(--ink); } .l-op-encrypt { color:var(--p50); } .l-op-decrypt { color:var(--ok); } .l-op-metadata { color:var(--p99); } .l-op-health { color:var(--hook); }
 table { border-collapse:collapse; width:100%; background:var(--card); border:1px solid var(--line); border-radius:10px; overflow:hidden; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
@@ -104,16 +104,22 @@ footer { margin-top:32px; color:var(--muted); font-size:12px; }
 {{if .LatencyChart}}
 <h2>Latency over time</h2>
 <div class="panel">
-<p>Each second's requests by their intended send time, so a stall shows where it happened. Hover for the figures; red bands are seconds with errors.</p>
-<div class="legend"><span class="l-p50">p50</span><span class="l-p99">p99</span><span class="l-max">max</span><span class="l-budget">budget</span>{{if .Res.Hooks}}<span class="l-hook">hook</span>{{end}}</div>
+<p>Each second's requests by their intended send time, so a stall shows where it happened. Hover for the figures; shaded bands are seconds with errors.</p>
+<div class="legend"><span class="l-p50">p50</span><span class="l-p99">p99</span><span class="l-max">max</span><span class="l-budget">budget</span><span class="l-errors">seconds with errors</span>{{if .Res.Hooks}}<span class="l-hook">hook</span>{{end}}</div>
 {{.LatencyChart}}
 </div>
 <h2>Throughput</h2>
 <div class="panel">
-<p>Requests sent (offered) and successful answers received (achieved) in each second; errors as red bars.</p>
+<p>Requests sent (offered) and successful answers received (achieved) in each second; errors as bars.</p>
 <div class="legend"><span class="l-offered">offered</span><span class="l-achieved">achieved</span><span class="l-errors">errors</span>{{if .Res.Hooks}}<span class="l-hook">hook</span>{{end}}</div>
 {{.ThroughputChart}}
 </div>
+{{if .LagChart}}<h2>Generator lag</h2>
+<div class="panel">
+<p>How late the bench sent each second's requests after their intended time. The lag is in every latency above: when it rises with them, the bench fell behind, not the proxy.</p>
+<div class="legend"><span class="l-p99">p99</span><span class="l-max">max</span>{{if .Res.Hooks}}<span class="l-hook">hook</span>{{end}}</div>
+{{.LagChart}}
+</div>{{end}}
 {{end}}
 
 {{if .DistChart}}

@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
+	"html"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -85,6 +89,7 @@ var documentedFields = []string{
 	"generatorLagMs.p99",
 	"timeseries[].second", "timeseries[].op", "timeseries[].offered", "timeseries[].achieved", "timeseries[].errors",
 	"timeseries[].count", "timeseries[].p50Ms", "timeseries[].p99Ms", "timeseries[].maxMs",
+	"timeseries[].lagP99Ms", "timeseries[].lagMaxMs",
 	"hooks[].atSeconds", "hooks[].command", "hooks[].ran", "hooks[].startedSeconds", "hooks[].endedSeconds",
 	"hooks[].exitCode", "hooks[].output",
 }
@@ -185,7 +190,7 @@ func TestWriteAll(t *testing.T) {
 	if err := WriteAll(dir, res); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"result.json", "summary.txt", "timeseries.csv", "report.html"} {
+	for _, name := range []string{"result.json", "summary.txt", "timeseries.csv", "report.html", "latency.hgrm"} {
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -208,6 +213,8 @@ func TestWriteAll(t *testing.T) {
 		t.Errorf("CSV header %v, %d rows for %d points", rows[0], len(rows)-1, len(res.Timeseries))
 	}
 
+	checkHGRM(t, filepath.Join(dir, "latency.hgrm"), res.Totals.LatencyMs)
+
 	summary, _ := os.ReadFile(filepath.Join(dir, "summary.txt"))
 	for _, want := range []string{"xksbench run: PASS", "requested/s", "encrypt", "decrypt", "errors: none",
 		"hook at 0.5s: echo hook-ran", "exit 0: hook-ran", "verdict: PASS", "generator lag"} {
@@ -224,8 +231,8 @@ func TestHTMLIsSelfContained(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := b.String()
-	// Three charts: latency over time, throughput, distribution.
-	if n := strings.Count(page, "<svg "); n != 3 || strings.Count(page, "</svg>") != 3 {
+	// Four charts: latency over time, throughput, generator lag, distribution.
+	if n := strings.Count(page, "<svg "); n != 4 || strings.Count(page, "</svg>") != 4 {
 		t.Errorf("%d charts", n)
 	}
 	for _, banned := range []string{"<script", " src=", "<link", "url(", "@import"} {
@@ -233,10 +240,81 @@ func TestHTMLIsSelfContained(t *testing.T) {
 			t.Errorf("report fetches or runs something: contains %q", banned)
 		}
 	}
-	for _, want := range []string{`class="pill pass"`, `class="marker"`, "echo hook-ran", "budget 60.0s", "Latency distribution", "polyline"} {
+	for _, want := range []string{`class="pill pass"`, `class="marker"`, "echo hook-ran", "budget 60.0s", "Latency distribution", "polyline", "Generator lag"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// TestHTMLAgreesWithTheTables: the distribution chart's hover gives, for
+// every percentile the tables show and for the maximum, the tables' very
+// figures; the generator lag chart has a second's figures; max, budget and
+// errors are drawn in colours of their own.
+func TestHTMLAgreesWithTheTables(t *testing.T) {
+	res := realResult(t)
+	var b bytes.Buffer
+	if err := HTML(&b, res); err != nil {
+		t.Fatal(err)
+	}
+	page := html.UnescapeString(b.String())
+	figures := func(name string) string {
+		i := strings.Index(page, "<title>"+name+": ")
+		if i < 0 {
+			t.Fatalf("no hover for %s", name)
+		}
+		return page[i+len("<title>"+name+": ") : i+strings.Index(page[i:], "</title>")]
+	}
+	stats := map[string]bench.Stats{"all": res.Totals}
+	for op, s := range res.Operations {
+		stats[op] = s
+	}
+	for name, pick := range map[string]func(bench.LatencySummary) float64{
+		"p50": func(l bench.LatencySummary) float64 { return l.P50 }, "p90": func(l bench.LatencySummary) float64 { return l.P90 },
+		"p99": func(l bench.LatencySummary) float64 { return l.P99 }, "p99.9": func(l bench.LatencySummary) float64 { return l.P999 },
+		"max": func(l bench.LatencySummary) float64 { return l.Max },
+	} {
+		hover := figures(name)
+		for op, s := range stats {
+			if want := op + " " + bench.FormatMs(pick(s.LatencyMs)); !strings.Contains(hover, want) {
+				t.Errorf("the %s hover says %q, the table %q", name, hover, want)
+			}
+		}
+	}
+
+	lagged := 0
+	for _, r := range res.Timeseries {
+		if r.Op == "all" && r.LagMaxMs > 0 {
+			lagged++
+			if r.LagP99Ms > r.LagMaxMs {
+				t.Errorf("second %d: lag p99 %v over max %v", r.Second, r.LagP99Ms, r.LagMaxMs)
+			}
+		} else if r.Op != "all" && (r.LagMaxMs != 0 || r.LagP99Ms != 0) {
+			t.Errorf("an operation row carries the lag: %+v", r)
+		}
+	}
+	if lagged == 0 || !strings.Contains(page, "requests sent late by p99") {
+		t.Errorf("no second with a generator lag (%d), or no hover for it", lagged)
+	}
+
+	colour := func(class string) string {
+		m := regexp.MustCompile(`\.` + class + ` \{ color:var\(--([a-z0-9]+)\); \}`).FindStringSubmatch(pageHTML)
+		if m == nil {
+			t.Fatalf("no colour for .%s", class)
+		}
+		v := regexp.MustCompile(`--` + m[1] + `:(#[0-9a-f]{6})`).FindStringSubmatch(pageHTML)
+		if v == nil {
+			t.Fatalf("--%s is not defined", m[1])
+		}
+		return v[1]
+	}
+	seen := map[string]string{}
+	for _, class := range []string{"l-max", "l-budget", "l-errors", "l-p50", "l-p99", "l-hook"} {
+		c := colour(class)
+		if other, ok := seen[c]; ok {
+			t.Errorf(".%s and .%s share the colour %s", class, other, c)
+		}
+		seen[c] = class
 	}
 }
 
@@ -254,7 +332,7 @@ func TestHTMLOfFindMax(t *testing.T) {
 	if err := HTML(&b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(b.String(), "<svg "); n != 4 || !strings.Contains(b.String(), "max sustainable 200/s") {
+	if n := strings.Count(b.String(), "<svg "); n != 5 || !strings.Contains(b.String(), "max sustainable 200/s") {
 		t.Errorf("find-max report has %d charts", n)
 	}
 	var s bytes.Buffer
@@ -335,5 +413,49 @@ func TestDelta(t *testing.T) {
 	}
 	if got := pointsDelta(0.001, 0.002); got != "+0.100 pp" {
 		t.Errorf("pointsDelta(0.1%%, 0.2%%) = %s", got)
+	}
+}
+
+// checkHGRM reads a .hgrm file as HdrHistogram's tools do: a table of
+// value (ms), percentile, total count and 1/(1-percentile), rising to 100%,
+// and a footer whose Max and Total count are the summary's.
+func checkHGRM(t *testing.T, path string, want bench.LatencySummary) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if strings.TrimSpace(lines[0]) != "Value\tPercentile\tTotalCount\t1/(1-Percentile)" {
+		t.Fatalf("not a .hgrm header: %q", lines[0])
+	}
+	var last [3]float64
+	rows := 0
+	for _, line := range lines[1:] {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		var value, percentile, count float64
+		var inverse string
+		if _, err := fmt.Sscan(line, &value, &percentile, &count, &inverse); err != nil {
+			t.Fatalf(".hgrm row %q: %v", line, err)
+		}
+		if value < last[0] || percentile < last[1] || count < last[2] {
+			t.Fatalf(".hgrm row %q goes down after %v", line, last)
+		}
+		last = [3]float64{value, percentile, count}
+		rows++
+	}
+	if rows < 10 || last[1] != 1 || int64(last[2]) != want.Count {
+		t.Errorf(".hgrm: %d rows ending at percentile %v with count %v, want 1 and %d", rows, last[1], last[2], want.Count)
+	}
+	var mean, stddev, max float64
+	var count int64
+	footer := strings.Join(lines[len(lines)-3:len(lines)-1], "\n")
+	if _, err := fmt.Sscanf(footer, "#[Mean    = %f, StdDeviation   = %f]\n#[Max     = %f, Total count    = %d]", &mean, &stddev, &max, &count); err != nil {
+		t.Fatalf(".hgrm footer %q: %v", footer, err)
+	}
+	if count != want.Count || math.Abs(max-want.Max) > 0.0005 || math.Abs(mean-want.Mean) > 0.0005 {
+		t.Errorf(".hgrm footer says max %v ms, mean %v ms, count %d; the summary %v, %v, %d", max, mean, count, want.Max, want.Mean, want.Count)
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/xksproxy/xksproxy/bench"
 )
 
-// WriteAll writes result.json, summary.txt, timeseries.csv and report.html
-// into dir, creating it.
+// WriteAll writes result.json, summary.txt, timeseries.csv, report.html
+// and latency.hgrm into dir, creating it.
 func WriteAll(dir string, res *bench.Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -25,7 +25,7 @@ func WriteAll(dir string, res *bench.Result) error {
 		return err
 	}
 	writers := map[string]func(io.Writer, *bench.Result) error{
-		"summary.txt": Summary, "timeseries.csv": CSV, "report.html": HTML,
+		"summary.txt": Summary, "timeseries.csv": CSV, "report.html": HTML, "latency.hgrm": HGRM,
 	}
 	for name, write := range writers {
 		f, err := os.Create(filepath.Join(dir, name))

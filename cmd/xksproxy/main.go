@@ -32,7 +32,7 @@ func main() {
 	root.SetVersionTemplate(versionText())
 	root.AddCommand(serveCommand(), devCommand(), clusterKeysCommand(), hsmCommand(), versionCommand())
 	root.AddCommand(cliCommands()...)
-	root.AddCommand(migrateCommand())
+	root.AddCommand(migrateCommand(), doctorCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "xksproxy:", err)
 		os.Exit(exitStatus(err))

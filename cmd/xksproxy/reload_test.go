@@ -119,28 +119,27 @@ func TestSIGHUPSwapsCertificatesUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	loopback := []net.IP{net.ParseIP("127.0.0.1")}
-	renew := func(certFile, keyFile, cn string) { // a new certificate and key, renamed over the old files
+	// A new certificate and key, made by issue in a fresh directory and
+	// renamed over the old files.
+	renew := func(certFile, keyFile string, issue func(cert, key string) error) {
 		t.Helper()
 		fresh := t.TempDir()
-		if err := ca.Issue(filepath.Join(fresh, "cert"), filepath.Join(fresh, "key"), cn, []string{"localhost"}, loopback); err != nil {
+		if err := issue(filepath.Join(fresh, "cert"), filepath.Join(fresh, "key")); err != nil {
 			t.Fatal(err)
 		}
 		if os.Rename(filepath.Join(fresh, "key"), keyFile) != nil || os.Rename(filepath.Join(fresh, "cert"), certFile) != nil {
 			t.Fatal("renaming the new certificate into place")
 		}
 	}
-	renew(filepath.Join(dir, "tls", "server.pem"), filepath.Join(dir, "tls", "server-key.pem"), "localhost")
-	// The admin listener's certificate is the node's cluster certificate,
-	// which names its node: renewed as `cluster-keys issue` does.
-	fresh := t.TempDir()
-	if _, err := node.IssueNodeCertificate(filepath.Join(dir, "tls"), node.NodeCertificate{NodeID: st.Nodes[0].ID, IPs: loopback,
-		DNSNames: []string{"localhost"}, CertPath: filepath.Join(fresh, "cert"), KeyPath: filepath.Join(fresh, "key")}); err != nil {
-		t.Fatal(err)
-	}
-	if os.Rename(filepath.Join(fresh, "key"), filepath.Join(dir, "node1", "cluster-key.pem")) != nil ||
-		os.Rename(filepath.Join(fresh, "cert"), filepath.Join(dir, "node1", "cluster.pem")) != nil {
-		t.Fatal("renaming the new cluster certificate into place")
-	}
+	renew(filepath.Join(dir, "tls", "server.pem"), filepath.Join(dir, "tls", "server-key.pem"), func(cert, key string) error {
+		return ca.Issue(cert, key, "localhost", []string{"localhost"}, loopback)
+	})
+	// The cluster certificate must name its node (serve --check refuses one that does not).
+	renew(filepath.Join(dir, "node1", "cluster.pem"), filepath.Join(dir, "node1", "cluster-key.pem"), func(cert, key string) error {
+		_, err := node.IssueNodeCertificate(filepath.Join(dir, "tls"), node.NodeCertificate{NodeID: st.Nodes[0].ID,
+			IPs: loopback, DNSNames: []string{"localhost"}, CertPath: cert, KeyPath: key})
+		return err
+	})
 	node1Config := filepath.Join(dir, "node1", "node.toml")
 	configText, err := os.ReadFile(node1Config)
 	if err != nil {

@@ -58,6 +58,8 @@ func (h *HSMConfig) UnmarshalTOML(v any) error {
 		decoded[i] = HSMConfig(f)
 	}
 	*h = decoded[0]
+	// A lone [hsm] leaves More nil, as the configuration dev writes has it:
+	// dev checks that its node.toml reads back equal.
 	if len(decoded) > 1 {
 		h.More = decoded[1:]
 	}

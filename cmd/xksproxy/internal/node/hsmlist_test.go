@@ -31,6 +31,9 @@ func TestConfigOneOrSeveralHSMs(t *testing.T) {
 		hs[0].Env["SOFTHSM2_CONF"] != "/s" || hs[0].Module == "" || hs[0].PINEnv != "XKSPROXY_HSM_PIN" {
 		t.Fatalf("[hsm]: %+v", hs)
 	}
+	if c.HSM.More != nil { // dev compares the node.toml it wrote with what it meant, field by field
+		t.Fatalf("[hsm] reads back with More %#v, not nil", c.HSM.More)
+	}
 
 	c, err = load("[[hsm]]\nmodule='/a.so'\ntoken_label='a'\npool_size=64\n[[hsm]]\nmodule='/b.so'\ntoken_label='b'\npin_file='/pin'\ncall_timeout='1s'\n")
 	if err != nil {
