@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 )
 
 // ImportAESKey puts a known AES key into token tokenLabel under label with
@@ -32,7 +33,11 @@ func ImportAESKey(module, tokenLabel, pin, label string, key []byte, env ...stri
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("pkcs11-tool", "--module", module, "--token-label", tokenLabel, "--login", "--pin", pin,
+	slot, err := slotOfToken(module, tokenLabel, env)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("pkcs11-tool", "--module", module, "--slot", slot, "--login", "--pin", pin,
 		"--write-object", f.Name(), "--type", "secrkey", "--key-type", "AES:"+strconv.Itoa(len(key)),
 		"--label", label, "--usage-decrypt")
 	cmd.Env = append(os.Environ(), env...)
@@ -40,4 +45,30 @@ func ImportAESKey(module, tokenLabel, pin, label string, key []byte, env ...stri
 		return fmt.Errorf("pkcs11-tool --write-object %s: %w\n%s", label, err, out)
 	}
 	return nil
+}
+
+// slotOfToken is the id of the slot whose token is labelled exactly
+// tokenLabel. pkcs11-tool's own --token-label takes the first token whose
+// label starts with it, which with tokens "t" and "t-2" is either.
+func slotOfToken(module, tokenLabel string, env []string) (string, error) {
+	cmd := exec.Command("pkcs11-tool", "--module", module, "--list-token-slots")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("pkcs11-tool --list-token-slots: %w\n%s", err, out)
+	}
+	var slot string
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Slot "); ok {
+			if open, close := strings.Index(rest, "("), strings.Index(rest, ")"); open >= 0 && close > open {
+				slot = rest[open+1 : close]
+			}
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(name) == "token label" && strings.TrimSpace(value) == tokenLabel && slot != "" {
+			return slot, nil
+		}
+	}
+	return "", fmt.Errorf("no slot holds a token labelled %q", tokenLabel)
 }

@@ -176,3 +176,73 @@ func TestTestTokens(t *testing.T) {
 		t.Errorf("Remove left %s: %v", tok.Dir, err)
 	}
 }
+
+// ImportAESKey writes into the token labelled exactly as asked, also when
+// other tokens' labels start with that label (pkcs11-tool's --token-label
+// takes the first token whose label starts with it; slots come in the
+// order of SoftHSMv2's token directories, which is random).
+func TestImportAESKeyGoesToTheTokenNamed(t *testing.T) {
+	module, err := ModulePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := WriteConfig(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(ConfigEnv, conf)
+	labels := []string{"imp-2", "imp-3", "imp-4", "imp"}
+	for _, label := range labels {
+		if err := InitToken(module, label, "so-pin-1", "user-pin-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, label := range labels {
+		if err := ImportAESKey(module, label, "user-pin-1", "key-of-"+label, make([]byte, 32)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := pkcs11.New(module)
+	defer ctx.Destroy()
+	if err := ctx.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Finalize()
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		ti, err := ctx.GetTokenInfo(s)
+		if err != nil || ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
+			continue
+		}
+		sh, err := ctx.OpenSession(s, pkcs11.CKF_SERIAL_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ctx.Login(sh, pkcs11.CKU_USER, "user-pin-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := ctx.FindObjectsInit(sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY)}); err != nil {
+			t.Fatal(err)
+		}
+		handles, _, err := ctx.FindObjects(sh, 10)
+		ctx.FindObjectsFinal(sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, h := range handles {
+			attrs, err := ctx.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(attrs[0].Value))
+		}
+		if want := "key-of-" + ti.Label; len(got) != 1 || got[0] != want {
+			t.Errorf("token %q holds %v, want only %s", ti.Label, got, want)
+		}
+		ctx.CloseSession(sh)
+	}
+}
