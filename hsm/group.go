@@ -277,6 +277,10 @@ func (g *Group) Stats() Stats {
 // TokenLabel is the label of the member's token.
 func (h *HSM) TokenLabel() string { return h.cfg.TokenLabel }
 
+// HealthKeyLabel is the label of the key the health checks use, which a
+// short measurement may load too.
+func (h *HSM) HealthKeyLabel() string { return h.cfg.HealthKeyLabel }
+
 // TokenInfo is the first member's.
 func (g *Group) TokenInfo() (model, manufacturer, serial string) {
 	return g.members[0].TokenInfo()

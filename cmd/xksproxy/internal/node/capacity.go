@@ -14,10 +14,9 @@ import (
 const awsDefaultKeyStoreRate = 1800
 
 // capacityWarning compares what the HSMs can serve (each pool's sessions
-// over its average call time, the call time being the deep check's, an
-// encrypt and a decrypt, so on the safe side) with what the key stores may
-// send (their quotas); it returns a warning when the first is smaller, or
-// "". HSMs that have measured no call yet are left out.
+// over its call time) with what the key stores may send (their quotas); it
+// returns a warning when the first is smaller, or "". HSMs that have
+// measured no call yet are left out.
 func capacityWarning(stats []hsm.Stats, quotas []uint32) string {
 	var capacity, demand float64
 	for _, st := range stats {
@@ -38,6 +37,11 @@ func capacityWarning(stats []hsm.Stats, quotas []uint32) string {
 		capacity, len(quotas), demand, awsDefaultKeyStoreRate)
 }
 
+// capacityProbe is how long warnCapacity times encrypts on each HSM's
+// health key: the pool's moving average at start is made of logins, key
+// generation and unwraps, far slower than the encrypts KMS will send.
+const capacityProbe = 200 * time.Millisecond
+
 // warnCapacity logs capacityWarning once the node has its key stores,
 // looking for at most two minutes, until the node closes.
 func (n *Node) warnCapacity() {
@@ -47,7 +51,12 @@ func (n *Node) warnCapacity() {
 		if v := n.Views.Load(); v != nil && len(v.Stores()) > 0 {
 			var stats []hsm.Stats
 			for _, m := range n.HSM.Members() {
-				stats = append(stats, m.Stats())
+				st := m.Stats()
+				st.CallAverage = 0
+				if points := m.Probe(m.HealthKeyLabel(), []int{1}, capacityProbe); len(points) > 0 && points[0].Errors == 0 {
+					st.CallAverage = points[0].CallTime
+				}
+				stats = append(stats, st)
 			}
 			if msg := capacityWarning(stats, quotas(v)); msg != "" {
 				n.log.Warn().Msg(msg)
