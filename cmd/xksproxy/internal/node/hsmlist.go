@@ -58,6 +58,10 @@ func (h *HSMConfig) UnmarshalTOML(v any) error {
 		decoded[i] = HSMConfig(f)
 	}
 	*h = decoded[0]
-	h.More = decoded[1:]
+	// More stays nil for a single HSM, so that a configuration read back
+	// equals the one written (devenv compares them with reflect.DeepEqual).
+	if len(decoded) > 1 {
+		h.More = decoded[1:]
+	}
 	return nil
 }
