@@ -16,7 +16,7 @@ LDFLAGS    := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT
               -X $(BUILDINFO).modified=$(MODIFIED) -X $(BUILDINFO).date=$(BUILD_DATE)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build dist test-package netsim run test fuzz faults check clean bench bench-ratio bench-overload bench-hsm
+.PHONY: help deps deps-wrk build dist test-package netsim run test fuzz faults check clean bench bench-ratio bench-efficiency bench-overload bench-hsm
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ bench: deps ## Issue 6's four targets, short (20 s runs); reports under bench/re
 bench-ratio: deps ## Proxy vs bare fasthttp+SoftHSMv2 baseline under wrk; prints the ratio (needs wrk)
 	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
 	scripts/bench-ratio.sh
+
+bench-efficiency: deps ## Server CPU per encrypt, proxy vs bare baseline, at one constant rate from xksbench (RATE=4000; needs perf; ~2 min)
+	scripts/bench-efficiency.sh
 
 bench-overload: deps ## Target 4: 3x overload with the node limited to 0.25 CPU by a cgroup (needs root)
 	scripts/bench-overload.sh

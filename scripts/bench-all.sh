@@ -45,6 +45,9 @@ echo "== target 4: overload at 3x the sustainable rate, the node limited to a qu
 echo "== target 2: proxy vs bare fasthttp + SoftHSMv2 under wrk"
 OUT="$out/t2-ratio" DURATION=15s scripts/bench-ratio.sh | tail -5
 
+echo "== issue 16, efficiency: server CPU per encrypt at 4,000/s, proxy vs bare baseline"
+{ OUT="$out/efficiency" scripts/bench-efficiency.sh || echo "efficiency not measured"; } | tail -3
+
 echo "== target 3: three nodes, three keys at 1800/s each for $duration, round robin, budget 10ms"
 start_dev "$work/three" 48443 3
 (set -a; . "$work/three/node1/admin.env"; "$work/xksproxy" key create demo k2 >/dev/null; "$work/xksproxy" key create demo k3 >/dev/null)

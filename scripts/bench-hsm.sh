@@ -59,14 +59,20 @@ netsim_latency() { # ms: switches the running module's latency (re-read within 1
 
 node_pid=
 start_node() { # pool_size
-  sed -e "s|^\( *module = \).*|\1\"$netsim_lib\"|" -e "s|^\( *pool_size = \).*|\1$1|" \
+  # dev leaves settings at their defaults out of node.toml (pool_size among
+  # them), so pool_size is written after the module line, replacing any.
+  sed -e '/^ *pool_size = /d' -e "s|^\( *\)module = .*|\1module = \"$netsim_lib\"\n\1pool_size = $1|" \
     -e "s|^\( *\)SOFTHSM2_CONF = \(.*\)|&\n\1NETSIM_HSM_CONF = \"$conf\"|" \
     "$node_dir/node.toml" >"$dir/node.toml"
   setsid "$dir/xksproxy" serve --config "$dir/node.toml" >>"$dir/node.log" 2>&1 &
   node_pid=$!
   pids+=("$node_pid")
   for _ in $(seq 1 120); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$health/ready")" = 200 ] && return
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$health/ready")" = 200 ]; then
+      sessions=$(curl -s "http://$health/metrics" | awk '$1 == "xksproxy_hsm_sessions" {print $2}')
+      [ "$sessions" = "$1" ] || { echo "the node runs $sessions HSM sessions, not pool_size $1"; exit 1; }
+      return
+    fi
     sleep 0.5
   done
   echo "the node did not become ready; its log:"; tail -20 "$dir/node.log"; exit 1

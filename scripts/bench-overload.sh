@@ -8,7 +8,8 @@
 # as it would in a container with a CPU limit: in its own cgroup, limited to
 # NODE_CPU cores (default 0.25) and pinned to core 0; the generator may use
 # both cores. The sustainable rate is measured under that same limit.
-# OVERLOAD sets the multiple of it offered (default 3).
+# OVERLOAD sets the multiple of it offered (default 3; issue 16 asks 2, and
+# that at least half the sustainable rate is still served).
 #
 # Needs root and a writable cpu cgroup controller (v1 or v2).
 set -euo pipefail
@@ -87,9 +88,9 @@ field "$out/overload" "'  valid: offered %.1f%% of ${factor}x' % (100 * t['offer
 echo "== recovery: half the sustainable rate ($((max / 2))/s) at once, 10s, no warm-up, no error allowed"
 bench run --rate $((max / 2)) --duration 10s --warmup 0s --out "$out/recovery"
 summary "$out/recovery"
-python3 - "$out" "$factor" <<'VERDICT'
+python3 - "$out" "$factor" "$max" <<'VERDICT'
 import json, sys
-out, factor = sys.argv[1], sys.argv[2]
+out, factor, sustainable = sys.argv[1], sys.argv[2], float(sys.argv[3])
 load = lambda name: json.load(open(f"{out}/{name}/result.json"))
 busy, over, rec = load("busy-64"), load("overload"), load("recovery")
 problems = []
@@ -103,6 +104,13 @@ if over["totals"]["latencyMs"]["max"] > 250:
 others = sum(e["count"] for e in over["errors"] if e.get("name") != "ThrottlingException")
 if others:
     problems.append(f"{others} errors under overload other than 429 ThrottlingException")
+# Issue 16: at least half the sustainable rate still served under overload.
+served = over["totals"]["achievedRate"]
+print(f"served under overload: {served:.0f}/s = {served / sustainable:.2f} of the sustainable {sustainable:.0f}/s (want >= 0.50)")
+if served < 0.5 * sustainable:
+    problems.append(f"only {served:.0f}/s served under overload, under half of {sustainable:.0f}/s")
+# Back to full service within 1 s: the recovery run starts as the overload
+# ends, with no warm-up, so its first second is the second after the drop.
 if rec["totals"]["errors"] or rec["verdict"]["result"] != "PASS":
     problems.append("recovery was not clean")
 print("target 4: " + ("FAIL: " + "; ".join(problems) if problems else "PASS"))

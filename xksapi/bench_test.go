@@ -38,9 +38,16 @@ func (nullHSM) EncryptGCM(_ string, _, pt, _ []byte) ([]byte, []byte, error) {
 // encryptOnce prepares one signed Encrypt and returns a function that runs
 // it through the handler without sockets, failing unless it answers 200.
 func encryptOnce(tb testing.TB, h xksapi.HSM, log zerolog.Logger) func() {
+	return encryptOnceAnswering(tb, h, log, xksapi.Config{}, 200)
+}
+
+// encryptOnceAnswering is encryptOnce with the server built from cfg,
+// failing unless the handler answers status.
+func encryptOnceAnswering(tb testing.TB, h xksapi.HSM, log zerolog.Logger, cfg xksapi.Config, status int) func() {
 	f := newFixture(tb, fixtureOptions{})
 	at := time.Now()
-	s := xksapi.New(xksapi.Config{Now: func() time.Time { return at }}, f.views, h, log)
+	cfg.Now = func() time.Time { return at }
+	s := xksapi.New(cfg, f.views, h, log)
 	path, header, body := signedEncrypt(tb, f.credsA[0], at)
 	handler := s.Handler()
 	var ctx fasthttp.RequestCtx
@@ -55,9 +62,23 @@ func encryptOnce(tb testing.TB, h xksapi.HSM, log zerolog.Logger) func() {
 		}
 		ctx.Request.SetBody(body)
 		handler(&ctx)
-		if ctx.Response.StatusCode() != 200 {
+		if ctx.Response.StatusCode() != status {
 			tb.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 		}
+	}
+}
+
+// BenchmarkShedHandler is one Encrypt refused by the CPU-wait shedder,
+// through the handler without sockets or TLS, with the log written as a
+// node writes it (JSON, to a discarding writer): what a refusal costs in
+// the proxy's own code (routing, SigV4, the refusal, its log line).
+func BenchmarkShedHandler(b *testing.B) {
+	cfg := xksapi.Config{OverloadWait: 100 * time.Millisecond, CPUWait: func() time.Duration { return time.Second }}
+	run := encryptOnceAnswering(b, nullHSM{testHSM}, zerolog.New(io.Discard).With().Timestamp().Logger(), cfg, 429)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		run()
 	}
 }
 

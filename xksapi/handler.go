@@ -60,12 +60,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetStatusCode(x.result.status)
 		}
 	}
-	if x.result != nil && x.req.RequestMetadata == nil {
-		// Refused before its body was decoded (unauthenticated, shed,
-		// disabled): its kmsRequestId and principal are what let an
-		// operator find the call in CloudTrail.
-		decodeMetadata(ctx.PostBody(), &x.req)
-	}
 	x.took = time.Since(x.start)
 	if x.admitted {
 		s.handlerTimes.observe(x.took - x.inHSM)
@@ -493,14 +487,24 @@ func (s *Server) logExchange(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	var ev *zerolog.Event
 	field := func(s string) string { return s }
-	if x.authenticated {
-		ev = s.log.WithLevel(level)
-	} else {
+	switch {
+	case !x.authenticated:
 		ev = s.unauthenticatedEvent(level)
 		field = cut
+	case x.result != nil && x.result.shed != notShed:
+		ev = s.throttledEvent(level)
+	default:
+		ev = s.log.WithLevel(level)
 	}
 	if ev == nil {
 		return
+	}
+	if x.result != nil && x.req.RequestMetadata == nil {
+		// Refused before its body was decoded (unauthenticated, shed,
+		// disabled): its kmsRequestId and principal are what let an
+		// operator find the call in CloudTrail. Decoded only for a line
+		// that is written: under overload most refusals write none.
+		decodeMetadata(ctx.PostBody(), &x.req)
 	}
 	md := x.req.RequestMetadata
 	if md == nil {
@@ -561,6 +565,34 @@ func (s *Server) unauthenticatedEvent(level zerolog.Level) *zerolog.Event {
 	}
 	return ev
 }
+
+// throttledEvent starts the log line of an authenticated request refused
+// with ThrottlingException (CPU wait, in-flight limit, key store quota, HSM
+// pool), or returns nil when the level is off or the rate limit says no.
+// Such refusals come by the thousand per second exactly when the node has
+// no CPU to spare, and a line each was a tenth of a refusal's cost; they
+// come out of a token bucket of throttledLinesPerSecond, the first line
+// after some were dropped says how many, and xksproxy_requests_shed_total
+// counts them all.
+func (s *Server) throttledEvent(level zerolog.Level) *zerolog.Event {
+	if level < s.log.GetLevel() || level < zerolog.GlobalLevel() {
+		return nil
+	}
+	if !s.throttledLog.AllowN(s.cfg.Now(), 1) {
+		s.throttledDropped.Add(1)
+		return nil
+	}
+	ev := s.log.WithLevel(level)
+	if n := s.throttledDropped.Swap(0); n > 0 {
+		ev = ev.Int64("dropped", n)
+	}
+	return ev
+}
+
+// throttledLinesPerSecond bounds the log lines of throttled requests, in
+// bursts of ten seconds' worth: enough to see what was refused and for
+// whom, not a line per refusal.
+const throttledLinesPerSecond = 10
 
 // maxFleetDetails is the specification's cap on ekmFleetDetails entries.
 const maxFleetDetails = 10

@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/xksproxy/xksproxy/hsm"
+	"github.com/xksproxy/xksproxy/internal/testmetrics"
 	"github.com/xksproxy/xksproxy/xksclient"
 )
 
@@ -304,4 +305,48 @@ func testTokenPath(t *testing.T) string {
 	}
 	t.Fatalf("no directory in %s holds token %q", tokenDir, testToken)
 	return ""
+}
+
+// A flood of shed requests logs at most the burst of throttled lines (ten
+// seconds at ten a second), the first line after the flood says how many
+// were dropped, and the shed counter counts them all.
+func TestThrottledLogLinesAreRateLimited(t *testing.T) {
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var wait atomic.Int64
+	wait.Store(int64(time.Second))
+	f := newFixture(t, fixtureOptions{now: clock, overloadWait: 100 * time.Millisecond, cpuWait: func() time.Duration { return time.Duration(wait.Load()) }})
+	c := f.clientA()
+	for i := range 130 {
+		md := metadata("Encrypt")
+		md.KMSRequestID = fmt.Sprintf("shed-%d", i)
+		_, err := c.Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: md, Plaintext: []byte("p")})
+		wantXKSError(t, err, 429, "ThrottlingException")
+	}
+	if n := strings.Count(f.logs.String(), `"kmsRequestId":"shed-`); n != 100 {
+		t.Fatalf("130 shed requests logged %d lines, want the burst of 100", n)
+	}
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
+	md := metadata("Encrypt")
+	_, err := c.Encrypt("k1", &xksclient.EncryptRequest{RequestMetadata: md, Plaintext: []byte("p")})
+	wantXKSError(t, err, 429, "ThrottlingException")
+	line := f.logs.Line(md.KMSRequestID)
+	if !strings.Contains(line, `"dropped":30`) || !strings.Contains(line, `"principal":"`+md.AWSPrincipalARN+`"`) {
+		t.Fatalf("the first shed line after the flood: %s; want dropped 30 and the principal", line)
+	}
+	_, m := testmetrics.Scrape(t, "http://"+f.health+"/metrics")
+	if got := m.Value(t, "xksproxy_requests_shed_total", "reason", "cpu"); got != 131 {
+		t.Errorf(`xksproxy_requests_shed_total{reason="cpu"} = %v, want 131`, got)
+	}
+	wait.Store(int64(time.Millisecond))
+	md = metadata("Encrypt")
+	if err := c.RoundTrip("k1", md, []byte("after"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if f.logs.Line(md.KMSRequestID) == "" {
+		t.Fatal("a served request after the flood was not logged")
+	}
 }

@@ -118,7 +118,11 @@ type Server struct {
 	// callers (unauthenticatedEvent).
 	unauthLog     *rate.Limiter
 	unauthDropped atomic.Int64
-	scrape        fasthttp.RequestHandler
+	// throttledLog and throttledDropped bound the lines about throttled
+	// requests (throttledEvent).
+	throttledLog     *rate.Limiter
+	throttledDropped atomic.Int64
+	scrape           fasthttp.RequestHandler
 
 	api    *fasthttp.Server
 	health *fasthttp.Server
@@ -165,7 +169,8 @@ func New(cfg Config, views *fsm.ViewHolder, h HSM, log zerolog.Logger) *Server {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
 	s := &Server{cfg: cfg, views: views, hsm: h, log: log, verifier: sigv4.NewVerifier(), maxBody: cfg.Limits.MaxBodyFor(),
-		unauthLog: rate.NewLimiter(rate.Limit(max(cfg.UnauthenticatedLogRate, 0)), int(math.Ceil(max(cfg.UnauthenticatedLogRate, 0)*10)))}
+		unauthLog:    rate.NewLimiter(rate.Limit(max(cfg.UnauthenticatedLogRate, 0)), int(math.Ceil(max(cfg.UnauthenticatedLogRate, 0)*10))),
+		throttledLog: rate.NewLimiter(throttledLinesPerSecond, throttledLinesPerSecond*10)}
 	s.metrics = newMetrics(cfg.Metrics, s)
 	s.scrape = metricsHandler(cfg.Metrics, log)
 	s.api = s.newHTTPServer(s.recovering(s.metrics.panics[listenerAPI], s.handle))
