@@ -64,6 +64,14 @@ static pthread_cond_t slot_freed = PTHREAD_COND_INITIALIZER;
 /* Guarded by mu. */
 static struct settings cur;
 static long in_flight;
+/* Whether each slot seen holds fault_token's token, since the file was last
+ * read: SoftHSMv2 answers C_GetTokenInfo by reading the token's files, and
+ * doing that on every call of a healthy token while another one is faulty
+ * slowed the healthy one down (make bench-failover). */
+#define SLOT_CACHE 16
+static CK_SLOT_ID cached_slot[SLOT_CACHE];
+static int cached_match[SLOT_CACHE];
+static int ncached;
 static long faults_left; /* of fault_count, since the file was last read */
 static struct stat conf_stat;
 static uint64_t next_check_ns;
@@ -224,6 +232,7 @@ static void refresh_locked(void)
 		return;
 	cur = n;
 	faults_left = n.fault_count;
+	ncached = 0;
 	/* The cap may have grown. */
 	pthread_cond_broadcast(&slot_freed);
 }
@@ -243,16 +252,32 @@ static int on_faulty_token(const struct settings *s, CK_SESSION_HANDLE h)
 	if (s->fault_token[0] == 0)
 		return 1;
 	CK_SESSION_INFO si;
+	if (real->C_GetSessionInfo(h, &si) != CKR_OK)
+		return 0;
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < ncached; i++)
+		if (cached_slot[i] == si.slotID) {
+			int m = cached_match[i];
+			pthread_mutex_unlock(&mu);
+			return m;
+		}
+	pthread_mutex_unlock(&mu);
 	CK_TOKEN_INFO ti;
-	if (real->C_GetSessionInfo(h, &si) != CKR_OK || real->C_GetTokenInfo(si.slotID, &ti) != CKR_OK)
+	if (real->C_GetTokenInfo(si.slotID, &ti) != CKR_OK)
 		return 0;
 	size_t n = strlen(s->fault_token);
-	if (memcmp(ti.label, s->fault_token, n) != 0)
-		return 0;
-	for (size_t i = n; i < sizeof ti.label; i++)
+	int match = memcmp(ti.label, s->fault_token, n) == 0;
+	for (size_t i = n; match && i < sizeof ti.label; i++)
 		if (ti.label[i] != ' ')
-			return 0;
-	return 1;
+			match = 0;
+	pthread_mutex_lock(&mu);
+	if (ncached < SLOT_CACHE) {
+		cached_slot[ncached] = si.slotID;
+		cached_match[ncached] = match;
+		ncached++;
+	}
+	pthread_mutex_unlock(&mu);
+	return match;
 }
 
 /* take_fault counts one call hit by a fault limited by fault_count; it
