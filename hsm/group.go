@@ -17,7 +17,8 @@ import (
 type Group struct {
 	members []*HSM
 	next    atomic.Uint32
-	// served counts each member's successful operations.
+	// served counts each member's successful operations, for per-HSM
+	// metrics (a group of one counts too).
 	served []atomic.Uint64
 }
 
@@ -39,6 +40,14 @@ func (g *Group) Members() []*HSM { return g.members }
 func (h *HSM) inRotation() bool {
 	return h.st.Load().down == nil && h.stuck.Load() == 0
 }
+
+// InRotation reports whether the HSM takes new calls in a group: it is not
+// down and no call of its is stuck past CallTimeout.
+func (h *HSM) InRotation() bool { return h.inRotation() }
+
+// Served is how many operations member i (in Members' order) answered
+// successfully since the group was made.
+func (g *Group) Served(i int) uint64 { return g.served[i].Load() }
 
 // failsOver says whether an operation that failed with err may succeed on
 // another member: the member failed, timed out or was busy, or lacks the
@@ -96,14 +105,23 @@ func (g *Group) try(op func(*HSM) error) error {
 	return err
 }
 
+// countSole counts a group of one's operation that succeeded.
+func (g *Group) countSole(err error) {
+	if err == nil {
+		g.served[0].Add(1)
+	}
+}
+
 // EncryptGCM is HSM.EncryptGCM on a member in rotation, failing over (a
-// group of one calls its member directly, at no cost). A
+// group of one calls its member directly, at the cost of one counter). A
 // retry after ErrTimeout reuses the IV with the same key, plaintext and AAD:
 // if the abandoned call completes too, it produces the same ciphertext, so
 // no IV is ever used for two different messages.
 func (g *Group) EncryptGCM(keyLabel string, iv, plaintext, aad []byte) (ciphertext, tag []byte, err error) {
 	if len(g.members) == 1 {
-		return g.members[0].EncryptGCM(keyLabel, iv, plaintext, aad)
+		ciphertext, tag, err = g.members[0].EncryptGCM(keyLabel, iv, plaintext, aad)
+		g.countSole(err)
+		return ciphertext, tag, err
 	}
 	err = g.try(func(h *HSM) error {
 		var e error
@@ -116,7 +134,9 @@ func (g *Group) EncryptGCM(keyLabel string, iv, plaintext, aad []byte) (cipherte
 // DecryptGCM is HSM.DecryptGCM on a member in rotation, failing over.
 func (g *Group) DecryptGCM(keyLabel string, iv, ciphertext, tag, aad []byte) (plaintext []byte, err error) {
 	if len(g.members) == 1 {
-		return g.members[0].DecryptGCM(keyLabel, iv, ciphertext, tag, aad)
+		plaintext, err = g.members[0].DecryptGCM(keyLabel, iv, ciphertext, tag, aad)
+		g.countSole(err)
+		return plaintext, err
 	}
 	err = g.try(func(h *HSM) error {
 		var e error
