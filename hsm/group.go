@@ -89,20 +89,49 @@ func (g *Group) pick(order []int) []int {
 }
 
 // try runs op on members in pick order until one succeeds or the error
-// would fail anywhere; it returns the last error.
+// would fail anywhere; when every member failed it returns the most telling
+// of their errors (mostTelling).
 func (g *Group) try(op func(*HSM) error) error {
 	var buf [8]int
 	var err error
 	for _, i := range g.pick(buf[:0]) {
-		if err = op(g.members[i]); err == nil {
+		e := op(g.members[i])
+		if e == nil {
 			g.served[i].Add(1)
 			return nil
 		}
-		if !failsOver(err) {
-			return err
+		if !failsOver(e) {
+			return e
 		}
+		err = mostTelling(err, e)
 	}
 	return err
+}
+
+// failoverErrors rank the errors that fail over, most telling first: a
+// member that shed the call (the node is overloaded: 429 asks KMS to back
+// off), one that timed out, one that is down, one that lacks the key
+// (another member may hold it and be down). Without the ranking a live
+// member's ErrBusy was hidden behind the ErrUnavailable of the down member
+// tried after it (measured by make bench-failover: 500s where 429s were
+// right).
+var failoverErrors = [...]error{ErrBusy, ErrTimeout, ErrUnavailable, ErrKeyNotFound}
+
+// mostTelling returns whichever of a (nil: none yet) and b ranks first in
+// failoverErrors; a on a tie.
+func mostTelling(a, b error) error {
+	if a == nil {
+		return b
+	}
+	for _, sentinel := range failoverErrors {
+		switch {
+		case errors.Is(a, sentinel):
+			return a
+		case errors.Is(b, sentinel):
+			return b
+		}
+	}
+	return a
 }
 
 // countSole counts a group of one's operation that succeeded.
