@@ -114,7 +114,8 @@ stop_node() {
 }
 
 # poll FILE: every 100 ms, one line "epoch in_rotation_A in_rotation_B
-# sessions_in_use_A served_A served_B" from the node's metrics. One python3
+# sessions_in_use_A served_A served_B sessions_in_use_B call_average_B" from
+# the node's metrics. One python3
 # process: a curl, awk and date every 100 ms cost this 2-vCPU VM about 0.8 of
 # a core in process start-ups, which the node then lacked.
 poll() {
@@ -123,7 +124,8 @@ import sys, time, urllib.request
 out, url, a, b = sys.argv[1:]
 names = ['xksproxy_hsm_in_rotation{hsm="%s"}' % a, 'xksproxy_hsm_in_rotation{hsm="%s"}' % b,
          'xksproxy_hsm_sessions_in_use{hsm="%s"}' % a, 'xksproxy_hsm_served_total{hsm="%s"}' % a,
-         'xksproxy_hsm_served_total{hsm="%s"}' % b]
+         'xksproxy_hsm_served_total{hsm="%s"}' % b, 'xksproxy_hsm_sessions_in_use{hsm="%s"}' % b,
+         'xksproxy_hsm_call_average_seconds{hsm="%s"}' % b]
 with open(out, "a", buffering=1) as f:
     next_at = time.time()
     while True:
@@ -182,7 +184,7 @@ t_fault, t_heal, interval = float(t_fault), float(t_heal), float(interval)
 d = json.load(open(result))
 tot, lat = d["totals"], d["totals"]["latencyMs"]
 budget = d["config"]["budgetMs"]
-rows = [list(map(float, l.split())) for l in open(rotation) if len(l.split()) == 6]
+rows = [list(map(float, l.split())) for l in open(rotation) if len(l.split()) == 8]
 before = [r for r in rows if r[0] < t_fault]
 in_flight = int(before[-1][3]) if before else -1
 out = next((r[0] - t_fault for r in rows if r[0] >= t_fault and r[1] == 0), None)
@@ -194,6 +196,10 @@ errors = ", ".join("%s %s %s%s: %d" % (e["op"], e["kind"], e.get("status", ""), 
 fmt = lambda s: "%.2f s" % s if s is not None else "never"
 print("%s: requests %d (offered %.0f/s), ok %d, errors %d [%s]" % (fault, tot["offered"], tot["offeredRate"], tot["ok"], tot["errors"], errors))
 print("%s: latency p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms (budget %.0f ms); xksbench verdict %s" % (fault, lat["p50"], lat["p99"], lat["p99_9"], lat["max"], budget, d["verdict"]["result"]))
+sick = [r for r in rows if t_fault <= r[0] < t_heal]
+if sick:
+    print("%s: while A was sick, B served %.0f operations/s with %.1f of its sessions in use on average and a mean call of %.1f ms (its pool's capacity: sessions / call)" % (
+        fault, (sick[-1][5] - sick[0][5]) / max(sick[-1][0] - sick[0][0], 0.001), sum(r[6] for r in sick) / len(sick), 1000 * sum(r[7] for r in sick) / len(sick)))
 print("%s: A out of rotation %s after the fault, back %s after the heal, then served %d operations; B out of rotation in %d of %d polls; %s sessions of A in use at the last poll before the fault (<= 100 ms before: the calls in flight on it, sampled)" % (fault, fmt(out), fmt(rejoin), served_after, b_out, len(rows), in_flight))
 reasons = []
 if tot["errors"] != 0:
