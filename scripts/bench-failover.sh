@@ -194,7 +194,7 @@ served_after = rows[-1][4] - back[4] if back else 0
 b_out = sum(1 for r in rows if r[2] != 1)
 errors = ", ".join("%s %s %s%s: %d" % (e["op"], e["kind"], e.get("status", ""), " " + e["name"], e["count"]) for e in d["errors"]) or "none"
 fmt = lambda s: "%.2f s" % s if s is not None else "never"
-print("%s: requests %d (offered %.0f/s), ok %d, errors %d [%s]" % (fault, tot["offered"], tot["offeredRate"], tot["ok"], tot["errors"], errors))
+print("%s: requests %d, sent %d (%.0f/s), ok %d, errors %d [%s]" % (fault, tot["requested"], tot["offered"], tot["offeredRate"], tot["ok"], tot["errors"], errors))
 print("%s: latency p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms (budget %.0f ms); xksbench verdict %s" % (fault, lat["p50"], lat["p99"], lat["p99_9"], lat["max"], budget, d["verdict"]["result"]))
 sick = [r for r in rows if t_fault <= r[0] < t_heal]
 if sick:
@@ -212,7 +212,7 @@ if rejoin is None or rejoin > 3 * interval:
     reasons.append("A rejoined %s after the heal, want within %.0f s (3 x health_interval)" % (fmt(rejoin), 3 * interval))
 if d["verdict"]["result"] == "INVALID":
     reasons.append("xksbench could not offer the load: " + "; ".join(d["verdict"]["reasons"]))
-detail = "; ".join(reasons) if reasons else "0 failed of %d, max %.1f ms <= %.0f ms, out in %s, rejoined in %s <= %.0f s" % (tot["offered"], lat["max"], budget, fmt(out), fmt(rejoin), 3 * interval)
+detail = "; ".join(reasons) if reasons else "0 failed of %d, max %.1f ms <= %.0f ms, out in %s, rejoined in %s <= %.0f s" % (tot["requested"], lat["max"], budget, fmt(out), fmt(rejoin), 3 * interval)
 print("failover (%s): %s (%s)" % (fault, "FAIL" if reasons else "PASS", detail))
 EOF
   rm -f "$dir/fault.time" "$dir/heal.time"
