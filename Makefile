@@ -16,7 +16,7 @@ LDFLAGS    := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT
               -X $(BUILDINFO).modified=$(MODIFIED) -X $(BUILDINFO).date=$(BUILD_DATE)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps deps-wrk build dist test-package netsim run test fuzz faults check clean bench bench-ratio bench-efficiency bench-overload bench-hsm
+.PHONY: help deps deps-wrk build dist test-package netsim run test fuzz faults check clean bench bench-ratio bench-efficiency bench-overload bench-hsm bench-failover
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -66,7 +66,7 @@ check: ## gofmt, go vet, go.mod tidiness and the package import rules
 	    echo "go.mod/go.sum were not tidy (now fixed; commit them)"; exit 1; fi
 	@scripts/check-imports.sh
 
-bench: deps ## Issue 6's four targets, short (20 s runs); reports under bench/results/ (needs wrk)
+bench: deps ## Issue 6's four targets and issue 16's efficiency and failover, short (20 s runs); reports under bench/results/ (needs wrk)
 	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
 	DURATION=20s scripts/bench-all.sh
 
@@ -83,6 +83,9 @@ bench-overload: deps ## Target 4: 3x overload with the node limited to 0.25 CPU 
 bench-hsm: deps ## Latency hiding on the simulated network HSM: rate and p99 against pool_size and HSM latency (needs wrk, gcc; ~3 min)
 	@command -v wrk >/dev/null || $(MAKE) --no-print-directory deps-wrk
 	scripts/bench-hsm.sh
+
+bench-failover: deps ## Failover between two HSMs of one node under xksbench: A hangs, then errors, then heals (needs gcc; ~2 min)
+	scripts/bench-failover.sh
 
 deps-wrk:
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo apt-get install -y -qq wrk

@@ -17,7 +17,8 @@ import (
 type Group struct {
 	members []*HSM
 	next    atomic.Uint32
-	// served counts each member's successful operations.
+	// served counts each member's successful operations, for per-HSM
+	// metrics (a group of one counts too).
 	served []atomic.Uint64
 }
 
@@ -39,6 +40,14 @@ func (g *Group) Members() []*HSM { return g.members }
 func (h *HSM) inRotation() bool {
 	return h.st.Load().down == nil && h.stuck.Load() == 0
 }
+
+// InRotation reports whether the HSM takes new calls in a group: it is not
+// down and no call of its is stuck past CallTimeout.
+func (h *HSM) InRotation() bool { return h.inRotation() }
+
+// Served is how many operations member i (in Members' order) answered
+// successfully since the group was made.
+func (g *Group) Served(i int) uint64 { return g.served[i].Load() }
 
 // failsOver says whether an operation that failed with err may succeed on
 // another member: the member failed, timed out or was busy, or lacks the
@@ -80,30 +89,68 @@ func (g *Group) pick(order []int) []int {
 }
 
 // try runs op on members in pick order until one succeeds or the error
-// would fail anywhere; it returns the last error.
+// would fail anywhere; when every member failed it returns the most telling
+// of their errors (mostTelling).
 func (g *Group) try(op func(*HSM) error) error {
 	var buf [8]int
 	var err error
 	for _, i := range g.pick(buf[:0]) {
-		if err = op(g.members[i]); err == nil {
+		e := op(g.members[i])
+		if e == nil {
 			g.served[i].Add(1)
 			return nil
 		}
-		if !failsOver(err) {
-			return err
+		if !failsOver(e) {
+			return e
 		}
+		err = mostTelling(err, e)
 	}
 	return err
 }
 
+// failoverErrors rank the errors that fail over, most telling first: a
+// member that shed the call (the node is overloaded: 429 asks KMS to back
+// off), one that timed out, one that is down, one that lacks the key
+// (another member may hold it and be down). Without the ranking a live
+// member's ErrBusy was hidden behind the ErrUnavailable of the down member
+// tried after it (measured by make bench-failover: 500s where 429s were
+// right).
+var failoverErrors = [...]error{ErrBusy, ErrTimeout, ErrUnavailable, ErrKeyNotFound}
+
+// mostTelling returns whichever of a (nil: none yet) and b ranks first in
+// failoverErrors; a on a tie.
+func mostTelling(a, b error) error {
+	if a == nil {
+		return b
+	}
+	for _, sentinel := range failoverErrors {
+		switch {
+		case errors.Is(a, sentinel):
+			return a
+		case errors.Is(b, sentinel):
+			return b
+		}
+	}
+	return a
+}
+
+// countSole counts a group of one's operation that succeeded.
+func (g *Group) countSole(err error) {
+	if err == nil {
+		g.served[0].Add(1)
+	}
+}
+
 // EncryptGCM is HSM.EncryptGCM on a member in rotation, failing over (a
-// group of one calls its member directly, at no cost). A
+// group of one calls its member directly, at the cost of one counter). A
 // retry after ErrTimeout reuses the IV with the same key, plaintext and AAD:
 // if the abandoned call completes too, it produces the same ciphertext, so
 // no IV is ever used for two different messages.
 func (g *Group) EncryptGCM(keyLabel string, iv, plaintext, aad []byte) (ciphertext, tag []byte, err error) {
 	if len(g.members) == 1 {
-		return g.members[0].EncryptGCM(keyLabel, iv, plaintext, aad)
+		ciphertext, tag, err = g.members[0].EncryptGCM(keyLabel, iv, plaintext, aad)
+		g.countSole(err)
+		return ciphertext, tag, err
 	}
 	err = g.try(func(h *HSM) error {
 		var e error
@@ -116,7 +163,9 @@ func (g *Group) EncryptGCM(keyLabel string, iv, plaintext, aad []byte) (cipherte
 // DecryptGCM is HSM.DecryptGCM on a member in rotation, failing over.
 func (g *Group) DecryptGCM(keyLabel string, iv, ciphertext, tag, aad []byte) (plaintext []byte, err error) {
 	if len(g.members) == 1 {
-		return g.members[0].DecryptGCM(keyLabel, iv, ciphertext, tag, aad)
+		plaintext, err = g.members[0].DecryptGCM(keyLabel, iv, ciphertext, tag, aad)
+		g.countSole(err)
+		return plaintext, err
 	}
 	err = g.try(func(h *HSM) error {
 		var e error

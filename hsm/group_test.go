@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -119,5 +120,31 @@ func TestGroupFailover(t *testing.T) {
 			}
 			t.Logf("%d round trips, none failed; served by A %d, by B %d", done, g.served[0].Load(), g.served[1].Load())
 		})
+	}
+}
+
+// When every member failed, the answer is the most telling of their errors,
+// whatever order they were tried in: a live member's shedding (429) over a
+// timeout (503) over a down member (500) over a missing key.
+func TestMostTellingError(t *testing.T) {
+	wrapped := func(e error) error { return fmt.Errorf("token %q: %w", "x", e) }
+	for _, tc := range []struct {
+		errs []error
+		want error
+	}{
+		{[]error{ErrBusy, ErrUnavailable}, ErrBusy},
+		{[]error{ErrUnavailable, ErrBusy}, ErrBusy},
+		{[]error{ErrKeyNotFound, wrapped(ErrUnavailable)}, ErrUnavailable},
+		{[]error{ErrUnavailable, ErrTimeout, ErrKeyNotFound}, ErrTimeout},
+		{[]error{ErrKeyNotFound, ErrKeyNotFound}, ErrKeyNotFound},
+		{[]error{wrapped(ErrTimeout)}, ErrTimeout},
+	} {
+		var got error
+		for _, e := range tc.errs {
+			got = mostTelling(got, e)
+		}
+		if !errors.Is(got, tc.want) {
+			t.Errorf("%v: got %v, want %v", tc.errs, got, tc.want)
+		}
 	}
 }

@@ -53,4 +53,7 @@ start_dev "$work/three" 48443 3
 (set -a; . "$work/three/node1/admin.env"; "$work/xksproxy" key create demo k2 >/dev/null; "$work/xksproxy" key create demo k3 >/dev/null)
 bench run --client "$work/three/client.json" --key demo-key --key k2 --key k3 --rate 1800 --duration "$duration" --warmup 5s --mix encrypt=100 --budget 10ms --out "$out/t3-three-nodes"
 summary "$out/t3-three-nodes"
+echo "== issue 16, failover: one node on two simulated network HSMs, A hangs then errors (20 s runs)"
+{ OUT="$out/failover" DURATION=20 FAULT_AT=7 HEAL_AT=14 scripts/bench-failover.sh || echo "failover not measured"; } | grep '^failover' || true
+
 echo "reports: $out   ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%Y-%m-%dT%H:%MZ))"

@@ -188,13 +188,20 @@ func TestDevQuickStart(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]float64{"xksproxy_ready": 1, "xksproxy_cluster_is_leader": 1, "xksproxy_cluster_leader_known": 1,
-		"xksproxy_cluster_leader_contact_age_seconds": 0, "xksproxy_cluster_fleet_members": 1, "xksproxy_hsm_stuck_calls": 0} {
+		"xksproxy_cluster_leader_contact_age_seconds": 0, "xksproxy_cluster_fleet_members": 1, "xksproxy_hsm_stuck_calls": 0, "xksproxy_hsm_in_rotation": 1} {
 		if got := m.Value(t, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
 	if m.Value(t, "xksproxy_hsm_status", "status", "ACTIVE") != 1 || m.Value(t, "xksproxy_hsm_status", "status", "UNAVAILABLE") != 0 {
 		t.Error("xksproxy_hsm_status does not say ACTIVE")
+	}
+	// One HSM: every HSM series has one sample, named by the token's label.
+	if hsms := m["xksproxy_hsm_sessions"].GetMetric(); len(hsms) != 1 || len(hsms[0].GetLabel()) != 1 || hsms[0].GetLabel()[0].GetName() != "hsm" || hsms[0].GetLabel()[0].GetValue() == "" {
+		t.Errorf("xksproxy_hsm_sessions on a node with one HSM: %v", hsms)
+	}
+	if got := m.Value(t, "xksproxy_hsm_served_total"); got < 3 {
+		t.Errorf("xksproxy_hsm_served_total = %v after three encrypts", got)
 	}
 	for _, secret := range []string{client.SecretAccessKey, "survives restarts", base64.StdEncoding.EncodeToString([]byte("survives restarts"))} {
 		if strings.Contains(body, secret) {

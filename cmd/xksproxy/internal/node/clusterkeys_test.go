@@ -21,7 +21,7 @@ const (
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
-		tokens, err := softhsm.TestTokens("node-test-", importTestPIN, importTestToken)
+		tokens, err := softhsm.TestTokens("node-test-", importTestPIN, importTestToken, metricsTokenA, metricsTokenB)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -29,23 +29,32 @@ func newRegistry(h *hsm.Group, c *cluster.Node, a *server.Server) *prometheus.Re
 	return reg
 }
 
+// Every HSM series carries the label hsm, the HSM's token label (hsm.token_label
+// of its [hsm] or [[hsm]] entry), so that a node with several HSMs shows which
+// one is slow or out; GetHealthStatus names the same HSM NODE_ID/TOKEN_LABEL.
+var hsmLabel = []string{"hsm"}
+
 var (
 	hsmSessions = prometheus.NewDesc("xksproxy_hsm_sessions",
-		"PKCS#11 sessions in the pool (hsm.pool_size).", nil, nil)
+		"PKCS#11 sessions in the HSM's pool (hsm.pool_size).", hsmLabel, nil)
 	hsmSessionsInUse = prometheus.NewDesc("xksproxy_hsm_sessions_in_use",
-		"Pool sessions running an HSM call or held by recovery.", nil, nil)
+		"Pool sessions running an HSM call or held by recovery.", hsmLabel, nil)
 	hsmWaiting = prometheus.NewDesc("xksproxy_hsm_waiting_callers",
-		"Callers queued for a free HSM session.", nil, nil)
+		"Callers queued for a free session of the HSM.", hsmLabel, nil)
 	hsmExpectedWait = prometheus.NewDesc("xksproxy_hsm_expected_wait_seconds",
-		"Expected wait for a session of a caller arriving now; beyond hsm.wait_timeout callers get 429 at once.", nil, nil)
+		"Expected wait for a session of a caller arriving now; beyond hsm.wait_timeout callers get 429 at once.", hsmLabel, nil)
 	hsmCallAverage = prometheus.NewDesc("xksproxy_hsm_call_average_seconds",
-		"Moving average of one HSM call, the basis of the expected wait.", nil, nil)
+		"Moving average of one HSM call, the basis of the expected wait.", hsmLabel, nil)
 	hsmStuck = prometheus.NewDesc("xksproxy_hsm_stuck_calls",
-		"HSM calls that outlived hsm.call_timeout and are still running.", nil, nil)
+		"HSM calls that outlived hsm.call_timeout and are still running.", hsmLabel, nil)
 	hsmTimeouts = prometheus.NewDesc("xksproxy_hsm_call_timeouts_total",
-		"HSM calls that outlived hsm.call_timeout (their callers got 503).", nil, nil)
+		"HSM calls that outlived hsm.call_timeout (their callers got 503, or a retry on another HSM).", hsmLabel, nil)
 	hsmStatus = prometheus.NewDesc("xksproxy_hsm_status",
-		"The HSM's health as GetHealthStatus reports it: 1 for the current status, 0 for the others.", []string{"status"}, nil)
+		"The HSM's health as GetHealthStatus reports it: 1 for the current status, 0 for the others.", []string{"hsm", "status"}, nil)
+	hsmInRotation = prometheus.NewDesc("xksproxy_hsm_in_rotation",
+		"1 while the HSM takes new calls; 0 while it is down or has a call stuck past hsm.call_timeout (its monitor probes it until it recovers).", hsmLabel, nil)
+	hsmServed = prometheus.NewDesc("xksproxy_hsm_served_total",
+		"Operations the HSM answered successfully (encrypt, decrypt, seal, unseal, key generation), wherever the node routed them.", hsmLabel, nil)
 
 	clusterLeader = prometheus.NewDesc("xksproxy_cluster_is_leader",
 		"1 when this node is the Raft leader.", nil, nil)
@@ -66,18 +75,23 @@ var (
 		"The cluster's command set in effect: raised by the leader once every voter's build reads it.", nil, nil)
 )
 
-func collectHSM(ch chan<- prometheus.Metric, h *hsm.Group) {
-	st := h.Stats()
-	gauge(ch, hsmSessions, float64(st.PoolSize))
-	gauge(ch, hsmSessionsInUse, float64(st.InUse))
-	gauge(ch, hsmWaiting, float64(st.Waiting))
-	gauge(ch, hsmExpectedWait, st.ExpectedWait.Seconds())
-	gauge(ch, hsmCallAverage, st.CallAverage.Seconds())
-	gauge(ch, hsmStuck, float64(st.Stuck))
-	ch <- prometheus.MustNewConstMetric(hsmTimeouts, prometheus.CounterValue, float64(st.Timeouts))
-	current := h.Health().Status
-	for _, s := range []hsm.Status{hsm.StatusActive, hsm.StatusDegraded, hsm.StatusUnavailable} {
-		ch <- prometheus.MustNewConstMetric(hsmStatus, prometheus.GaugeValue, flag(s == current), s.String())
+func collectHSM(ch chan<- prometheus.Metric, g *hsm.Group) {
+	for i, m := range g.Members() {
+		name := m.TokenLabel()
+		st := m.Stats()
+		gauge(ch, hsmSessions, float64(st.PoolSize), name)
+		gauge(ch, hsmSessionsInUse, float64(st.InUse), name)
+		gauge(ch, hsmWaiting, float64(st.Waiting), name)
+		gauge(ch, hsmExpectedWait, st.ExpectedWait.Seconds(), name)
+		gauge(ch, hsmCallAverage, st.CallAverage.Seconds(), name)
+		gauge(ch, hsmStuck, float64(st.Stuck), name)
+		gauge(ch, hsmInRotation, flag(m.InRotation()), name)
+		ch <- prometheus.MustNewConstMetric(hsmTimeouts, prometheus.CounterValue, float64(st.Timeouts), name)
+		ch <- prometheus.MustNewConstMetric(hsmServed, prometheus.CounterValue, float64(g.Served(i)), name)
+		current := m.Health().Status
+		for _, s := range []hsm.Status{hsm.StatusActive, hsm.StatusDegraded, hsm.StatusUnavailable} {
+			gauge(ch, hsmStatus, flag(s == current), name, s.String())
+		}
 	}
 }
 
@@ -108,8 +122,8 @@ func collectCluster(ch chan<- prometheus.Metric, c *cluster.Node) {
 	gauge(ch, clusterFleet, float64(fleet))
 }
 
-func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64) {
-	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 }
 
 func flag(b bool) float64 {
