@@ -147,8 +147,13 @@ func (h *HSM) check() Health {
 	return h.Health()
 }
 
-// recover re-initialises the module and re-opens the pool, together with
-// every other HSM of the module (see sharedModule.reinit). It holds every
+// recover brings h back. While another HSM of the same module serves, the
+// module evidently works, so h first reconnects alone (see
+// sharedModule.reconnect): a token that fails its operations (a partition
+// of a network HSM answering CKR_DEVICE_ERROR) is retried without touching
+// the others. Otherwise, or when h cannot even reach its token, it
+// re-initialises the module and re-opens the pool, together with every
+// other HSM of the module (see sharedModule.reinit). That holds every
 // session of every one of them while it works: C_Finalize while another
 // thread is inside the module is undefined behaviour, and holding the pools
 // is how this package keeps every other goroutine out.
@@ -158,6 +163,9 @@ func (h *HSM) check() Health {
 // the directory is back, until the library is initialised again. It is also
 // the only portable way to make a module rescan its slots.
 func (h *HSM) recover() error {
+	if done, err := h.shared.reconnect(h); done {
+		return err
+	}
 	return h.shared.reinit(h)
 }
 

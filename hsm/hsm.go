@@ -241,7 +241,7 @@ func (h *HSM) initialize() error {
 func (h *HSM) connect() error {
 	slot, info, err := findToken(h.p11, h.cfg.TokenLabel)
 	if err != nil {
-		return err
+		return unreachable{err}
 	}
 	h.slot = slot
 	h.token.Store(info)
@@ -255,12 +255,12 @@ func (h *HSM) connect() error {
 	for i, s := range h.sessions {
 		sh, err := h.p11.OpenSession(slot, sessionFlags)
 		if err != nil {
-			return fmt.Errorf("hsm: open session on token %q: %w", h.cfg.TokenLabel, err)
+			return unreachable{fmt.Errorf("hsm: open session on token %q: %w", h.cfg.TokenLabel, err)}
 		}
 		s.h = sh
 		if i == 0 {
 			if err := h.login(sh); err != nil {
-				return err
+				return unreachable{err}
 			}
 		}
 	}
@@ -279,6 +279,14 @@ func (h *HSM) connect() error {
 	h.lastPass.Store(h.now())
 	return nil
 }
+
+// unreachable marks a connect error from before the token answered: no
+// slot with a readable token of that label, no session, no login. A module
+// may need re-initialising to get past it (see HSM.recover); an error after
+// it (the health key, the round trip) is the token's own.
+type unreachable struct{ error }
+
+func (u unreachable) Unwrap() error { return u.error }
 
 func findToken(p module, label string) (uint, *tokenInfo, error) {
 	slots, err := p.GetSlotList(true)

@@ -159,6 +159,47 @@ func (m *sharedModule) leave(h *HSM) error {
 	return nil
 }
 
+// reconnect is h's recovery without the module's re-initialisation, tried
+// while another member serves: it closes h's sessions and connects h again
+// (sessions, login, health key, round trip). It reports done = false, and
+// does nothing or leaves h's sessions closed, when the module must be
+// re-initialised instead: no other member serves, or h could not reach its
+// token. A failure after that (the token failing its operations) is h's
+// recovery error: re-initialising would only interrupt the members that
+// serve, every back-off period, for as long as h's fault lasts.
+func (m *sharedModule) reconnect(h *HSM) (done bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h.st.Load().down == nil {
+		return true, nil
+	}
+	serving := func(o *HSM) bool { return o != h && !o.st.Load().closed && o.inRotation() }
+	if !m.initialized || !slices.ContainsFunc(m.members, serving) {
+		return false, nil
+	}
+	held, err := h.collect()
+	defer h.release(held)
+	if err != nil {
+		return true, fmt.Errorf("hsm: reconnect postponed: %w", err)
+	}
+	for _, s := range h.sessions {
+		if s.h != 0 {
+			// A session the failure ended fails to close; that is moot.
+			_ = h.p11.CloseSession(s.h)
+			s.h = 0
+		}
+	}
+	err = h.connect()
+	var u unreachable
+	if errors.As(err, &u) {
+		return false, nil
+	}
+	if err == nil {
+		h.setHealth(&state{Health: Health{Status: StatusActive, CheckedAt: time.Now()}}, true)
+	}
+	return true, err
+}
+
 // reinit runs C_Finalize and C_Initialize for h's recovery, and reconnects
 // every HSM of the module, because finalizing ends all of their sessions
 // and logins. It first drains every member's pool, so no goroutine is inside

@@ -208,3 +208,43 @@ func TestNetsimFaultOnOneToken(t *testing.T) {
 		t.Fatalf("encrypt on the healthy token: %v", err)
 	}
 }
+
+// TestRecoveryLeavesTheOtherTokenAlone: while another token of the module
+// serves, a token that fails its operations (a partition answering
+// CKR_DEVICE_ERROR) is recovered on its own, without re-initialising the
+// module under the healthy token: the healthy token's sessions stay open
+// and its calls go on, however many recovery attempts the fault lasts.
+func TestRecoveryLeavesTheOtherTokenAlone(t *testing.T) {
+	a := openT(t, netsimConfig(t, nodeA, netsim.Config{}))
+	fb := &faultModule{}
+	b := openWrapped(t, netsimConfig(t, nodeB, netsim.Config{}), fb.wrap)
+	labelA, labelB := newKey(t, a), newKey(t, b)
+	opens := fb.opens.Load()
+
+	setNetsim(t, netsim.Config{Fault: netsim.FaultError, FaultToken: nodeA})
+	if _, _, err := a.EncryptGCM(labelA, randomBytes(12), []byte("x"), nil); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("encrypt on the faulty token: %v, want ErrUnavailable", err)
+	}
+	for range 3 {
+		if hl := a.CheckNow(); hl.Status != StatusUnavailable {
+			t.Fatalf("recovery with the fault still on: %v", hl.Status)
+		}
+		if _, _, err := b.EncryptGCM(labelB, randomBytes(12), []byte("x"), nil); err != nil {
+			t.Fatalf("encrypt on the healthy token while the other recovers: %v", err)
+		}
+	}
+	if n := fb.opens.Load() - opens; n != 0 {
+		t.Fatalf("the healthy token opened %d sessions while the other recovered: the module was re-initialised under it", n)
+	}
+
+	setNetsim(t, netsim.Config{})
+	if hl := a.CheckNow(); hl.Status != StatusActive {
+		t.Fatalf("recovery once the fault is off: %v (%s)", hl.Status, hl.Err)
+	}
+	if _, _, err := a.EncryptGCM(labelA, randomBytes(12), []byte("x"), nil); err != nil {
+		t.Fatalf("encrypt on the recovered token: %v", err)
+	}
+	if n := fb.opens.Load() - opens; n != 0 {
+		t.Fatalf("the healthy token opened %d sessions during the other's recovery", n)
+	}
+}
