@@ -29,17 +29,30 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-. scripts/cpu-cgroup.sh
+group=xksproxy-bench-$$
 # A 10 ms period keeps each throttled stall short next to the 250 ms budget.
 period=10000
-cg=$(cpu_cgroup "xksproxy-bench-$$" "$node_cpu" "$period") || {
+quota=$(awk -v c="$node_cpu" -v p="$period" 'BEGIN {printf "%d", c * p}')
+if [ -w /sys/fs/cgroup/cpu/cgroup.procs ] && [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+  cg=/sys/fs/cgroup/cpu/$group
+  mkdir "$cg"
+  echo "$period" >"$cg/cpu.cfs_period_us"
+  echo "$quota" >"$cg/cpu.cfs_quota_us"
+elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && [ -w /sys/fs/cgroup/cgroup.procs ]; then
+  grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+  cg=/sys/fs/cgroup/$group
+  mkdir "$cg"
+  echo "$quota $period" >"$cg/cpu.max"
+else
   echo "no writable cpu cgroup controller (run as root on a machine with cgroup v1 or v2 cpu): target 4 cannot be measured here"
   exit 1
-}
+fi
 go build -o "$work/xksproxy" ./cmd/xksproxy
 go build -o "$work/xksbench" ./cmd/xksbench
 
-in_cpu_cgroup "$cg" 0 "$work/xksproxy" dev --data "$work/dev" --listen "127.0.0.1:$port" >"$work/dev.out" 2>"$work/dev.log" &
+# The shell joins the cgroup first so that dev and its node are born in it.
+setsid sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec taskset -c 0 "$@"' sh "$cg" \
+  "$work/xksproxy" dev --data "$work/dev" --listen "127.0.0.1:$port" >"$work/dev.out" 2>"$work/dev.log" &
 dev=$!
 for _ in $(seq 1 240); do [ -f "$work/dev/client.json" ] && break; sleep 0.5; done
 [ -f "$work/dev/client.json" ] || { echo "dev did not start"; tail -20 "$work/dev.log"; exit 1; }
