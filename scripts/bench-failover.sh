@@ -14,7 +14,7 @@
 #   3 x HEALTH_INTERVAL of the heal.
 # FAULT_TOKEN=nobody is a control run: the fault is switched on for a token
 # that does not exist, so nothing fails and only the module's own cost of a
-# token-limited fault remains (it reads each call's session and token info).
+# token-limited fault remains (it reads each call's session info).
 # Loopback only; bounded (each run: warm-up + DURATION + xksbench's own
 # bounds); processes and the temporary directory are removed on exit.
 set -euo pipefail
@@ -49,17 +49,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# `xksproxy dev` prepares the node (token A, keys, credential, TLS, config)
-# and is stopped; B is a second token in the same token directory, which the
-# node fills with the cluster keys (import_keys_file) and the replicated
-# demo key as it starts.
-setsid "$dir/xksproxy" dev --data "$dir/data" --listen "127.0.0.1:$port" >"$dir/dev.out" 2>"$dir/dev.log" &
-dev_pid=$!
-pids+=("$dev_pid")
-for _ in $(seq 1 120); do [ -f "$dir/data/client.json" ] && break; sleep 0.5; done
-[ -f "$dir/data/client.json" ] || { echo "xksproxy dev did not come up; see its log:"; tail -20 "$dir/dev.log"; exit 1; }
-kill -- -"$dev_pid"
-for _ in $(seq 1 40); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 0.25; done
+# `xksproxy dev` prepares the node (token A, keys, credential, TLS, config);
+# B is a second token in the same token directory, which the node fills with
+# the cluster keys (import_keys_file) and the replicated demo key as it
+# starts.
+. scripts/dev-node.sh
+prepare_dev_node "$dir" "$port"
 
 node_dir=$dir/data/node1
 health=$(awk -F'"' '/^ *health_listen/ {print $2}' "$node_dir/node.toml")

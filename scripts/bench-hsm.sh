@@ -47,15 +47,10 @@ cleanup() { for p in "${pids[@]}"; do kill -- -"$p" 2>/dev/null || true; done; s
 trap cleanup EXIT
 
 # `xksproxy dev` prepares the node (token, keys, credential, TLS, config);
-# it is stopped, and the node then runs from its config with the module
-# swapped for the simulated network HSM.
-setsid "$dir/xksproxy" dev --data "$dir/data" --listen "127.0.0.1:$port" >"$dir/dev.out" 2>"$dir/dev.log" &
-dev_pid=$!
-pids+=("$dev_pid")
-for _ in $(seq 1 120); do [ -f "$dir/data/client.json" ] && break; sleep 0.5; done
-[ -f "$dir/data/client.json" ] || { echo "xksproxy dev did not come up; see its log:"; tail -20 "$dir/dev.log"; exit 1; }
-kill -- -"$dev_pid"
-for _ in $(seq 1 40); do kill -0 "$dev_pid" 2>/dev/null || break; sleep 0.25; done
+# the node then runs from its config with the module swapped for the
+# simulated network HSM.
+. scripts/dev-node.sh
+prepare_dev_node "$dir" "$port"
 "$dir/wrkreplay" --client "$dir/data/client.json" >"$dir/replay.lua"
 
 node_dir=$dir/data/node1

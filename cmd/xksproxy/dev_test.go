@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -36,14 +37,34 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// freeLoopbackPort returns a loopback port that is free together with the
+// two above it, where `dev --nodes 3` puts its other API ports. It is picked
+// below the kernel's ephemeral range (32768 and up by default): a port
+// there can be taken between this check and the node's listen by any
+// outgoing connection of the tests running alongside, which happened to a
+// three-node dev in CI.
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	const lo, hi = 20000, 32000
+	for range 100 {
+		port := lo + rand.IntN(hi-lo)
+		if loopbackPortsFree(port, 3) {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no three free loopback ports in %d..%d", lo, hi)
+	return 0
+}
+
+func loopbackPortsFree(port, n int) bool {
+	for p := port; p < port+n; p++ {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			return false
+		}
+		ln.Close()
+	}
+	return true
 }
 
 type process struct {
