@@ -277,7 +277,9 @@ func (h *HSM) find(s *session, label string) (pkcs11.ObjectHandle, bool, error) 
 	case len(objs) == 0:
 		return 0, false, nil
 	case len(objs) > 1:
-		return 0, false, fmt.Errorf("hsm: more than one AES key labelled %q", label)
+		// The handles tell two objects apart from one listed twice, which
+		// a failover bench run once met and could not yet explain.
+		return 0, false, fmt.Errorf("hsm: more than one AES key labelled %q (objects %d and %d)", label, objs[0], objs[1])
 	}
 	return objs[0], true, nil
 }

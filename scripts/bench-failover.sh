@@ -150,6 +150,7 @@ report=$out/failover.txt
 for fault in $faults; do
   netsim_conf "$fault" >"$dir/netsim.$fault"
   cp "$dir/netsim.healthy" "$conf"
+  log_from=$(($(wc -l <"$dir/node.log" 2>/dev/null || echo 0) + 1))
   start_node
   rotation=$out/$fault.rotation.txt
   : >"$rotation"
@@ -166,15 +167,15 @@ for fault in $faults; do
   kill "$poll_pid" 2>/dev/null || true
   wait "$poll_pid" 2>/dev/null || true
   stop_node
-  cp "$dir/node.log" "$out/node.log"
+  tail -n +"$log_from" "$dir/node.log" >"$out/$fault.node.log"
   if [ ! -f "$out/$fault/result.json" ] || [ ! -f "$dir/fault.time" ] || [ ! -f "$dir/heal.time" ]; then
     echo "failover ($fault): FAIL (the run or its hooks did not complete; node log:)" | tee -a "$report"
     tail -20 "$dir/node.log"
     continue
   fi
-  python3 - "$out/$fault/result.json" "$rotation" "$(cat "$dir/fault.time")" "$(cat "$dir/heal.time")" "$fault" "$health_interval" <<'EOF' | tee -a "$report"
-import json, sys
-result, rotation, t_fault, t_heal, fault, interval = sys.argv[1:]
+  python3 - "$out/$fault/result.json" "$rotation" "$(cat "$dir/fault.time")" "$(cat "$dir/heal.time")" "$fault" "$health_interval" "$out/$fault.node.log" <<'EOF' | tee -a "$report"
+import collections, json, sys
+result, rotation, t_fault, t_heal, fault, interval, node_log = sys.argv[1:]
 t_fault, t_heal, interval = float(t_fault), float(t_heal), float(interval)
 d = json.load(open(result))
 tot, lat = d["totals"], d["totals"]["latencyMs"]
@@ -196,6 +197,18 @@ if sick:
     print("%s: while A was sick, B served %.0f operations/s with %.1f of its sessions in use on average and a mean call of %.1f ms (its pool's capacity: sessions / call)" % (
         fault, (sick[-1][5] - sick[0][5]) / max(sick[-1][0] - sick[0][0], 0.001), sum(r[6] for r in sick) / len(sick), 1000 * sum(r[7] for r in sick) / len(sick)))
 print("%s: A out of rotation %s after the fault, back %s after the heal, then served %d operations; B out of rotation in %d of %d polls; %s sessions of A in use at the last poll before the fault (<= 100 ms before: the calls in flight on it, sampled)" % (fault, fmt(out), fmt(rejoin), served_after, b_out, len(rows), in_flight))
+# What the node logged for the requests it failed (level error: the 500s),
+# by cause, so that a failure can be traced without reading the log.
+causes = collections.Counter()
+for line in open(node_log, errors="replace"):
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        continue
+    if entry.get("level") == "error" and "kmsRequestId" in entry:
+        causes[entry.get("detail") or entry.get("reason") or "?"] += 1
+if causes:
+    print("%s: the node's failed requests by cause: %s" % (fault, "; ".join("%d x %s" % (n, c) for c, n in causes.most_common(5))))
 reasons = []
 if tot["errors"] != 0:
     reasons.append("%d failed requests (A had %d calls in flight at the fault)" % (tot["errors"], in_flight))
