@@ -159,8 +159,12 @@ func (n *Node) WaitApplied(ctx context.Context, index uint64) []Ack {
 				}
 				retry := time.Duration(0)
 				if err != nil {
-					acks[i].Error = err.Error()
 					retry = statusRetryInterval
+					// A question cut short by the deadline says nothing
+					// about the node: it answered until then.
+					if ctx.Err() == nil {
+						acks[i].Error = err.Error()
+					}
 				}
 				select {
 				case <-ctx.Done():
@@ -209,6 +213,11 @@ func (n *Node) WaitReconciled(ctx context.Context, index uint64) []NodeStatus {
 			defer wg.Done()
 			for {
 				st, err := n.statusAtLeast(ctx, s, noderpc.AwaitReconciled, index)
+				if err != nil && ctx.Err() != nil && out[i].ID != "" {
+					// Out of time with its answer in hand: the node is slow,
+					// not gone.
+					return
+				}
 				if err != nil {
 					out[i] = NodeStatus{ID: string(s.ID), ClusterAddr: string(s.Address), NotReady: "unreachable: " + err.Error()}
 					return
@@ -235,6 +244,12 @@ const (
 	// answer, or to an older build without AwaitStatus, which can only be
 	// polled.
 	statusRetryInterval = 20 * time.Millisecond
+	// answerMargin is how long before the caller's deadline a node asked to
+	// wait must answer, so that its answer (a round trip, across sites)
+	// arrives in time. Asked to wait until the deadline itself, a node that
+	// had not reached the index answered just too late, and the caller
+	// took it for unreachable.
+	answerMargin = 250 * time.Millisecond
 )
 
 // indexNamed is this node's notifier of the index an AwaitStatus names.
@@ -258,7 +273,8 @@ func reachedIndex(st NodeStatus, of string) uint64 {
 // notifier, another's through AwaitStatus.
 func (n *Node) statusAtLeast(ctx context.Context, s raft.Server, of string, index uint64) (NodeStatus, error) {
 	wait := awaitRound
-	if deadline, ok := ctx.Deadline(); ok {
+	deadline, bounded := ctx.Deadline()
+	if bounded {
 		wait = max(0, min(wait, time.Until(deadline)))
 	}
 	if s.ID == raft.ServerID(n.cfg.NodeID) {
@@ -266,6 +282,9 @@ func (n *Node) statusAtLeast(ctx context.Context, s raft.Server, of string, inde
 		defer cancel()
 		n.indexNamed(of).Wait(wctx, index)
 		return n.Status(), nil
+	}
+	if bounded {
+		wait = max(0, min(wait, time.Until(deadline)-answerMargin))
 	}
 	rctx, cancel := context.WithTimeout(ctx, wait+2*time.Second)
 	defer cancel()

@@ -793,3 +793,50 @@ func TestKillSwitchDoesNotWaitForAnotherKeysUnwrap(t *testing.T) {
 		return held.client().RoundTrip("slow-key", md("Encrypt"), []byte("x"), nil) == nil
 	})
 }
+
+// A node that answers but has not reached the index by the caller's
+// deadline is reported with its status, not as unreachable: the last wait
+// it is asked for ends before the deadline, so its answer still arrives.
+func TestWaitReconciledReportsASlowNodeAsSlow(t *testing.T) {
+	c := newTestCluster(t, 3)
+	slow := &slowUnwrap{label: ".slow-key.", held: make(chan string, 8), release: make(chan struct{})}
+	c.slowUnwrap.Store(slow)
+	defer close(slow.release)
+	leader := c.leader()
+	created := make(chan error, 1)
+	go func() {
+		_, err := leader.admin.CreateKey(t.Context(), demoStore, admin.CreateKeyRequest{ID: "slow-key"})
+		created <- err
+	}()
+	defer func() { <-created }()
+	var held *testNode
+	for held == nil {
+		select {
+		case id := <-slow.held:
+			for _, n := range c.nodes {
+				if n.id == id && n != leader {
+					held = n
+				}
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no follower started unwrapping the new key")
+		}
+	}
+
+	index := leader.node.Status().ViewIndex
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	for _, st := range leader.node.WaitReconciled(ctx, index) {
+		if st.ID != held.id {
+			continue
+		}
+		if st.State == "" || strings.HasPrefix(st.NotReady, "unreachable") {
+			t.Fatalf("%s, reachable but busy reconciling, is reported as %+v", held.id, st)
+		}
+		if st.ReconciledIndex >= index {
+			t.Fatalf("%s reconciled index %d while its unwrap is held", held.id, st.ReconciledIndex)
+		}
+		return
+	}
+	t.Fatalf("no status of %s", held.id)
+}
