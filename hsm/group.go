@@ -3,6 +3,7 @@ package hsm
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -245,13 +246,17 @@ func (g *Group) DestroyKey(label string) error {
 }
 
 // Health is the group's: ACTIVE when every member is, UNAVAILABLE when none
-// serves, DEGRADED in between. Members gives each one's own.
+// serves, DEGRADED in between. Members gives each one's own. CheckedAt is
+// the latest check of a member that serves (of any member when none does),
+// so that a node whose serving members' monitors have all stalled shows an
+// overdue check, as a node of one HSM does.
 func (g *Group) Health() Health {
 	if len(g.members) == 1 {
 		return g.members[0].Health()
 	}
 	serving, active := 0, 0
 	var errs []string
+	var checked, servingChecked time.Time
 	for _, m := range g.members {
 		h := m.Health()
 		switch h.Status {
@@ -261,11 +266,20 @@ func (g *Group) Health() Health {
 		case StatusDegraded:
 			serving++
 		}
+		if h.Status != StatusUnavailable && h.CheckedAt.After(servingChecked) {
+			servingChecked = h.CheckedAt
+		}
+		if h.CheckedAt.After(checked) {
+			checked = h.CheckedAt
+		}
 		if h.Err != "" {
 			errs = append(errs, m.cfg.TokenLabel+": "+h.Err)
 		}
 	}
-	out := Health{Status: StatusDegraded, CheckedAt: time.Now(), Err: fmt.Sprint(errs)}
+	if serving > 0 {
+		checked = servingChecked
+	}
+	out := Health{Status: StatusDegraded, CheckedAt: checked, Err: strings.Join(errs, "; ")}
 	switch {
 	case active == len(g.members):
 		out.Status, out.Err = StatusActive, ""

@@ -148,3 +148,26 @@ func TestMostTellingError(t *testing.T) {
 		}
 	}
 }
+
+// A group's health is as old as its freshest serving member's check, not
+// made fresh by asking: with every monitor stalled, the node's readiness
+// must see the check go overdue, as it does with one HSM.
+func TestGroupHealthIsAsOldAsItsChecks(t *testing.T) {
+	cfgs := []Config{testConfig(nodeA), testConfig(nodeB)}
+	for i := range cfgs {
+		cfgs[i].HealthInterval = time.Hour
+	}
+	a, b := openT(t, cfgs[0]), openT(t, cfgs[1])
+	g, err := NewGroup(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest := a.Health().CheckedAt
+	if bt := b.Health().CheckedAt; bt.After(newest) {
+		newest = bt
+	}
+	time.Sleep(20 * time.Millisecond)
+	if got := g.Health().CheckedAt; !got.Equal(newest) {
+		t.Fatalf("group checked at %v, want its members' latest check %v", got, newest)
+	}
+}
