@@ -57,6 +57,9 @@ struct settings {
 	/* fault_count: the fault hits this many calls, then stops; 0: every
 	 * call while it is switched on. */
 	long fault_count;
+	/* gen counts the re-reads of the file: a slot looked up under older
+	 * settings must not enter the cache of newer ones. */
+	unsigned long gen;
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -230,6 +233,7 @@ static void refresh_locked(void)
 	struct settings n = cur;
 	if (parse(&n, NULL) != 0)
 		return;
+	n.gen = cur.gen + 1;
 	cur = n;
 	faults_left = n.fault_count;
 	ncached = 0;
@@ -271,7 +275,7 @@ static int on_faulty_token(const struct settings *s, CK_SESSION_HANDLE h)
 		if (ti.label[i] != ' ')
 			match = 0;
 	pthread_mutex_lock(&mu);
-	if (ncached < SLOT_CACHE) {
+	if (cur.gen == s->gen && ncached < SLOT_CACHE) {
 		cached_slot[ncached] = si.slotID;
 		cached_match[ncached] = match;
 		ncached++;
