@@ -7,6 +7,12 @@ BIN     := bin/xksproxy
 # The build's identity (xksproxy version, xksproxy_build_info): the release
 # in VERSION, the commit, whether the tree had uncommitted changes, and the
 # build date (SOURCE_DATE_EPOCH when set, for reproducible builds).
+# make dist is reproducible: unless SOURCE_DATE_EPOCH says otherwise, its
+# build date is the commit's, as its archives' timestamps are (scripts/dist.sh).
+ifneq ($(filter dist,$(MAKECMDGOALS)),)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+export SOURCE_DATE_EPOCH
+endif
 VERSION    := $(shell cat VERSION)
 COMMIT     := $(shell git rev-parse HEAD 2>/dev/null)
 MODIFIED   := $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)

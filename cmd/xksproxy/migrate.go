@@ -14,6 +14,7 @@ import (
 
 	"github.com/xksproxy/xksproxy/admin"
 	"github.com/xksproxy/xksproxy/fsm"
+	"github.com/xksproxy/xksproxy/xksapi"
 )
 
 // awsSampleSettings is what a migration reads of the settings.toml of AWS's
@@ -399,12 +400,6 @@ func createdSoFar(plan *migrationPlan) string {
 	return strings.Join(plan.Created, ", ")
 }
 
-// This proxy's default request bounds (README, Configuration reference).
-const (
-	defaultMaxPlaintextBytes = 4300
-	defaultMaxAADBytes       = 8192
-)
-
 // nodeTOMLLines is the part of every node's node.toml that the sample
 // proxy's settings decide: TLS, mTLS and the HSM module. They are per node,
 // never replicated. The PIN goes in a file named by pin_file, never here.
@@ -428,10 +423,10 @@ func nodeTOMLLines(s *awsSampleSettings) string {
 	// The sample proxy bounds the base64 text, this proxy the bytes; only
 	// a larger bound than ours needs a line, or requests the old proxy
 	// served would be refused.
-	if n := s.Limits.MaxPlaintextB64 / 4 * 3; n > defaultMaxPlaintextBytes {
+	if n := s.Limits.MaxPlaintextB64 / 4 * 3; n > xksapi.DefaultLimits.MaxPlaintext {
 		fmt.Fprintf(&b, "max_plaintext_bytes = %d  # the sample proxy's max_plaintext_in_base64 = %d\n", n, s.Limits.MaxPlaintextB64)
 	}
-	if n := s.Limits.MaxAADB64 / 4 * 3; n > defaultMaxAADBytes {
+	if n := s.Limits.MaxAADB64 / 4 * 3; n > xksapi.DefaultLimits.MaxAAD {
 		fmt.Fprintf(&b, "max_aad_bytes = %d  # the sample proxy's max_aad_in_base64 = %d\n", n, s.Limits.MaxAADB64)
 	}
 	b.WriteString("[hsm]\n")
