@@ -152,6 +152,14 @@ type HSM struct {
 	// genMu makes the exists-check and the creation or destruction of a
 	// labelled key one step.
 	genMu sync.Mutex
+	// copyMu keeps searches of the token apart from the making of session
+	// copies (keycache.go). SoftHSMv2 builds a copy in the open: every
+	// attribute of the original, CKA_TOKEN true included, is set before the
+	// copy's own template makes it a session object, and a search running
+	// meanwhile finds two token keys under one label. Copies share the
+	// lock; a search takes it alone. Searches are rare (a key the cache
+	// does not hold yet), so they wait at most for the copies in flight.
+	copyMu sync.RWMutex
 	// revalidated is the label the last deep check re-read last, and
 	// revalidateBatch how many one check re-reads (see revalidate). A
 	// check's revalidation may outlive its deadline and overlap the next:

@@ -175,3 +175,45 @@ func TestRevalidationCoversEveryKeyInBatches(t *testing.T) {
 		}
 	}
 }
+
+// A key the cache does not know yet is looked up by several sessions at
+// once, as after a token's recovery or when a replicated key first
+// arrives: some sessions search the token for it while others are already
+// copying it. SoftHSMv2 builds a copy in the open (every attribute of the
+// original, CKA_TOKEN true included, is set before the copy's own template
+// applies), so a search running meanwhile found two "token" keys under one
+// label and the request failed with a 500; a failover bench met it twice.
+// One round meets the race about once in a hundred, so the test runs
+// enough rounds to fail nearly every time without the fix.
+func TestColdKeyUnderConcurrentLookups(t *testing.T) {
+	cfg := testConfig(testToken)
+	cfg.PoolSize = 16
+	h := openT(t, cfg)
+	for round := range 300 {
+		key := uniqueLabel("cold")
+		if err := h.GenerateKey(key); err != nil {
+			t.Fatal(err)
+		}
+		h.keysMu.Lock()
+		delete(h.keys, key)
+		h.keysMu.Unlock()
+		errs := make(chan error, cfg.PoolSize)
+		start := make(chan struct{})
+		for range cfg.PoolSize {
+			go func() {
+				<-start
+				_, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil)
+				errs <- err
+			}()
+		}
+		close(start)
+		for range cfg.PoolSize {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if err := h.DestroyKey(key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

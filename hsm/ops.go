@@ -262,6 +262,8 @@ func (h *HSM) find(s *session, label string) (pkcs11.ObjectHandle, bool, error) 
 		// Not the pool's session-object copies (keycache.go).
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 	}
+	h.copyMu.Lock()
+	defer h.copyMu.Unlock()
 	if err := h.p11.FindObjectsInit(s.h, template); err != nil {
 		return 0, false, err
 	}
@@ -277,8 +279,6 @@ func (h *HSM) find(s *session, label string) (pkcs11.ObjectHandle, bool, error) 
 	case len(objs) == 0:
 		return 0, false, nil
 	case len(objs) > 1:
-		// The handles tell two objects apart from one listed twice, which
-		// a failover bench run once met and could not yet explain.
 		return 0, false, fmt.Errorf("hsm: more than one AES key labelled %q (objects %d and %d)", label, objs[0], objs[1])
 	}
 	return objs[0], true, nil
