@@ -106,7 +106,7 @@ func TestHandlerTimeBuckets(t *testing.T) {
 // within a window, and forgets it once they stop.
 func TestCPUWaitFollowsHandlerTimes(t *testing.T) {
 	var h handlerTimes
-	c := startCPUWait(&h)
+	c := startCPUWait(&h, 0)
 	defer c.close()
 	stop := make(chan struct{})
 	go func() {
@@ -171,7 +171,7 @@ func TestProbeMeasuresTheWaitToBeRead(t *testing.T) {
 // as they do on an overloaded server (many connections, each needing a
 // little CPU per request), and falls back once they are gone.
 func TestCPUWaitFollowsSaturation(t *testing.T) {
-	c := startCPUWait(new(handlerTimes))
+	c := startCPUWait(new(handlerTimes), 0)
 	defer c.close()
 	var stop atomic.Bool
 	workers := 128 * runtime.GOMAXPROCS(0)
@@ -206,5 +206,38 @@ func TestCPUWaitFollowsSaturation(t *testing.T) {
 	}
 	if w := c.current(); w >= time.Millisecond {
 		t.Fatalf("CPU wait stayed at %v after the load stopped", w)
+	}
+}
+
+// A rise of the estimate that a stall leaves behind is not shed on; one
+// that lasts, or reaches the limit, is; and after shedding, a new rise is
+// shed on at once for a while.
+func TestStandingQueue(t *testing.T) {
+	const limit = 100 * time.Millisecond
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	q := standingQueue{limit: limit}
+	steps := []struct {
+		at, estimate, want int // ms
+	}{
+		{0, 10, 10},   // below half the limit: passed on, as it sheds nothing
+		{10, 70, 0},   // a rise begins
+		{50, 90, 0},   // 40 ms old: a stall's rise, held back
+		{60, 20, 20},  // drained by itself
+		{70, 80, 0},   // a new rise starts its own clock
+		{160, 80, 0},  // 90 ms old
+		{170, 85, 85}, // 100 ms old: it stands
+		{180, 60, 60},
+		{190, 40, 40}, // shedding drained it
+		{600, 70, 70}, // within rearmFor of the last shed: at once
+		{1700, 20, 20},
+		{1710, 70, 0},    // rearmFor has passed: a fresh rise again
+		{1720, 100, 100}, // at the limit: at once, whatever its age
+	}
+	for _, s := range steps {
+		if got := q.shedOn(at(s.at), ms(s.estimate)); got != ms(s.want) {
+			t.Fatalf("at %d ms, estimate %d ms: shed on %v, want %v", s.at, s.estimate, got, ms(s.want))
+		}
 	}
 }

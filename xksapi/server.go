@@ -212,7 +212,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.api.Handler }
 // ServeTLS serves the XKS API on ln over TLS until Shutdown.
 func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 	if s.cfg.CPUWait == nil {
-		s.cpuOnce.Do(func() { s.cpu.Store(startCPUWait(&s.handlerTimes)) })
+		s.cpuOnce.Do(func() { s.cpu.Store(startCPUWait(&s.handlerTimes, s.cfg.OverloadWait)) })
 	}
 	l := s.limitConns(ln, listenerAPI)
 	s.apiConns.Store(l)
@@ -226,6 +226,18 @@ func (s *Server) cpuWaitNow() time.Duration {
 	}
 	if c := s.cpu.Load(); c != nil {
 		return c.current()
+	}
+	return 0
+}
+
+// cpuWaitToShedOn is the estimate the shedder acts on: cpuWaitNow once the
+// queue it measures stands (see standingQueue), else 0.
+func (s *Server) cpuWaitToShedOn() time.Duration {
+	if s.cfg.CPUWait != nil {
+		return s.cfg.CPUWait()
+	}
+	if c := s.cpu.Load(); c != nil {
+		return c.shedOn()
 	}
 	return 0
 }
