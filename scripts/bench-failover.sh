@@ -150,7 +150,8 @@ report=$out/failover.txt
 for fault in $faults; do
   netsim_conf "$fault" >"$dir/netsim.$fault"
   cp "$dir/netsim.healthy" "$conf"
-  log_from=$(($(wc -l <"$dir/node.log" 2>/dev/null || echo 0) + 1))
+  touch "$dir/node.log"
+  log_from=$(($(wc -l <"$dir/node.log") + 1))
   start_node
   rotation=$out/$fault.rotation.txt
   : >"$rotation"
