@@ -80,6 +80,10 @@ func TestTwoHSMFailover(t *testing.T) {
 	writeTwoHSMConfig(t, filepath.Join(nodeDir, "node.toml"), config, netsimLib, softhsmConf, netsimConf,
 		filepath.Join(dir, "secrets", "hsm-pin"), hsmA, hsmB)
 
+	out, err := exec.Command(bin, "serve", "--check", "--config", config).CombinedOutput()
+	if want := "tokens " + hsmA + ", " + hsmB; err != nil || !strings.Contains(string(out), want) {
+		t.Fatalf("serve --check on two HSMs does not name both (%q): %v\n%s", want, err, out)
+	}
 	node := start(t, bin, "serve", "--config", config)
 	health := "http://" + st.Nodes[0].HealthListen
 	waitFor(t, "the node on two HSMs to be ready", func() bool {

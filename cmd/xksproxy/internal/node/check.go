@@ -126,11 +126,19 @@ func checkHSM(cfg *Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	detail := "token " + cfg.HSM.TokenLabel + ", cluster keys present"
+	var labels []string
+	for _, hc := range cfg.HSMs() {
+		labels = append(labels, hc.TokenLabel)
+	}
+	tokens := "token " + labels[0]
+	if len(labels) > 1 {
+		tokens = "tokens " + strings.Join(labels, ", ")
+	}
+	detail := tokens + ", cluster keys present"
 	if ok, err := h.HasClusterKeys(); err != nil || !ok {
-		detail = "token " + cfg.HSM.TokenLabel + ", WITHOUT the cluster keys (import them: xksproxy cluster-keys import)"
+		detail = tokens + ", WITHOUT the cluster keys in every one (import them: xksproxy cluster-keys import)"
 		if cfg.Cluster.ImportKeysFile != "" {
-			detail = "token " + cfg.HSM.TokenLabel + ", cluster keys to be imported from cluster.import_keys_file at start"
+			detail = tokens + ", cluster keys to be imported from cluster.import_keys_file at start"
 		}
 	}
 	return detail, h.Close()
