@@ -220,24 +220,20 @@ func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 }
 
 // cpuWaitNow is the current CPU wait estimate; 0 while not serving.
-func (s *Server) cpuWaitNow() time.Duration {
-	if s.cfg.CPUWait != nil {
-		return s.cfg.CPUWait()
-	}
-	if c := s.cpu.Load(); c != nil {
-		return c.current()
-	}
-	return 0
-}
+func (s *Server) cpuWaitNow() time.Duration { return s.readCPUWait((*cpuWait).current) }
 
 // cpuWaitToShedOn is the estimate the shedder acts on: cpuWaitNow once the
 // queue it measures stands (see standingQueue), else 0.
-func (s *Server) cpuWaitToShedOn() time.Duration {
+func (s *Server) cpuWaitToShedOn() time.Duration { return s.readCPUWait((*cpuWait).shedOn) }
+
+// readCPUWait reads the node's own measure with read, or the configured
+// one, which stands for both.
+func (s *Server) readCPUWait(read func(*cpuWait) time.Duration) time.Duration {
 	if s.cfg.CPUWait != nil {
 		return s.cfg.CPUWait()
 	}
 	if c := s.cpu.Load(); c != nil {
-		return c.shedOn()
+		return read(c)
 	}
 	return 0
 }
