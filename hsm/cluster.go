@@ -196,13 +196,16 @@ func (h *HSM) importClusterKeys(s *session, material []byte) error {
 		return fmt.Errorf("hsm: token %q holds cluster key %q but not %q; refusing to import into a half-imported token: destroy %q with the token's own tools and import again",
 			h.cfg.TokenLabel, present, missing, present)
 	}
+	h.searchMu.RLock()
 	kek, err := h.p11.CreateObject(s.h, append(aesKeyAttributes(ClusterKEKLabel, true),
 		pkcs11.NewAttribute(pkcs11.CKA_VALUE, material[:keyBytes])))
 	if err != nil {
+		h.searchMu.RUnlock()
 		return err
 	}
 	seal, err := h.p11.CreateObject(s.h, append(aesKeyAttributes(ClusterSealLabel, false),
 		pkcs11.NewAttribute(pkcs11.CKA_VALUE, material[keyBytes:])))
+	h.searchMu.RUnlock()
 	if err != nil {
 		// A lone KEK would make every later import refuse. If this fails
 		// too, that refusal names the key to remove.
@@ -296,7 +299,9 @@ func (h *HSM) unwrap(s *session, wrapped []byte, label string) error {
 	// No CKA_VALUE_LEN: the length comes from the blob, and SoftHSMv2
 	// refuses the attribute on unwrap (CKR_ATTRIBUTE_READ_ONLY), leaving an
 	// empty session object behind.
+	h.searchMu.RLock()
 	key, err := h.p11.UnwrapKey(s.h, s.mech, kek, wrapped, aesKeyAttributes(label, false))
+	h.searchMu.RUnlock()
 	s.mech[0] = nil
 	if err != nil {
 		return err

@@ -152,14 +152,20 @@ type HSM struct {
 	// genMu makes the exists-check and the creation or destruction of a
 	// labelled key one step.
 	genMu sync.Mutex
-	// copyMu keeps searches of the token apart from the making of session
-	// copies (keycache.go). SoftHSMv2 builds a copy in the open: every
-	// attribute of the original, CKA_TOKEN true included, is set before the
-	// copy's own template makes it a session object, and a search running
-	// meanwhile finds two token keys under one label. Copies share the
-	// lock; a search takes it alone. Searches are rare (a key the cache
-	// does not hold yet), so they wait at most for the copies in flight.
-	copyMu sync.RWMutex
+	// searchMu keeps searches of the token apart from calls that make
+	// objects. SoftHSMv2 2.6.1 makes them in the open: a session copy
+	// (keycache.go) gets every attribute of its original, CKA_TOKEN true
+	// included, before its own template makes it a session object, and a
+	// new token key has its label before its value. A search running
+	// meanwhile finds two token keys under one label, or a key that cannot
+	// encrypt yet, and a C_GenerateKey racing a search can fail outright.
+	// Calls that make objects share the lock; a search takes it alone.
+	// Searches are rare (a key the cache does not hold yet), so the cost is
+	// a search waiting for the makings in flight, and makings waiting for a
+	// search. A call that hangs holding it holds up the others of this HSM
+	// with it, but such a call takes the HSM out of rotation anyway (a call
+	// stuck past CallTimeout does), until the recovery that waits for it.
+	searchMu sync.RWMutex
 	// revalidated is the label the last deep check re-read last, and
 	// revalidateBatch how many one check re-reads (see revalidate). A
 	// check's revalidation may outlive its deadline and overlap the next:

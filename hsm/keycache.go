@@ -64,9 +64,9 @@ func (h *HSM) keyHandle(s *session, label string) (pkcs11.ObjectHandle, error) {
 		token = found
 	}
 	s.key = token
-	h.copyMu.RLock()
+	h.searchMu.RLock()
 	copied, err := h.p11.CopyObject(s.h, token, sessionCopy)
-	h.copyMu.RUnlock()
+	h.searchMu.RUnlock()
 	uncopyable := isCopyRefusal(err)
 	if err != nil && !uncopyable {
 		return 0, err

@@ -217,3 +217,81 @@ func TestColdKeyUnderConcurrentLookups(t *testing.T) {
 		}
 	}
 }
+
+// A key is made, generated or unwrapped, while other sessions search the
+// token: for the key itself (a replicated key arrives while requests for
+// it fail over to this HSM) and for another label. SoftHSMv2 gives a new
+// token key its label before its value, so a search could find a key that
+// cannot encrypt yet (CKR_MECHANISM_INVALID), and a C_GenerateKey racing a
+// search failed with CKR_GENERAL_ERROR in most runs.
+func TestKeyMadeWhileSearched(t *testing.T) {
+	const searchers = 7
+	cfg := testConfig(nodeA)
+	cfg.PoolSize = searchers + 1
+	h := openT(t, cfg)
+	if err := h.ImportClusterKeys(clusterMaterial); err != nil {
+		t.Fatal(err)
+	}
+	ways := []struct {
+		name string
+		make func(label string) error
+	}{
+		{"generated", h.GenerateKey},
+		{"unwrapped", func(label string) error {
+			wrapped, mechanism, err := h.GenerateWrappedKey()
+			if err != nil {
+				return err
+			}
+			return h.UnwrapKey(wrapped, mechanism, label)
+		}},
+	}
+	absent := uniqueLabel("absent")
+	for _, way := range ways {
+		for round := range 60 {
+			key := uniqueLabel(way.name)
+			made := make(chan struct{})
+			errs := make(chan error, searchers)
+			for i := range searchers {
+				go func() {
+					for {
+						var err error
+						if i == 0 {
+							_, err = h.HasKey(absent)
+						} else {
+							_, _, err = h.EncryptGCM(key, randomBytes(12), []byte("p"), nil)
+							if errors.Is(err, ErrKeyNotFound) {
+								err = nil
+							}
+						}
+						select {
+						case <-made:
+							errs <- err
+							return
+						default:
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			err := way.make(key)
+			close(made)
+			if err != nil {
+				t.Fatalf("%s, round %d: %v", way.name, round, err)
+			}
+			for range searchers {
+				if err := <-errs; err != nil {
+					t.Fatalf("%s, round %d: a search while the key was made: %v", way.name, round, err)
+				}
+			}
+			if _, _, err := h.EncryptGCM(key, randomBytes(12), []byte("p"), nil); err != nil {
+				t.Fatalf("%s, round %d: the key made: %v", way.name, round, err)
+			}
+			if err := h.DestroyKey(key); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

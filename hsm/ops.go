@@ -262,8 +262,8 @@ func (h *HSM) find(s *session, label string) (pkcs11.ObjectHandle, bool, error) 
 		// Not the pool's session-object copies (keycache.go).
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 	}
-	h.copyMu.Lock()
-	defer h.copyMu.Unlock()
+	h.searchMu.Lock()
+	defer h.searchMu.Unlock()
 	if err := h.p11.FindObjectsInit(s.h, template); err != nil {
 		return 0, false, err
 	}
@@ -296,7 +296,9 @@ func (h *HSM) generate(s *session, label string) error {
 		return fmt.Errorf("%w: %q", ErrKeyExists, label)
 	}
 	s.mech[0] = pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)
+	h.searchMu.RLock()
 	key, err := h.p11.GenerateKey(s.h, s.mech, keyTemplate(label))
+	h.searchMu.RUnlock()
 	s.mech[0] = nil
 	if err != nil {
 		return err
