@@ -23,6 +23,8 @@ port=${PORT:-49443}
 out=${OUT:-bench/results/overload-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 [ "$(nproc)" -ge 2 ] || { echo "target 4 needs two cores: one for the node, pinned, and room for the generator"; exit 1; }
+taskset -c "0" true && taskset -c "1-$(($(nproc) - 1))" true ||
+  { echo "the node goes on CPU 0 and the generator on CPUs 1-$(($(nproc) - 1)): this process may not use them"; exit 1; }
 work=$(mktemp -d /tmp/xksproxy-overload.XXXXXX)
 dev= cg=
 cleanup() {

@@ -135,11 +135,15 @@ func checkHSM(cfg *Config) (string, error) {
 		tokens = "tokens " + strings.Join(labels, ", ")
 	}
 	detail := tokens + ", cluster keys present"
-	if ok, err := h.HasClusterKeys(); err != nil || !ok {
+	switch ok, err := h.HasClusterKeys(); {
+	case err != nil:
+		detail = tokens + ", cluster keys not checked: " + err.Error()
+	case !ok && cfg.Cluster.ImportKeysFile != "":
+		detail = tokens + ", cluster keys to be imported from cluster.import_keys_file at start"
+	case !ok && len(labels) > 1:
 		detail = tokens + ", WITHOUT the cluster keys in every one (import them: xksproxy cluster-keys import)"
-		if cfg.Cluster.ImportKeysFile != "" {
-			detail = tokens + ", cluster keys to be imported from cluster.import_keys_file at start"
-		}
+	case !ok:
+		detail = tokens + ", WITHOUT the cluster keys (import them: xksproxy cluster-keys import)"
 	}
 	return detail, h.Close()
 }
