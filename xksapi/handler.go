@@ -116,7 +116,7 @@ func (s *Server) process(ctx *fasthttp.RequestCtx, x *exchange, path, query []by
 	x.authenticated = true
 	// GetHealthStatus is never shed: it is how AWS KMS tells a busy proxy
 	// from a dead one.
-	if r.op != OpHealth && shouldShed(s.cpuWaitToShedOn(), s.cfg.OverloadWait) {
+	if r.op != OpHealth && s.shedForCPU() {
 		return throttle(shedCPU, "the proxy is overloaded (requests would wait too long for a CPU); retry")
 	}
 	if n := s.inFlight.Add(1); n > int64(s.cfg.MaxInFlight) {

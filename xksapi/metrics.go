@@ -205,7 +205,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *requestMetrics {
 		}, func() float64 { return float64(s.inFlight.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_cpu_wait_seconds",
-			Help: "Estimated time in the node of a request arriving now (its probed wait to be read plus the 90th percentile of the time admitted requests took in the handler outside HSM calls over the last 50 ms); crypto requests are shed once it stays above half of api.overload_wait for 100 ms, or reaches it.",
+			Help: "Estimated time in the node of a request arriving now (its probed wait to be read plus the 90th percentile of the time admitted requests took in the handler outside HSM calls over the last 50 ms); crypto requests are shed once it stays above half of api.overload_wait for 100 ms or reaches it, and for 1 s after that on any rise above half.",
 		}, func() float64 { return s.cpuWaitNow().Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xksproxy_ready",

@@ -274,13 +274,15 @@ var handlerTimeBounds = func() []float64 {
 // of what it served: no sustainable rate at all, or 927/s for a node that
 // served 1,854/s without a refusal. Such rises above 50 ms lasted 10 to 40
 // ms; a queue that stands is one the node does not drain, and outlasts
-// them. Once shedding has begun, a new rise within rearmFor is shed on at
-// once: an overload that shedding held back returns as soon as shedding
-// stops, and must not get a fresh standingAfter to build up in.
+// them. A rise within rearmFor of the last one found standing is passed on
+// at once: an overload that shedding held back returns as soon as shedding
+// stops, and must not get a fresh standingAfter to build up in. Only a
+// rise found standing renews that window; the rises it lets through do
+// not, or stalls a few times a second would keep it open for good.
 type standingQueue struct {
 	limit     time.Duration
 	highSince time.Time // first sample of the current rise; zero when the last sample was below half the limit
-	lastShed  time.Time // the last sample the shedder acted on
+	stood     time.Time // the last sample found standing
 }
 
 // standingAfter outlasts the stalls measured under a CPU quota (above) with
@@ -304,9 +306,11 @@ func (q *standingQueue) shedOn(now time.Time, e time.Duration) time.Duration {
 	if q.highSince.IsZero() {
 		q.highSince = now
 	}
-	if e >= q.limit || now.Sub(q.highSince) >= standingAfter ||
-		(!q.lastShed.IsZero() && now.Sub(q.lastShed) < rearmFor) {
-		q.lastShed = now
+	if e >= q.limit || now.Sub(q.highSince) >= standingAfter {
+		q.stood = now
+		return e
+	}
+	if !q.stood.IsZero() && now.Sub(q.stood) < rearmFor {
 		return e
 	}
 	return 0

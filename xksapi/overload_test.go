@@ -210,8 +210,9 @@ func TestCPUWaitFollowsSaturation(t *testing.T) {
 }
 
 // A rise of the estimate that a stall leaves behind is not shed on; one
-// that lasts, or reaches the limit, is; and after shedding, a new rise is
-// shed on at once for a while.
+// that lasts, or reaches the limit, is; and after that, a new rise is shed
+// on at once for a while. The rises let through that way do not prolong
+// the while: stalls come a few times a second under a CPU quota.
 func TestStandingQueue(t *testing.T) {
 	const limit = 100 * time.Millisecond
 	t0 := time.Unix(1000, 0)
@@ -230,14 +231,39 @@ func TestStandingQueue(t *testing.T) {
 		{170, 85, 85}, // 100 ms old: it stands
 		{180, 60, 60},
 		{190, 40, 40}, // shedding drained it
-		{600, 70, 70}, // within rearmFor of the last shed: at once
+		{600, 70, 70}, // within rearmFor of the last standing sample (180): at once
+		{610, 20, 20},
+		{1100, 70, 70}, // still within it; a rise let through does not renew it
+		{1110, 20, 20},
+		{1190, 70, 0}, // 1010 ms after 180: a fresh rise again, though 1100 was let through
+		{1200, 20, 20},
 		{1700, 20, 20},
-		{1710, 70, 0},    // rearmFor has passed: a fresh rise again
+		{1710, 70, 0},    // a fresh rise
 		{1720, 100, 100}, // at the limit: at once, whatever its age
+		{2000, 70, 70},   // within rearmFor of 1720
 	}
 	for _, s := range steps {
 		if got := q.shedOn(at(s.at), ms(s.estimate)); got != ms(s.want) {
 			t.Fatalf("at %d ms, estimate %d ms: shed on %v, want %v", s.at, s.estimate, got, ms(s.want))
 		}
+	}
+}
+
+// The shedder acts on the standing queue's figure, the gauge shows the
+// estimate: a stall's rise shows on the gauge and refuses nothing.
+func TestShedsOnTheStandingQueueOnly(t *testing.T) {
+	s := &Server{cfg: Config{OverloadWait: 100 * time.Millisecond}}
+	c := &cpuWait{}
+	s.cpu.Store(c)
+	c.ns.Store(int64(time.Second))
+	if s.shedForCPU() {
+		t.Fatal("shed on a rise that does not stand")
+	}
+	if got := s.cpuWaitNow(); got != time.Second {
+		t.Fatalf("the gauge reads %v, want the estimate, 1s", got)
+	}
+	c.shedNS.Store(int64(time.Second))
+	if !s.shedForCPU() {
+		t.Fatal("not shed on a standing queue at ten times the limit")
 	}
 }

@@ -222,9 +222,11 @@ func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 // cpuWaitNow is the current CPU wait estimate; 0 while not serving.
 func (s *Server) cpuWaitNow() time.Duration { return s.readCPUWait((*cpuWait).current) }
 
-// cpuWaitToShedOn is the estimate the shedder acts on: cpuWaitNow once the
-// queue it measures stands (see standingQueue), else 0.
-func (s *Server) cpuWaitToShedOn() time.Duration { return s.readCPUWait((*cpuWait).shedOn) }
+// shedForCPU decides whether a request is refused for want of CPU, on the
+// estimate of a queue that stands (see standingQueue), not the gauge's.
+func (s *Server) shedForCPU() bool {
+	return shouldShed(s.readCPUWait((*cpuWait).shedOn), s.cfg.OverloadWait)
+}
 
 // readCPUWait reads the node's own measure with read, or the configured
 // one, which stands for both.
