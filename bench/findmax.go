@@ -167,7 +167,7 @@ func (r *Runner) FindMax(ctx context.Context, f FindMaxConfig) (*Result, error) 
 		t := res.Totals
 		info := StepInfo{RatePerKey: rate, Verdict: res.Verdict.Result, Reasons: res.Verdict.Reasons,
 			OfferedRate: t.OfferedRate, AchievedRate: t.AchievedRate, Errors: t.Errors, ErrorRate: t.ErrorRate,
-			LatencyMs: t.LatencyMs}
+			ErrorKinds: res.Errors, LatencyMs: t.LatencyMs}
 		if info.Verdict == VerdictInvalid && !generatorLimited(res, r.cfg.Budget) {
 			// The step fell short only because answers were so slow that
 			// the in-flight bound filled up: the proxy did not sustain the

@@ -237,14 +237,18 @@ type FindMaxResult struct {
 
 // StepInfo is one find-max step.
 type StepInfo struct {
-	RatePerKey   float64        `json:"ratePerKey"`
-	Verdict      string         `json:"verdict"`
-	Reasons      []string       `json:"reasons"`
-	OfferedRate  float64        `json:"offeredRate"`
-	AchievedRate float64        `json:"achievedRate"`
-	Errors       int64          `json:"errors"`
-	ErrorRate    float64        `json:"errorRate"`
-	LatencyMs    LatencySummary `json:"latencyMs"`
+	RatePerKey   float64  `json:"ratePerKey"`
+	Verdict      string   `json:"verdict"`
+	Reasons      []string `json:"reasons"`
+	OfferedRate  float64  `json:"offeredRate"`
+	AchievedRate float64  `json:"achievedRate"`
+	Errors       int64    `json:"errors"`
+	ErrorRate    float64  `json:"errorRate"`
+	// ErrorKinds says which failures a failing step met: a 429 of the CPU
+	// shedder and one of the HSM pool fail a step alike, and mean different
+	// things.
+	ErrorKinds []ErrorCount   `json:"errorKinds,omitempty"`
+	LatencyMs  LatencySummary `json:"latencyMs"`
 }
 
 // WriteJSON writes r as indented JSON to path.

@@ -76,6 +76,7 @@ bench find-max --start-rate 500 --factor 1.25 --step-duration 10s --warmup 2s --
 max=$(field "$out/findmax" "int(d['findMax']['maxSustainableRatePerKey'])" 2>/dev/null || echo 0)
 [ "$max" -gt 0 ] || { echo "find-max found no sustainable rate"; exit 1; }
 echo "highest sustainable rate: $max/s"
+field "$out/findmax" "'  steps that failed: ' + ('; '.join('%.0f/s: %s' % (s['ratePerKey'], ', '.join('%d %s %s' % (e['count'], e.get('status', ''), e.get('sample') or e.get('name') or e.get('kind')) for e in s.get('errorKinds', [])) or ', '.join(s['reasons'])) for s in d['findMax']['steps'] if s['verdict'] != 'PASS') or 'none')"
 
 echo "== not overload: 64 busy connections at 80% of it ($((max * 8 / 10))/s) for 15s, no 429 allowed"
 bench run --rate $((max * 8 / 10)) --duration 15s --warmup 2s --connections 64 --out "$out/busy-64"
