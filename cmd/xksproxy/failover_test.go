@@ -51,22 +51,23 @@ func TestTwoHSMFailover(t *testing.T) {
 	// B: a second token beside dev's in the same token directory. The node
 	// imports the cluster keys into it (import_keys_file) and unwraps the
 	// replicated demo key into it as it starts.
+	// Through PKCS#11 in this process, not softhsm2-util, whose command
+	// line would carry the PINs.
 	softhsmConf := filepath.Join(nodeDir, "softhsm2.conf")
 	pin, soPIN := readTrimmed(t, filepath.Join(dir, "secrets", "hsm-pin")), readTrimmed(t, filepath.Join(dir, "secrets", "hsm-so-pin"))
-	initToken := exec.Command("softhsm2-util", "--init-token", "--free", "--label", hsmB, "--so-pin", soPIN, "--pin", pin)
-	initToken.Env = append(os.Environ(), "SOFTHSM2_CONF="+softhsmConf)
-	if out, err := initToken.CombinedOutput(); err != nil {
-		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
+	module, err := softhsm.ModulePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOFTHSM2_CONF", softhsmConf)
+	if err := softhsm.InitToken(module, hsmB, soPIN, pin); err != nil {
+		t.Fatal(err)
 	}
 	material, err := os.ReadFile(filepath.Join(dir, "secrets", "cluster-keys"))
 	if err != nil || os.WriteFile(filepath.Join(nodeDir, "cluster-keys.import"), material, 0o600) != nil {
 		t.Fatalf("staging the cluster keys: %v", err)
 	}
 
-	module, err := softhsm.ModulePath()
-	if err != nil {
-		t.Fatal(err)
-	}
 	netsimConf := filepath.Join(dir, "netsim.conf")
 	setNetsim := func(c netsim.Config) {
 		t.Helper()
