@@ -738,26 +738,8 @@ func TestKillSwitchDoesNotWaitForAnotherKeysUnwrap(t *testing.T) {
 		}
 	}
 	defer release()
-	leader := c.leader()
-	created := make(chan error, 1)
-	go func() {
-		_, err := leader.admin.CreateKey(t.Context(), demoStore, admin.CreateKeyRequest{ID: "slow-key"})
-		created <- err
-	}()
 	// A follower's HSM is the one held: the far end of the kill switch.
-	var held *testNode
-	for held == nil {
-		select {
-		case id := <-slow.held:
-			for _, n := range c.nodes {
-				if n.id == id && n != leader {
-					held = n
-				}
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("no follower started unwrapping the new key")
-		}
-	}
+	leader, held, created := createWithHeldUnwrap(t, c, slow)
 
 	blockedSince := time.Now()
 	res, err := leader.admin.DisableKey(t.Context(), demoStore, demoKey)
@@ -794,22 +776,18 @@ func TestKillSwitchDoesNotWaitForAnotherKeysUnwrap(t *testing.T) {
 	})
 }
 
-// A node that answers but has not reached the index by the caller's
-// deadline is reported with its status, not as unreachable: the last wait
-// it is asked for ends before the deadline, so its answer still arrives.
-func TestWaitReconciledReportsASlowNodeAsSlow(t *testing.T) {
-	c := newTestCluster(t, 3)
-	slow := &slowUnwrap{label: ".slow-key.", held: make(chan string, 8), release: make(chan struct{})}
-	c.slowUnwrap.Store(slow)
-	defer close(slow.release)
-	leader := c.leader()
-	created := make(chan error, 1)
+// createWithHeldUnwrap has the leader create the key "slow-key", whose
+// unwrap slow holds on every node until slow.release closes, and returns
+// the leader, the first follower caught unwrapping it, and the outcome of
+// the creation.
+func createWithHeldUnwrap(t *testing.T, c *testCluster, slow *slowUnwrap) (leader, held *testNode, created <-chan error) {
+	t.Helper()
+	leader = c.leader()
+	result := make(chan error, 1)
 	go func() {
 		_, err := leader.admin.CreateKey(t.Context(), demoStore, admin.CreateKeyRequest{ID: "slow-key"})
-		created <- err
+		result <- err
 	}()
-	defer func() { <-created }()
-	var held *testNode
 	for held == nil {
 		select {
 		case id := <-slow.held:
@@ -822,6 +800,19 @@ func TestWaitReconciledReportsASlowNodeAsSlow(t *testing.T) {
 			t.Fatal("no follower started unwrapping the new key")
 		}
 	}
+	return leader, held, result
+}
+
+// A node that answers but has not reached the index by the caller's
+// deadline is reported with its status, not as unreachable: the last wait
+// it is asked for ends before the deadline, so its answer still arrives.
+func TestWaitReconciledReportsASlowNodeAsSlow(t *testing.T) {
+	c := newTestCluster(t, 3)
+	slow := &slowUnwrap{label: ".slow-key.", held: make(chan string, 8), release: make(chan struct{})}
+	c.slowUnwrap.Store(slow)
+	defer close(slow.release)
+	leader, held, created := createWithHeldUnwrap(t, c, slow)
+	defer func() { <-created }()
 
 	index := leader.node.Status().ViewIndex
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
